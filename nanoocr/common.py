@@ -1,0 +1,125 @@
+"""
+Small shared utilities: rank-0 printing, the base directory, device autodetection,
+distributed init/cleanup (single process or torchrun), seeding, a no-op wandb stand-in.
+Everything else in the package may import this module; it imports nothing from the package.
+"""
+
+import os
+import random
+import datetime
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def get_dist_info():
+    """(is_ddp, rank, local_rank, world_size) from torchrun's environment variables."""
+    if all(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
+        return True, int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    return False, 0, 0, 1
+
+
+def is_rank0():
+    return get_dist_info()[1] == 0
+
+
+def print0(*args, **kwargs):
+    """print() on rank 0 only, so a torchrun job logs each line once."""
+    if is_rank0():
+        print(*args, **kwargs)
+
+
+def get_base_dir():
+    """Where tokenizers, checkpoints, data and reports go: $NANOOCR_BASE_DIR or ~/.cache/nanoocr."""
+    base = os.environ.get("NANOOCR_BASE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nanoocr")
+    os.makedirs(base, exist_ok=True)
+    return base
+
+
+def autodetect_device_type():
+    """cuda > mps > cpu; $NANOOCR_DEVICE (or a script's --device_type) overrides."""
+    forced = os.environ.get("NANOOCR_DEVICE", "")
+    if forced:
+        return forced
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def set_cpu_threads(n=None):
+    """Pin torch's intra-op threads deliberately: $OMP_NUM_THREADS if set, else the cores we have
+    (divided among local ranks under torchrun) — oversubscribing 2 cores makes everything slower."""
+    if n is None:
+        env = os.environ.get("OMP_NUM_THREADS")
+        if env:
+            n = int(env)
+        else:
+            _, _, _, world = get_dist_info()
+            n = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    torch.set_num_threads(n)
+    return n
+
+
+def compute_init(device_type="", seed=1337):
+    """Set up the process: device, threads, seeding, and the process group under torchrun
+    (nccl on CUDA, gloo otherwise). Returns (is_ddp, rank, local_rank, world_size, device)."""
+    device_type = device_type or autodetect_device_type()
+    assert device_type in ("cuda", "mps", "cpu"), f"unknown device_type {device_type!r}; use cuda, mps or cpu"
+    if device_type == "cuda":
+        assert torch.cuda.is_available(), "device_type=cuda but torch sees no CUDA GPU (is this a CPU build of torch?)"
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if device_type == "mps":
+        assert torch.backends.mps.is_available(), "device_type=mps but MPS is not available"
+    is_ddp, rank, local_rank, world_size = get_dist_info()
+    if device_type == "cpu":
+        set_cpu_threads()
+    if is_ddp:
+        if device_type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            device = torch.device(device_type)
+            dist.init_process_group(backend="gloo", timeout=datetime.timedelta(minutes=10))
+        dist.barrier()
+    else:
+        device = torch.device(device_type)
+    seed_everything(seed)  # same seed on every rank: identical model init; data sharding differs by rank
+    return is_ddp, rank, local_rank, world_size, device
+
+
+def compute_cleanup():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class DummyWandb:
+    """Stands in for a wandb run when logging is off, so scripts call .log() unconditionally."""
+
+    def log(self, *args, **kwargs):
+        pass
+
+    def finish(self):
+        pass
+
+
+def get_wandb(run_name, project="nanoocr", config=None):
+    """A real wandb run when run_name != 'dummy' and wandb is installed, else DummyWandb (opt-in)."""
+    if run_name == "dummy" or not is_rank0():
+        return DummyWandb()
+    try:
+        import wandb
+    except ImportError:
+        print0("wandb is not installed (pip install wandb); logging to the console only")
+        return DummyWandb()
+    return wandb.init(project=project, name=run_name, config=config)
