@@ -1,0 +1,199 @@
+"""
+Checkpoints in nanochat's format, crash-safe:
+
+    <checkpoint_dir>/model_{step:06d}.pt          state dict (rank 0)
+    <checkpoint_dir>/optim_{step:06d}_rank{r}.pt  optimiser (+ loop) state of each rank
+    <checkpoint_dir>/meta_{step:06d}.json         model_config, user_config, step, metrics, loop state
+
+Every file is written to a temp name and renamed into place, and meta_ is written LAST: it is
+the commit marker. A step without its meta (a run killed mid-save) does not exist for the
+loaders, so the previous complete checkpoint is what resumes.
+"""
+
+import os
+import re
+import glob
+import json
+import time
+
+import torch
+import torch.distributed as dist
+
+from nanoocr.common import print0, get_base_dir
+from nanoocr.gpt import GPT, GPTConfig, padded_vocab
+from nanoocr.tokenizer import Tokenizer
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def _atomic_torch_save(obj, path):
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_json_save(obj, path):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(checkpoint_dir, step, model_data, optimizer_data, meta_data, rank=0):
+    """Collective under DDP: every rank writes its optimiser shard; rank 0 writes the model and,
+    once all ranks are done, the meta file that makes the step visible."""
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    if rank == 0:
+        _atomic_torch_save(model_data, os.path.join(checkpoint_dir, f"model_{step:06d}.pt"))
+    if optimizer_data is not None:
+        _atomic_torch_save(optimizer_data, os.path.join(checkpoint_dir, f"optim_{step:06d}_rank{rank}.pt"))
+    # Test hook: pause between the data files and the commit marker so a test can SIGKILL us here.
+    pause = float(os.environ.get("NANOOCR_TEST_PAUSE_BEFORE_META", "0"))
+    if pause > 0:
+        print0(f"[test hook] pausing {pause}s before writing meta_{step:06d}.json", flush=True)
+        time.sleep(pause)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    if rank == 0:
+        _atomic_json_save(meta_data, os.path.join(checkpoint_dir, f"meta_{step:06d}.json"))
+        print0(f"saved checkpoint step {step} to {checkpoint_dir}")
+
+
+def load_file(path, device="cpu", weights_only=True):
+    """torch.load with an error that names the file when it is missing, truncated or foreign.
+    Model files are plain tensors (weights_only=True, safe on untrusted files); optimiser files
+    carry loop / RNG state and are loaded with weights_only=False — load only your own."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location=device, weights_only=weights_only)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}: {e}). "
+                              f"The file is truncated or not a checkpoint: delete it, or its meta_*.json, "
+                              f"to fall back to an earlier step.") from e
+
+
+def load_meta(checkpoint_dir, step):
+    path = os.path.join(checkpoint_dir, f"meta_{step:06d}.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint's meta ({e})") from e
+
+
+def load_checkpoint(checkpoint_dir, step=None, device="cpu", load_optimizer=False, rank=0):
+    """(model_data, optimizer_data or None, meta) for a committed step (default: the last)."""
+    step = find_last_step(checkpoint_dir) if step is None else step
+    meta = load_meta(checkpoint_dir, step)
+    model_data = load_file(os.path.join(checkpoint_dir, f"model_{step:06d}.pt"), device)
+    optim_data = None
+    if load_optimizer:
+        optim_data = load_file(os.path.join(checkpoint_dir, f"optim_{step:06d}_rank{rank}.pt"), device,
+                               weights_only=False)
+    return model_data, optim_data, meta
+
+
+def committed_steps(checkpoint_dir):
+    """Steps whose meta file exists (and whose model file exists): the only ones that count."""
+    steps = []
+    for path in glob.glob(os.path.join(checkpoint_dir, "meta_*.json")):
+        m = re.fullmatch(r"meta_(\d+)\.json", os.path.basename(path))
+        if m and os.path.isfile(os.path.join(checkpoint_dir, f"model_{m.group(1)}.pt")):
+            steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
+def find_last_step(checkpoint_dir):
+    steps = committed_steps(checkpoint_dir)
+    if not steps:
+        raise CheckpointError(f"no complete checkpoint (model_*.pt with its meta_*.json) in {checkpoint_dir}")
+    return steps[-1]
+
+
+def strip_compile_prefix(state_dict):
+    """torch.compile wraps the module as `_orig_mod`; its keys carry that prefix."""
+    return {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
+
+
+def check_gpt_state_dict(config, state_dict, path):
+    """Compare a GPT state dict against the config from its meta and name the field that is off,
+    instead of letting load_state_dict print a wall of shapes."""
+    problems = []
+    head_dim = config.n_embd // config.n_head
+    wte = state_dict.get("transformer.wte.weight")
+    if wte is None:
+        raise CheckpointError(f"{path}: no transformer.wte.weight — not a nanochat/nanoocr GPT state dict")
+    if wte.shape[1] != config.n_embd:
+        problems.append(f"n_embd={config.n_embd} but transformer.wte.weight is {list(wte.shape)}")
+    if wte.shape[0] not in (config.vocab_size, padded_vocab(config.vocab_size)):
+        problems.append(f"vocab_size={config.vocab_size} but transformer.wte.weight has {wte.shape[0]} rows")
+    layers = {int(m.group(1)) for k in state_dict for m in [re.match(r"transformer\.h\.(\d+)\.", k)] if m}
+    if len(layers) != config.n_layer:
+        problems.append(f"n_layer={config.n_layer} but the weights have {len(layers)} blocks")
+    ck = state_dict.get("transformer.h.0.attn.c_k.weight")
+    if ck is not None and ck.shape[0] != config.n_kv_head * head_dim:
+        problems.append(f"n_kv_head={config.n_kv_head} (head_dim {head_dim}) but c_k.weight is {list(ck.shape)}")
+    cq = state_dict.get("transformer.h.0.attn.c_q.weight")
+    if cq is not None and cq.shape[0] != config.n_head * head_dim:
+        problems.append(f"n_head={config.n_head} but c_q.weight is {list(cq.shape)}")
+    if problems:
+        raise CheckpointError(f"{path}: the model_config in its meta does not match the weights: " + "; ".join(problems))
+
+
+def pad_vocab_rows(state_dict, config):
+    """Checkpoints may store wte / lm_head unpadded; pad them to the multiple of 64 we build."""
+    target = padded_vocab(config.vocab_size)
+    for key in ("transformer.wte.weight", "lm_head.weight"):
+        w = state_dict.get(key)
+        if w is not None and w.shape[0] < target:
+            state_dict[key] = torch.cat([w, w.new_zeros(target - w.shape[0], w.shape[1])])
+    return state_dict
+
+
+def gpt_from_state_dict(model_config, state_dict, path, device="cpu"):
+    """Build a GPT from a meta's model_config dict and load its weights (fp32), checking shapes."""
+    known = set(GPTConfig.__dataclass_fields__)
+    unknown = sorted(set(model_config) - known)
+    if unknown:
+        raise CheckpointError(f"{path}: model_config has fields this GPT does not know: {unknown} "
+                              f"(supported: {sorted(known)}) — a newer nanochat layout?")
+    config = GPTConfig(**model_config)
+    state_dict = strip_compile_prefix(state_dict)
+    check_gpt_state_dict(config, state_dict, path)
+    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    state_dict = pad_vocab_rows(state_dict, config)
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device=device)
+    model.init_rotary()
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: missing keys {missing}, unexpected keys {unexpected}")
+    return model
+
+
+def load_nanochat_gpt(checkpoint_dir, tokenizer_dir, step=None, device="cpu"):
+    """A nanochat base checkpoint + tokenizer -> (GPT, Tokenizer, meta), with <|image|> appended to
+    the tokenizer when missing and the GPT's vocabulary grown to match (old rows bit-identical)."""
+    step = find_last_step(checkpoint_dir) if step is None else step
+    meta = load_meta(checkpoint_dir, step)
+    model_path = os.path.join(checkpoint_dir, f"model_{step:06d}.pt")
+    if "model_config" not in meta:
+        raise CheckpointError(f"{checkpoint_dir}/meta_{step:06d}.json has no model_config")
+    model = gpt_from_state_dict(meta["model_config"], load_file(model_path, device), model_path, device)
+    tokenizer = Tokenizer.from_directory(tokenizer_dir)
+    if tokenizer.get_vocab_size() > model.config.vocab_size:
+        model.grow_vocab(tokenizer.get_vocab_size())
+    assert tokenizer.get_vocab_size() == model.config.vocab_size, \
+        f"tokenizer has {tokenizer.get_vocab_size()} ids but the GPT's vocab_size is {model.config.vocab_size}"
+    return model, tokenizer, meta
+
+
+def checkpoint_dir_for(phase, tag):
+    """<base>/<phase>_checkpoints/<tag> — e.g. vis_tok_checkpoints/cpu."""
+    return os.path.join(get_base_dir(), f"{phase}_checkpoints", tag)

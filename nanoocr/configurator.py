@@ -1,0 +1,125 @@
+"""
+Command-line configuration in nanoGPT/nanochat's style, without exec():
+
+    # at the top of a script
+    batch_size = 16
+    lr = 1e-3
+    ...
+    config = configure(globals())   # applies --preset=NAME and --key=value, returns the resolved dict
+
+The config keys are the script's module-level values of simple types (int, float, bool, str,
+None, tuple, list) whose names do not start with "_". Precedence: script defaults < preset
+file < command line. Values are type-checked against the defaults; an unknown key is an error
+that lists the valid keys. The returned dict is what scripts store in every checkpoint's meta.
+
+Preset files are plain Python assignments of literals (parsed with ast, never executed):
+`--preset=cpu` reads presets/cpu.py from the repository; `--preset=path/to/file.py` reads that file.
+Presets are named for model sizes / jobs (cpu, full, tier1, ...), never tiny/small/base/large/gundam,
+which are DeepSeek-OCR's *resolution modes*.
+"""
+
+import os
+import ast
+import sys
+
+PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "presets")
+_SIMPLE = (int, float, bool, str, tuple, list, type(None))
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def config_keys(scope):
+    return [k for k, v in scope.items() if not k.startswith("_") and isinstance(v, _SIMPLE)
+            and not callable(v)]
+
+
+def _coerce(key, raw, default, source):
+    """Turn a string (or a preset literal) into a value of the default's type, or raise."""
+    if isinstance(raw, str) and not isinstance(default, str):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            if isinstance(default, bool) and raw.lower() in ("true", "false"):
+                value = raw.lower() == "true"
+            elif default is None:
+                value = raw  # a None default takes any literal, else the raw string
+            else:
+                raise ConfigError(f"{source}: --{key}={raw!r} is not a valid {type(default).__name__} "
+                                  f"(default {default!r})") from None
+    else:
+        value = raw
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if value in (0, 1):
+            return bool(value)
+    elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
+        return type(default)(value)
+    elif type(value) is type(default):
+        return value
+    raise ConfigError(f"{source}: {key}={value!r} has type {type(value).__name__}, "
+                      f"expected {type(default).__name__} (default {default!r})")
+
+
+def read_preset(name):
+    """Assignments of literals from presets/NAME.py (or a path) -> dict."""
+    path = name if (os.sep in name or name.endswith(".py")) else os.path.join(PRESET_DIR, name + ".py")
+    if not os.path.isfile(path):
+        known = sorted(f[:-3] for f in os.listdir(PRESET_DIR) if f.endswith(".py")) if os.path.isdir(PRESET_DIR) else []
+        raise ConfigError(f"preset {name!r} not found at {path}; known presets: {', '.join(known) or 'none'}")
+    values = {}
+    tree = ast.parse(open(path).read(), filename=path)
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # docstring / comment string
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ConfigError(f"{path}:{node.lineno}: presets may only contain `name = literal` lines")
+        try:
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            raise ConfigError(f"{path}:{node.lineno}: the value of {node.targets[0].id} is not a literal") from None
+    return values
+
+
+def configure(scope, argv=None):
+    """Apply --preset and --key=value overrides to `scope` (a script's globals()) in place and
+    return the resolved {key: value} dict."""
+    argv = sys.argv[1:] if argv is None else argv
+    keys = config_keys(scope)
+    defaults = {k: scope[k] for k in keys}
+    overrides, preset = {}, None
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            print("config keys (override with --key=value, or --preset=NAME):")
+            for k in sorted(keys):
+                print(f"  --{k}={defaults[k]!r}")
+            sys.exit(0)
+        if not arg.startswith("--") or "=" not in arg:
+            raise ConfigError(f"bad argument {arg!r}: use --key=value (valid keys: {', '.join(sorted(keys))})")
+        key, raw = arg[2:].split("=", 1)
+        key = key.replace("-", "_")
+        if key == "preset":
+            preset = raw
+            continue
+        overrides[key] = raw
+    resolved = {}
+    if preset is not None:
+        for key, value in read_preset(preset).items():
+            if key not in defaults:
+                raise ConfigError(f"preset {preset!r} sets unknown key {key!r}; valid keys: {', '.join(sorted(keys))}")
+            resolved[key] = _coerce(key, value, defaults[key], f"preset {preset}")
+    for key, raw in overrides.items():
+        if key not in defaults:
+            raise ConfigError(f"unknown config key --{key}; valid keys: {', '.join(sorted(keys))}")
+        resolved[key] = _coerce(key, raw, defaults[key], "command line")
+    scope.update(resolved)
+    config = {k: scope[k] for k in keys}
+    if preset is not None:
+        config["preset"] = preset
+    return config

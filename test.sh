@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: create (or reuse) a local venv, install nanoocr with its dev extras, run pytest.
+#   bash test.sh                 # the whole suite
+#   bash test.sh -k tokenizer    # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${NANOOCR_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+. "$VENV/bin/activate"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# torch first, pinned: on CPU machines here 2.13.0 installs the CPU build from local disk; an
+# unpinned torch would pull a multi-GB CUDA build. GPU users: install a CUDA torch first (README).
+python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
+pip install -q -e ".[dev]"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+python -m pytest -q --durations=15 "$@"

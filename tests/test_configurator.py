@@ -1,0 +1,51 @@
+import pytest
+
+from nanoocr.configurator import configure, ConfigError
+
+
+def scope():
+    return {"batch_size": 16, "lr": 1e-3, "use_bf16": True, "run": "dummy", "data": None,
+            "betas": (0.9, 0.95), "_private": 1, "helper": len}
+
+
+def test_overrides_are_typed():
+    s = scope()
+    cfg = configure(s, ["--batch_size=32", "--lr=2e-3", "--use_bf16=False", "--run=x", "--betas=(0.8,0.9)", "--data=a.json"])
+    assert s["batch_size"] == 32 and s["lr"] == 2e-3 and s["use_bf16"] is False and s["run"] == "x"
+    assert s["betas"] == (0.8, 0.9) and s["data"] == "a.json"
+    assert cfg == {k: s[k] for k in ["batch_size", "lr", "use_bf16", "run", "data", "betas"]}
+    s = scope()
+    configure(s, ["--lr=1"])  # an int is a fine float
+    assert s["lr"] == 1.0 and isinstance(s["lr"], float)
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match="unknown config key --bacth_size.*batch_size"):
+        configure(scope(), ["--bacth_size=3"])
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(ConfigError, match="batch_size"):
+        configure(scope(), ["--batch_size=lots"])
+    with pytest.raises(ConfigError, match="batch_size"):
+        configure(scope(), ["--batch_size=1.5"])
+    with pytest.raises(ConfigError, match="bad argument"):
+        configure(scope(), ["batch_size=3"])
+
+
+def test_preset_file_and_precedence(tmp_path):
+    p = tmp_path / "mine.py"
+    p.write_text('"""a preset"""\nbatch_size = 8\nlr = 5e-4\n')
+    s = scope()
+    cfg = configure(s, ["--lr=1e-2", f"--preset={p}"])  # the command line wins over the preset
+    assert s["batch_size"] == 8 and s["lr"] == 1e-2 and cfg["preset"] == str(p)
+    bad = tmp_path / "bad.py"
+    bad.write_text("nonsense = 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'nonsense'"):
+        configure(scope(), [f"--preset={bad}"])
+    code = tmp_path / "code.py"
+    code.write_text("import os\n")
+    with pytest.raises(ConfigError, match="literal"):
+        configure(scope(), [f"--preset={code}"])
+    with pytest.raises(ConfigError, match="not found"):
+        configure(scope(), ["--preset=no_such_preset"])
