@@ -67,7 +67,6 @@ def gundam_grid(width, height, tile=640):
 # -----------------------------------------------------------------------------
 # Loading: any file / bytes / PIL image -> a fully decoded RGB PIL image, or a clear ImageError.
 
-
 # Refuse images above this many pixels *before* decoding them: a few-KB PNG can claim
 # 100000 x 100000 pixels and would need 30 GB to decode. 64M pixels (~8000 x 8000, 192 MB as RGB)
 # covers a 600-dpi A4 scan with room to spare and stays below Pillow's own limit
