@@ -197,3 +197,46 @@ def load_nanochat_gpt(checkpoint_dir, tokenizer_dir, step=None, device="cpu"):
 def checkpoint_dir_for(phase, tag):
     """<base>/<phase>_checkpoints/<tag> — e.g. vis_tok_checkpoints/cpu."""
     return os.path.join(get_base_dir(), f"{phase}_checkpoints", tag)
+
+
+# -----------------------------------------------------------------------------
+# The VLM (DeepEncoder + GPT): our own checkpoints carry their tokenizer, so a checkpoint
+# directory alone is enough to read images with it.
+
+def save_tokenizer_once(checkpoint_dir, tokenizer):
+    tok_dir = os.path.join(checkpoint_dir, "tokenizer")
+    if not os.path.isfile(os.path.join(tok_dir, "tokenizer.pkl")):
+        tokenizer.save(tok_dir)
+
+
+def load_model(checkpoint_dir, step=None, device="cpu"):
+    """A trained VLM checkpoint directory -> (model in eval mode, tokenizer, meta)."""
+    from nanoocr.model import vlm_from_config
+    step = find_last_step(checkpoint_dir) if step is None else step
+    meta = load_meta(checkpoint_dir, step)
+    config = meta.get("model_config", {})
+    if not {"encoder", "gpt", "image_token_id"} <= set(config):
+        raise CheckpointError(f"{checkpoint_dir}/meta_{step:06d}.json is not a nanoocr VLM checkpoint "
+                              f"(model_config lacks encoder/gpt/image_token_id); for a nanochat GPT use load_nanochat_gpt")
+    path = os.path.join(checkpoint_dir, f"model_{step:06d}.pt")
+    state_dict = strip_compile_prefix(load_file(path, device))
+    model = vlm_from_config(config, device)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model_config in its meta: {e}") from e
+    tokenizer = Tokenizer.from_directory(os.path.join(checkpoint_dir, "tokenizer"))
+    assert tokenizer.image_id == model.image_token_id, \
+        f"{checkpoint_dir}: tokenizer's <|image|> id {tokenizer.image_id} != model's {model.image_token_id}"
+    return model.eval(), tokenizer, meta
+
+
+def find_latest_model_dir(base_dir=None):
+    """The most recently written checkpoint directory under <base>/*_checkpoints/*/ (or None)."""
+    base_dir = base_dir or get_base_dir()
+    best, best_time = None, -1.0
+    for meta in glob.glob(os.path.join(base_dir, "*_checkpoints", "*", "meta_*.json")):
+        t = os.path.getmtime(meta)
+        if t > best_time:
+            best, best_time = os.path.dirname(meta), t
+    return best

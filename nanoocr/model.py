@@ -1,0 +1,112 @@
+"""
+The vision-language model: DeepEncoder + GPT (DESIGN §1).
+
+    ids  = <|bos|><|user_start|> <|image|>×N \\n prompt <|user_end|><|assistant_start|> answer ...
+    x    = wte(ids); x[ids == <|image|>] = DeepEncoder(image) laid out as rows + newlines + separator
+    out  = GPT(inputs_embeds=x)
+
+The encoder call is separate (`encode_images`) so that generation computes the vision
+embeddings once per image and reuses them for every new token. With no images the forward
+is exactly the plain GPT path (text-only samples in Stage 2).
+"""
+
+from dataclasses import asdict
+
+import torch
+import torch.nn as nn
+
+from nanoocr.gpt import GPT, GPTConfig
+from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
+
+
+class VLM(nn.Module):
+    def __init__(self, encoder_config, gpt_config, image_token_id):
+        super().__init__()
+        assert encoder_config.out_dim == gpt_config.n_embd, \
+            f"the projector maps to {encoder_config.out_dim} but the GPT width is {gpt_config.n_embd}"
+        assert 0 <= image_token_id < gpt_config.vocab_size, \
+            f"image_token_id {image_token_id} outside the GPT vocabulary ({gpt_config.vocab_size})"
+        self.encoder = DeepEncoder(encoder_config)
+        self.gpt = GPT(gpt_config)
+        self.image_token_id = image_token_id
+
+    @property
+    def config(self):
+        return {"encoder": asdict(self.encoder.config), "gpt": asdict(self.gpt.config),
+                "image_token_id": self.image_token_id}
+
+    @torch.no_grad()
+    def init_weights(self, proj_std=0.0):
+        self.encoder.init_weights()
+        self.gpt.init_weights(proj_std=proj_std)
+
+    def get_device(self):
+        return self.gpt.get_device()
+
+    def encode_images(self, images):
+        """Vision embeddings, one sequence per image, in DESIGN's layout.
+        images: a tensor [B, 3, H, W] of same-size single views -> tensor [B, N, n_embd] (the
+        training fast path: one batched encoder call), or a list of dicts from
+        image_process.process_image (global_view, tiles, grid) -> list of [N_i, n_embd]."""
+        if torch.is_tensor(images):
+            return self.encoder.embed_batch(images)
+        return [self.encoder.embed_image(im["global_view"], im.get("tiles"), im.get("grid")) for im in images]
+
+    def embed_inputs(self, input_ids, image_embeds):
+        """wte(input_ids) with the <|image|> positions overwritten, row by row in order, by the
+        image embeddings. The counts must agree exactly — a mismatch is a bug upstream (wrong
+        mode, wrong count function) and would otherwise silently shift every image."""
+        x = self.gpt.transformer.wte(input_ids)
+        is_image = input_ids == self.image_token_id
+        n_slots = int(is_image.sum())
+        if torch.is_tensor(image_embeds):
+            flat = image_embeds.reshape(-1, image_embeds.size(-1))
+        else:
+            flat = torch.cat([e.reshape(-1, e.size(-1)) for e in image_embeds]) if len(image_embeds) else x.new_zeros(0, x.size(-1))
+        if flat.size(0) != n_slots:
+            raise ValueError(f"the batch has {n_slots} <|image|> placeholder tokens but the images produced "
+                             f"{flat.size(0)} vision embeddings; the placeholder count (num_image_tokens for "
+                             f"the mode) and the image preprocessing disagree")
+        return x.masked_scatter(is_image.unsqueeze(-1), flat.to(x.dtype))
+
+    def forward(self, input_ids, targets=None, images=None, image_embeds=None, kv_cache=None,
+                attention_mask=None, loss_reduction="mean"):
+        """input_ids (B, T). images: see encode_images; or precomputed image_embeds. Returns logits
+        or the loss (like GPT.forward). A batch without images takes the plain GPT path."""
+        if images is not None:
+            assert image_embeds is None, "pass images or image_embeds, not both"
+            image_embeds = self.encode_images(images)
+        if image_embeds is None:
+            if kv_cache is None or kv_cache.pos == 0:
+                n = int((input_ids == self.image_token_id).sum())
+                if n:
+                    raise ValueError(f"the batch has {n} <|image|> placeholder tokens but no images were given")
+            return self.gpt(input_ids, targets=targets, kv_cache=kv_cache, attention_mask=attention_mask,
+                            loss_reduction=loss_reduction)
+        x = self.embed_inputs(input_ids, image_embeds)
+        return self.gpt(inputs_embeds=x, targets=targets, kv_cache=kv_cache, attention_mask=attention_mask,
+                        loss_reduction=loss_reduction)
+
+
+def build_vlm(encoder_config, gpt_config, image_token_id, device="cpu", proj_std=0.0):
+    """Build on the meta device (no memory touched for big presets), materialise, init."""
+    if isinstance(encoder_config, dict):
+        encoder_config = DeepEncoderConfig(**encoder_config)
+    if isinstance(gpt_config, dict):
+        gpt_config = GPTConfig(**gpt_config)
+    with torch.device("meta"):
+        model = VLM(encoder_config, gpt_config, image_token_id)
+    model.to_empty(device=device)
+    model.init_weights(proj_std=proj_std)
+    return model
+
+
+def vlm_from_config(model_config, device="cpu"):
+    """A VLM shaped by a checkpoint meta's model_config ({"encoder", "gpt", "image_token_id"}),
+    with uninitialised weights (the caller loads a state dict)."""
+    with torch.device("meta"):
+        model = VLM(DeepEncoderConfig(**model_config["encoder"]), GPTConfig(**model_config["gpt"]),
+                    model_config["image_token_id"])
+    model.to_empty(device=device)
+    model.gpt.init_rotary()
+    return model
