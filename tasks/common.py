@@ -1,0 +1,162 @@
+"""
+What every dataset reader in tasks/ shares: the one sample type, the `<image>` prompt convention,
+counted skips of bad records, and a deterministic weighted mixture of sources.
+
+A reader is a generator function yielding samples, one dict each:
+
+    {"id": str, "image": str (a resolved path) or bytes (encoded file contents),
+     "prompt": str, "answer": str, "source": str}
+    (+ "prompt_before": str, only when the prompt had text before its <image> marker)
+
+"prompt" is the text that follows the image. DeepSeek-OCR-style data writes the image as a literal
+`<image>` inside the prompt ("<image>\n<|grounding|>OCR this image."): it marks where the run of
+<|image|> placeholders goes. Almost always it comes first, so the common case is one field; the rare
+prompt with text before the marker keeps that text in "prompt_before" so nothing is lost. The single
+newline after the marker is the format's separator (the dataloader writes `{image run}\n{prompt}`,
+DESIGN §3), so it is dropped here rather than kept as part of the prompt.
+
+Readers never decode images: that is the dataloader's job (with nanoocr/image_process.py's error
+handling), in background workers. A reader only checks what is cheap and certain: the image file
+exists and the answer is not empty. Anything else wrong with a record is a *counted skip* that names
+the file, or with strict=True an error — a silently dropped sample is how a dataset quietly shrinks.
+"""
+
+import os
+import sys
+import bisect
+import random
+from collections import Counter
+
+
+def _log0(msg):
+    # print0's rule (rank 0 of torchrun) without importing nanoocr.common, which imports torch:
+    # 3-4 s that a data-prep run or a reader test has no other use for
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(msg, file=sys.stderr)
+
+
+IMAGE_MARKER = "<image>"
+DEFAULT_PROMPT = "Free OCR."  # DeepSeek-OCR's plain-text prompt, for formats that carry none
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+MAX_LOGGED_SKIPS = 20  # per skips counter: enough to diagnose, without flooding a log on a bad shard
+
+
+class DataError(ValueError):
+    """A bad record in strict mode, or a source that cannot be read at all."""
+
+
+def new_skips():
+    """A counter of skipped records by reason ("missing_image", "empty_answer", ...). Pass one to
+    a reader as skips=... to see what it dropped; readers create their own when given None."""
+    return Counter()
+
+
+def skip(skips, strict, where, reason, detail=""):
+    """Count (and log) one skipped record, or raise when strict. `where` names the file (and record)
+    so the user can go and fix it."""
+    msg = f"{where}: {reason}" + (f" ({detail})" if detail else "")
+    if strict:
+        raise DataError(msg + " [strict=True; pass strict=False to skip and count such records]")
+    skips[reason] += 1
+    n = sum(skips.values())
+    if n <= MAX_LOGGED_SKIPS:
+        _log0(f"skipping {msg}")
+    elif n == MAX_LOGGED_SKIPS + 1:
+        _log0("(more skipped records are counted but not logged)")
+
+
+def split_prompt(prompt):
+    """'<image>\\nOCR this.' -> ('', 'OCR this.'); 'Look: <image> what?' -> ('Look: ', 'what?');
+    a prompt without a marker puts the image first (DeepSeek-OCR's layout). Raises DataError on
+    more than one marker (one image per sample)."""
+    n = prompt.count(IMAGE_MARKER)
+    if n == 0:
+        return "", prompt
+    if n > 1:
+        raise DataError(f"prompt has {n} {IMAGE_MARKER} markers, expected one: {prompt[:80]!r}")
+    before, after = prompt.split(IMAGE_MARKER)
+    # the whitespace right after the marker is the format's separator, not prompt text
+    return before, after.lstrip()
+
+
+def join_prompt(sample):
+    """Inverse of split_prompt, in the project's JSON format: '<image>\\n' + prompt (with any text
+    that preceded the image in front). Used when writing data.jsonl and Fox predictions."""
+    return sample.get("prompt_before", "") + IMAGE_MARKER + "\n" + sample["prompt"]
+
+
+def make_sample(sample_id, image, prompt, answer, source, where, skips, strict):
+    """Validate one record and build the sample dict, or count a skip and return None.
+    `image` is a path (already resolved to where it lives) or the encoded bytes."""
+    if not isinstance(answer, str) or not answer.strip():
+        skip(skips, strict, where, "empty_answer")
+        return None
+    if isinstance(image, (bytes, bytearray)):
+        if len(image) == 0:
+            skip(skips, strict, where, "missing_image", "empty image bytes")
+            return None
+        image = bytes(image)
+    elif not isinstance(image, str) or not image:
+        skip(skips, strict, where, "missing_image", "no image field")
+        return None
+    elif not os.path.isfile(image):
+        skip(skips, strict, where, "missing_image", image)
+        return None
+    if not isinstance(prompt, str):
+        skip(skips, strict, where, "bad_prompt", f"prompt is {type(prompt).__name__}")
+        return None
+    try:
+        before, after = split_prompt(prompt)
+    except DataError as e:
+        skip(skips, strict, where, "bad_prompt", str(e))
+        return None
+    sample = {"id": str(sample_id), "image": image, "prompt": after, "answer": answer, "source": source}
+    if before.strip():
+        sample["prompt_before"] = before
+    return sample
+
+
+def resolve_image(image, base_dir):
+    """Dataset files name images relative to themselves: resolve against the file's directory
+    (an absolute path is kept), so a dataset folder can be moved or mounted anywhere."""
+    if not isinstance(image, str) or not image:
+        return image
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(image)))
+
+
+def mixture(sources, seed=0):
+    """An endless, deterministic weighted mix of readers.
+
+    sources: list of (generator_fn, weight); generator_fn() must return a fresh iterator over a
+    source (e.g. functools.partial(ocr_json.read, path)). Each draw picks a source with probability
+    weight / sum(weights) from a private RNG seeded with `seed`, so the same seed and sources give
+    the same stream on every run and every rank (the dataloader shards it). An exhausted source is
+    restarted (a new epoch of it) so small sources are revisited at their share instead of ending
+    the stream; a source that yields nothing at all is an error rather than an endless loop.
+    """
+    assert len(sources) > 0, "mixture() needs at least one (generator_fn, weight) pair"
+    weights = [float(w) for _, w in sources]
+    assert all(w >= 0 for w in weights) and sum(weights) > 0, f"weights must be >= 0 with a positive sum, got {weights}"
+    total = sum(weights)
+    cum, acc = [], 0.0
+    for w in weights:
+        acc += w / total
+        cum.append(acc)
+    rng = random.Random(seed)
+    iters = [None] * len(sources)
+    while True:
+        # first source whose cumulative share exceeds r (bisect_right passes over zero-weight
+        # sources, whose cum equals their predecessor's); clamp for round-off where cum[-1] < 1
+        i = min(bisect.bisect_right(cum, rng.random()), len(cum) - 1)
+        while weights[i] == 0:
+            i -= 1
+        if iters[i] is None:
+            iters[i] = iter(sources[i][0]())
+        try:
+            yield next(iters[i])
+        except StopIteration:
+            iters[i] = iter(sources[i][0]())  # next epoch of this source
+            try:
+                yield next(iters[i])
+            except StopIteration:
+                raise DataError(f"mixture source {i} ({sources[i][0]!r}) yields no samples") from None
