@@ -21,7 +21,6 @@ answer) are counted skips named on stderr; --strict=1 makes the first one fatal.
 import json
 import os
 import re
-import io
 import shutil
 import time
 
@@ -78,8 +77,9 @@ def _safe_name(text, maxlen=60):
 
 def save_image(image, dst_stem):
     """Write a sample's image as dst_stem + .png/.jpg and return that path. PNG/JPEG go through
-    untouched; anything else (webp, bmp, tiff, ...) is decoded with Pillow and written as PNG, so the
-    output folder holds only the two formats every loader reads. Raises OSError if undecodable."""
+    untouched; anything else (webp, bmp, tiff, ...) is decoded and written as PNG, so the output
+    folder holds only the two formats every loader reads. Raises ValueError / OSError when the data
+    is not a decodable image."""
     if isinstance(image, str):
         ext = os.path.splitext(image)[1].lower()
         if ext in (".png", ".jpg", ".jpeg"):
@@ -93,13 +93,11 @@ def save_image(image, dst_stem):
         with open(dst, "wb") as f:
             f.write(image)
         return dst
-    from PIL import Image  # only needed for the rare non-PNG/JPEG input
-    with Image.open(io.BytesIO(image)) as im:
-        im.load()
-        if im.mode not in ("RGB", "RGBA", "L", "LA", "P", "I;16", "1"):
-            im = im.convert("RGB")
-        dst = dst_stem + ".png"
-        im.save(dst, format="PNG")
+    # the dataloader's own loader, so conversion sees exactly what training would (EXIF rotation,
+    # RGB, a clear ImageError for corrupt data); imported here because it pulls in torch
+    from nanoocr.image_process import load_image
+    dst = dst_stem + ".png"
+    load_image(image, max_pixels=None, name=os.path.basename(dst_stem)).save(dst, format="PNG")
     return dst
 
 
@@ -130,7 +128,7 @@ def prepare(source, input, out, limit=-1, image_col="image", text_col="text", pr
             stem = os.path.join(out, "images", f"{written:06d}_{_safe_name(sample['id'])}")
             try:
                 path = save_image(sample["image"], stem)
-            except OSError as e:  # Pillow's UnidentifiedImageError is an OSError
+            except (OSError, ValueError) as e:  # image_process.ImageError is a ValueError
                 common.skip(skips, strict, f"{sample['id']} ({sample['image'] if isinstance(sample['image'], str) else 'bytes'})",
                             "unreadable_image", str(e))
                 continue
