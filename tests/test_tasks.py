@@ -142,6 +142,15 @@ def test_image_folder_recursive_sorted_with_skips(tmp_path, capsys):
         list(image_folder.read(str(root), strict=True))  # empty.png sorts before no_text.png
 
 
+def test_readers_do_not_decode_images(tmp_path):
+    # a corrupt image is the dataloader's to skip (it decodes, in workers, with load_image's errors);
+    # a reader that opened images would drop it here and cost a decode per sample on the main thread
+    write(str(tmp_path / "junk.png"), b"not a png at all")
+    write(str(tmp_path / "junk.txt"), "text")
+    (s,) = list(image_folder.read(str(tmp_path)))
+    assert s["image"] == str(tmp_path / "junk.png")
+
+
 # -----------------------------------------------------------------------------
 # parquet
 
