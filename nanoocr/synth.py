@@ -1,0 +1,701 @@
+"""
+The built-in synthetic document renderer: the training set that needs no download.
+
+    img, prompt, answer = render(seed, index, kind, split="train", height=None, width=None, **overrides)
+
+is a pure function of its arguments (same fonts installed -> same pixels). Kinds:
+- "line":      a tight one-line strip (default 32x256 H x W), font size ~0.6 H, small jitter: the data
+               that first made a tiny model read on CPU (shared/notes/cpu-recipe-probe.md).
+- "line_page": one line placed somewhere on a page (default 256x256).
+- "page":      Fox-style paragraphs filling a page (default 1024x1024), 1 or 2 columns, optional title.
+- "receipt":   a receipt on a table, rows laid out in columns (default 1024x768); the answer is its
+               rows top to bottom, columns joined by as many spaces as the gap is wide in digits
+               (so a monospaced receipt reads back exactly like its layout, as in shared/tier1).
+Answers: visual lines joined by "\n"; a vertical gap between blocks is an empty line; no leading
+spaces. The prompt is "Free OCR." (the <image> marker is not part of it).
+
+Splits: sample seeds live in disjoint ranges per split (sample_seed), and every text unit is hashed
+to one split (synth_text.text_split), so train / val / test share neither seeds nor texts.
+Degradations (geometry, paper, ink, blur, rescale, noise, tint, JPEG) have a preset per split in
+DEGRADATIONS and can be overridden per call with degrade={...} or degrade="none".
+"""
+
+import functools
+import io
+import itertools
+import math
+import os
+import random
+import subprocess
+import zlib
+from collections import namedtuple
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from nanoocr import synth_text as T
+from nanoocr.synth_text import corpus_iter, text_split  # noqa: F401  (part of this module's interface)
+
+KINDS = ("line", "line_page", "page", "receipt")
+SPLITS = ("train", "val", "test")
+PROMPT = "Free OCR."
+DEFAULT_SIZE = {"line": (32, 256), "line_page": (256, 256), "page": (1024, 1024), "receipt": (1024, 768)}
+
+# Each split's sample seeds live in their own 2^60-wide range: disjoint by construction.
+SPLIT_SEED_BASE = {"train": 0, "val": 1 << 60, "test": 2 << 60}
+
+# Degradation presets. *_p are probabilities, tuples are uniform ranges. Blur and down-scaling are
+# capped by the font size in _compose so small text stays legible. val/test are a fixed, milder
+# "realistic scan" distribution so their numbers are comparable across runs; train is wider.
+DEGRADATIONS = {
+    "train": dict(rotate_p=0.3, rotate_deg=1.5, shear_p=0.15, shear=0.08,
+                  paper=(180, 255), ink=(0, 100), min_contrast=100, ink_opacity=(0.8, 1.0), invert_p=0.02,
+                  gradient_p=0.3, gradient=35, texture_p=0.3, texture=12,
+                  blur_p=0.3, blur_sigma=(0.3, 1.2), rescale_p=0.2, rescale=(0.5, 0.9),
+                  noise_p=0.5, noise_sigma=(2.0, 14.0), tint=0.06, jpeg_p=0.3, jpeg_quality=(30, 90)),
+    "val": dict(rotate_p=0.2, rotate_deg=1.0, shear_p=0.0, shear=0.0,
+                paper=(200, 255), ink=(0, 70), min_contrast=130, ink_opacity=(0.9, 1.0), invert_p=0.0,
+                gradient_p=0.2, gradient=20, texture_p=0.2, texture=8,
+                blur_p=0.2, blur_sigma=(0.3, 0.8), rescale_p=0.1, rescale=(0.6, 0.9),
+                noise_p=0.3, noise_sigma=(2.0, 8.0), tint=0.04, jpeg_p=0.2, jpeg_quality=(50, 90)),
+}
+DEGRADATIONS["test"] = dict(DEGRADATIONS["val"])
+NO_DEGRADATION = dict(DEGRADATIONS["val"], rotate_p=0.0, paper=(255, 255), ink=(0, 0), ink_opacity=(1.0, 1.0),
+                      gradient_p=0.0, texture_p=0.0, blur_p=0.0, rescale_p=0.0, noise_p=0.0, tint=0.0, jpeg_p=0.0)
+
+OVERRIDES = ("font_px", "font_frac", "fonts", "text_mix", "max_words", "degrade", "prompt", "typeset_p", "columns")
+
+# -----------------------------------------------------------------------------
+# Fonts
+
+FontSpec = namedtuple("FontSpec", "name path index family style mono covers")
+PILLOW_DEFAULT = "pillow-default"
+_NOTDEF = "\U0010fffd"  # a private-use code point no text font maps: renders the .notdef glyph
+
+
+def _load(path, index, size):
+    if path is None:  # Pillow >= 10.1 bundles a scalable font (Aileron); older Pillows raise here
+        return ImageFont.load_default(size=size)
+    # BASIC layout: identical pixels whether or not libraqm is installed, and faster
+    return ImageFont.truetype(path, size, index=index, layout_engine=ImageFont.Layout.BASIC)
+
+
+def _coverage(font):
+    """The characters of CORE_CHARS + EXTRA_CHARS this font draws with a real glyph: one that has
+    ink and differs from .notdef (the tofu box). Pillow cannot ask the cmap directly."""
+    def sig(ch):
+        m = font.getmask(ch)
+        return (m.size, bytes(m)) if m.getbbox() else None  # None: draws nothing
+    notdef = sig(_NOTDEF)
+    return {" "} | {c for c in T.CORE_CHARS + T.EXTRA_CHARS if c != " " and sig(c) not in (None, notdef)}
+
+
+def _ink_box(font, ch):
+    """Tight ink box of one character relative to its baseline origin (getbbox is not tight: it
+    also spans the pen origin and the baseline)."""
+    s = font.size
+    im = Image.new("L", (4 * s, 4 * s), 0)
+    ImageDraw.Draw(im).text((s, 3 * s), ch, font=font, fill=255, anchor="ls")
+    b = im.getbbox() or (s, 3 * s, s, 3 * s)
+    return b[0] - s, b[1] - 3 * s, b[2] - s, b[3] - 3 * s
+
+
+def _looks_latin(font):
+    """Symbol and dingbat fonts map ASCII code points to other shapes (Standard Symbols draws 'h' as
+    eta, Dingbats draws '.' as an ornament), so coverage alone does not catch them. Real Latin text
+    fonts have: ascender on 'h' and 'd', descender on 'p', a small '.', a flat '-'."""
+    bb = {c: _ink_box(font, c) for c in "xhdpH.-"}
+    xh = -bb["x"][1]
+    area = lambda b: max(0, b[2] - b[0]) * max(0, b[3] - b[1])  # noqa: E731
+    return (xh > 0 and bb["h"][1] < -1.15 * xh and bb["d"][1] < -1.15 * xh and bb["p"][3] > 0.15 * xh
+            and area(bb["."]) < 0.15 * area(bb["H"]) and (bb["-"][3] - bb["-"][1]) < 0.35 * (bb["H"][3] - bb["H"][1]))
+
+
+@functools.lru_cache(maxsize=1)
+def list_fonts():
+    """Every usable font: what `fc-list` finds (TrueType / OpenType files; Type 1 and bitmap
+    duplicates skipped) plus Pillow's bundled font, each checked to render all of printable ASCII
+    as Latin letters. Sorted, so that the same installed fonts give the same list everywhere."""
+    try:
+        out = subprocess.run(["fc-list", "--format", "%{file}\t%{index}\t%{family[0]}\t%{style[0]}\t%{spacing}\n"],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""  # no fontconfig: Pillow's font alone
+    cands = {}
+    for row in sorted(set(out.splitlines())):
+        path, index, family, style, spacing = (row.split("\t") + [""] * 5)[:5]
+        if os.path.splitext(path)[1].lower() not in (".ttf", ".otf", ".ttc"):
+            continue
+        idx = int(index) if index.isdigit() else 0
+        name = os.path.basename(path) + (f"#{idx}" if idx else "")
+        cands.setdefault(name, (path, idx, family, style, spacing in ("90", "100")))
+    cands[PILLOW_DEFAULT] = (None, 0, "Pillow Aileron", "Regular", False)
+    fonts = []
+    for name, (path, idx, family, style, mono) in sorted(cands.items()):
+        try:
+            font = _load(path, idx, 32)
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue  # unreadable file, or a Pillow without FreeType / without a bundled scalable font
+        covers = _coverage(font)
+        if set(T.CORE_CHARS) <= covers and _looks_latin(font):
+            fonts.append(FontSpec(name, path, idx, family, style, mono, frozenset(covers)))
+    if not fonts:
+        raise RuntimeError("nanoocr/synth.py found no usable font: install some (Debian: apt-get install "
+                           "fonts-dejavu-core fontconfig) or a Pillow >= 10.1 built with FreeType")
+    return fonts
+
+
+@functools.lru_cache(maxsize=4096)
+def get_font(name, size):
+    """A cached ImageFont for (font name from list_fonts(), pixel size): loading costs ~0.1-1 ms."""
+    spec = _font_index()[name]
+    return _load(spec.path, spec.index, int(size))
+
+
+@functools.lru_cache(maxsize=1)
+def _font_index():
+    return {f.name: f for f in list_fonts()}
+
+
+@functools.lru_cache(maxsize=64)
+def _families(fonts_filter):
+    """family -> [FontSpec], optionally restricted to names / families / file names in fonts_filter."""
+    fams = {}
+    for f in list_fonts():
+        if fonts_filter is None or any(s in (f.name, f.family, f.path) for s in fonts_filter):
+            fams.setdefault(f.family, []).append(f)
+    assert fams, f"no installed font matches fonts={list(fonts_filter)}; see list_fonts()"
+    return fams
+
+
+def choose_font(rng, fonts_filter=None, mono_p=0.0):
+    """A family uniformly (so a family with 16 styles is not 16x likelier), then one of its styles."""
+    fams = _families(None if fonts_filter is None else tuple(fonts_filter))
+    names = sorted(fams)
+    if mono_p and rng.random() < mono_p:
+        names = [n for n in names if fams[n][0].mono] or names
+    return rng.choice(fams[rng.choice(names)])
+
+
+def _bold_sibling(spec):
+    for f in _families(None).get(spec.family, []):
+        if "bold" in f.style.lower() and "italic" not in f.style.lower() and "oblique" not in f.style.lower():
+            return f
+    return spec
+
+
+# -----------------------------------------------------------------------------
+# Layouts. Each returns a dict: runs [(x, y, text, font, answer_offset)] drawn with anchor "la"
+# (top-left of the ascender line), rules [(x0, y0, x1, y1)] (ink that is not text), paper (a
+# rectangle or None for a full-page paper), answer, units (text units, for the split check),
+# fonts (names used), min_px (the smallest font size, to cap blur and down-scaling).
+
+def _font_px(rng, opts, lo, hi):
+    fp = opts.get("font_px")
+    if fp is None:
+        return max(6, round(rng.uniform(lo, hi)))
+    return int(fp) if isinstance(fp, (int, float)) else max(6, round(rng.uniform(*fp)))
+
+
+def _fit_words(font, text, avail):
+    """Drop words from the end (or characters from a single long word) until the text fits."""
+    words = text.split(" ")
+    while len(words) > 1 and font.getlength(" ".join(words)) > avail:
+        words.pop()
+    text = " ".join(words)
+    while len(text) > 1 and font.getlength(text) > avail:
+        text = text[:-1]
+    return text.strip()
+
+
+def _line_text(rng, split, spec, font, avail, opts, mix):
+    """A text unit of this split that fits in `avail` pixels, typographic variants included."""
+    cap = max(1, int(avail / (0.55 * font.size)))  # rough characters per line
+    max_words = opts.get("max_words") or max(1, cap // 6)
+    p = opts.get("typeset_p", 0.1)
+    make = lambda: _fit_words(font, T.typeset(T.line_text(rng, mix, max_words), rng, spec.covers, p), avail)  # noqa: E731
+    return T.pick_text(rng, split, make)
+
+
+def layout_line(rng, split, W, H, opts):
+    spec = choose_font(rng, opts.get("fonts"))
+    size = _font_px(rng, opts, *(f * H for f in opts.get("font_frac", (0.55, 0.65))))
+    font = get_font(spec.name, size)
+    asc, desc = font.getmetrics()
+    if asc + desc > H - 2:  # tall fonts (script, display) shrink until the em box fits
+        font = get_font(spec.name, max(6, int(size * (H - 2) / (asc + desc))))
+        asc, desc = font.getmetrics()
+    x = rng.randint(1, max(1, round(0.2 * H)))  # 1..6 px at H=32, as in the probe
+    text = _line_text(rng, split, spec, font, W - x - 2, opts, opts.get("text_mix") or T.TEXT_MIX)
+    # place by the font's em box (not the ink box), so the baseline does not give away which letters
+    # have ascenders; then clamp so the ink stays inside the strip
+    jit = max(1, round(H / 16))
+    y = (H - asc - desc) // 2 + rng.randint(-jit, jit)
+    _, t, _, b = font.getbbox(text)
+    y = min(max(y, 1 - t), H - 1 - b)
+    return dict(runs=[(x, y, text, font, 0)], rules=[], paper=None, answer=text, units=[text],
+                fonts=[spec.name], min_px=font.size)
+
+
+def layout_line_page(rng, split, W, H, opts):
+    spec = choose_font(rng, opts.get("fonts"))
+    font = get_font(spec.name, _font_px(rng, opts, max(10, H / 40), max(14, H / 10)))
+    mx, my = round(0.05 * W), round(0.05 * H)
+    text = _line_text(rng, split, spec, font, W - 2 * mx, opts, opts.get("text_mix") or T.TEXT_MIX)
+    l, t, r, b = font.getbbox(text)
+    x = rng.randint(mx, max(mx, W - mx - r))
+    y = rng.randint(my - t, max(my - t, H - my - b))
+    return dict(runs=[(x, y, text, font, 0)], rules=[], paper=None, answer=text, units=[text],
+                fonts=[spec.name], min_px=font.size)
+
+
+def layout_page(rng, split, W, H, opts):
+    """Paragraphs filling the page top to bottom (then the next column), wrapped at spaces."""
+    spec = choose_font(rng, opts.get("fonts"))
+    font = get_font(spec.name, _font_px(rng, opts, max(10, H / 64), max(12, H / 24)))
+    mix = opts.get("text_mix") or T.PAGE_TEXT_MIX
+    typeset_p = 1.0 if rng.random() < opts.get("typeset_p", 0.3) else 0.0  # book-like pages use it throughout
+    asc, desc = font.getmetrics()
+    line_h = round((asc + desc) * rng.uniform(1.0, 1.35))
+    mx, my = round(W * rng.uniform(0.04, 0.09)), round(H * rng.uniform(0.03, 0.07))
+    ncol = opts.get("columns") or (2 if W >= 640 and rng.random() < 0.25 else 1)
+    gutter = round(0.04 * W)
+    col_w = (W - 2 * mx - (ncol - 1) * gutter) // ncol
+    indent_style = rng.random() < 0.5  # first-line indent and no gap, or a blank gap between paragraphs
+    justify = rng.random() < 0.3
+    space_w = font.getlength(" ")
+    tspec = _bold_sibling(spec)
+    covers = spec.covers & tspec.covers  # typographic characters only where body and title font have them
+    runs, lines, units, fonts = [], [], [], [spec.name]  # lines: answer lines ("" = blank line)
+    col, y = 0, my
+    answer_len = 0
+
+    wcache = {}
+
+    def width(w):  # word widths, memoised: wrapping would otherwise measure each line many times
+        if w not in wcache:
+            wcache[w] = font.getlength(w)
+        return wcache[w]
+
+    def emit(x, y, words, extra=0.0):
+        """One visual line; `extra` pixels are spread between words when justifying."""
+        nonlocal answer_len
+        text = " ".join(words)
+        if extra <= 0 or len(words) < 2:
+            runs.append((x, y, text, font, answer_len))
+        else:
+            step, wx, off = space_w + extra / (len(words) - 1), x, 0
+            for w in words:
+                runs.append((round(wx), y, w, font, answer_len + off))
+                wx, off = wx + width(w) + step, off + len(w) + 1
+        lines.append(text)
+        answer_len += len(text) + 1
+
+    if rng.random() < 0.35:  # a title in the bold sibling, bigger, with a gap under it
+        tfont = get_font(tspec.name, round(font.size * rng.uniform(1.2, 1.8)))
+        title = T.pick_text(rng, split, lambda: _fit_words(tfont, T.line_text(rng, {"prose": 1}, 7).rstrip(".,;:!?").title(), W - 2 * mx))
+        ta, td = tfont.getmetrics()
+        if title and y + ta + td <= H - my:
+            tx = (W - round(tfont.getlength(title))) // 2 if rng.random() < 0.5 else mx
+            runs.append((tx, y, title, tfont, 0))
+            lines += [title, ""]
+            answer_len += len(title) + 2
+            units.append(title)
+            fonts.append(tspec.name)
+            y += round((ta + td) * 1.3) + line_h // 2
+    full = False
+    for _ in range(1000):  # paragraphs until the page is full (bounded: a too-narrow column never fills)
+        if full:
+            break
+        words = []
+        for _ in range(rng.randint(2, 7)):  # one paragraph
+            sent = T.pick_text(rng, split, lambda: T.typeset(T.SOURCES[T.choose_source(rng, mix)](rng), rng, covers, typeset_p))
+            units.append(sent)
+            words += sent.split()
+        first, i = True, 0
+        while i < len(words):
+            if width(words[i]) > col_w:  # never wider than a column (long URLs): left out
+                del words[i]
+                continue
+            if y + asc + desc > H - my:  # column full: next column, or the page is done
+                col, y = col + 1, my
+                if col >= ncol:
+                    full = True
+                    break
+            indent = round(2 * font.size) if (first and indent_style) else 0
+            avail, j, w = col_w - indent, i + 1, width(words[i])  # greedy wrap, widths summed
+            while j < len(words) and w + space_w + width(words[j]) <= avail and width(words[j]) <= col_w:
+                w, j = w + space_w + width(words[j]), j + 1
+            while j > i + 1 and font.getlength(" ".join(words[i:j])) > avail:  # kerning can add a pixel
+                j -= 1
+            last = j >= len(words)
+            extra = 0.0 if (last or not justify) else avail - sum(map(width, words[i:j])) - space_w * (j - i - 1)
+            emit(mx + col * (col_w + gutter) + indent, y, words[i:j], extra)
+            y += line_h
+            i, first = j, False
+        if not full and not indent_style and lines:  # blank gap between paragraphs
+            lines.append("")
+            answer_len += 1
+            y += line_h // 2
+    while lines and lines[-1] == "":
+        lines.pop()
+    return dict(runs=runs, rules=[], paper=None, answer="\n".join(lines), units=units, fonts=fonts, min_px=font.size)
+
+
+RECEIPT_TITLES = ("RECEIPT", "CASH RECEIPT", "INVOICE", "TAX INVOICE", "SALES RECEIPT", "CASH BILL", "ORDER")
+RECEIPT_FOOTERS = ("THANK YOU", "THANK YOU FOR SHOPPING WITH US", "PLEASE COME AGAIN", "Have a nice day!",
+                   "GOODS SOLD ARE NOT RETURNABLE", "Keep this receipt for returns", "Thank you for your visit")
+
+
+def _receipt_rows(rng, split, cur):
+    """The content of one receipt, as rows: ("c", text) centred, ("l", text), ("lr", left, right),
+    ("lmr", left, mid, right), ("blank",) an empty answer line, ("rule",) a drawn line (no text).
+    A trailing "b" in the row tag means bold. Amounts add up, as on a real receipt."""
+    d = T._data()
+    store = T.pick_text(rng, split, lambda: T.faker_call(rng, "company"))
+    rows = [("cb", store.upper() if rng.random() < 0.6 else store)]
+    rows.append(("c", f"{rng.randint(1, 9999)} {T.last_name(rng)} {rng.choice(d['street_suffixes'])}"))
+    rows.append(("c", f"{T.city(rng)}, {rng.choice(d['states_abbr'])} {rng.randint(501, 99950):05d}"))
+    if rng.random() < 0.7:
+        rows.append(("c", "Tel: " + T.faker_call(rng, "phone_number")))
+    rows += [("blank",), ("cb", rng.choice(RECEIPT_TITLES))]
+    rows.append(("lr", "Date: " + T.date(rng), f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"))
+    rows.append(("lr", f"{rng.choice(('Cashier', 'Server', 'Clerk'))}: {T.first_name(rng)}",
+                 f"#{rng.randint(1, 99999):05d}"))
+    rows.append(("rule",))
+    style = rng.randrange(3)  # item row style, one per receipt
+    subtotal = 0.0
+    for _ in range(rng.randint(1, 12)):
+        name = T.pick_text(rng, split, lambda: _item_name(rng))
+        qty = rng.choice((1, 1, 1, 1, 1, 2, 2, 3, 4, 5, 10))
+        unit = round(rng.choice((rng.uniform(0.2, 10), rng.uniform(1, 60), rng.uniform(10, 400))), 2)
+        amount = qty * unit
+        subtotal += amount
+        if style == 0:
+            rows.append(("lr", (f"{qty} " if qty > 1 else "") + name, f"{cur}{amount:,.2f}"))
+        elif style == 1:
+            rows.append(("lmr", name, f"{qty} x {unit:.2f}", f"{cur}{amount:,.2f}"))
+        else:
+            rows += [("l", name), ("lr", f"  {qty} x {unit:.2f}", f"{cur}{amount:,.2f}")]
+    rate = rng.choice((0, 5, 6, 7, 8.25, 10, 20))
+    tax = round(subtotal * rate / 100, 2)
+    total = subtotal + tax
+    rows += [("rule",), ("lr", "Subtotal", f"{cur}{subtotal:,.2f}")]
+    if rate:
+        rows.append(("lr", f"Tax {rate}%", f"{cur}{tax:,.2f}"))
+    rows.append(("lrb", "TOTAL", f"{cur}{total:,.2f}"))
+    if rng.random() < 0.6:
+        paid = math.ceil(total / 10) * 10 if total > 10 else math.ceil(total)
+        rows += [("lr", "Cash", f"{cur}{paid:,.2f}"), ("lr", "Change", f"{cur}{paid - total:,.2f}")]
+    else:
+        rows.append(("lr", f"{rng.choice(('VISA', 'MASTERCARD', 'AMEX', 'DEBIT'))} ****{rng.randint(0, 9999):04d}",
+                     f"{cur}{total:,.2f}"))
+    rows += [("blank",)] + [("c", f) for f in rng.sample(RECEIPT_FOOTERS, rng.randint(1, 2))]
+    return rows, [store]
+
+
+def _item_name(rng):
+    words = [rng.choice(T._data()["words"]) for _ in range(rng.randint(1, 3))]
+    name = " ".join(words)
+    name = name.upper() if rng.random() < 0.6 else name.title()
+    r = rng.random()
+    if r < 0.2:
+        name += f" {rng.choice((100, 250, 500, 750))}{rng.choice(('g', 'ml'))}"
+    elif r < 0.3:
+        name = f"{rng.randint(1000, 99999)} {name}"
+    return name
+
+
+def layout_receipt(rng, split, W, H, opts):
+    """A receipt strip, usually lying on a darker table; rows in columns, amounts right-aligned."""
+    spec = choose_font(rng, opts.get("fonts"), mono_p=0.6)
+    bspec = _bold_sibling(spec)
+    on_table = rng.random() < 0.7
+    pw = round(W * rng.uniform(0.55, 0.9)) if on_table else W
+    px0 = (W - pw) // 2 + (rng.randint(-(W - pw) // 4, (W - pw) // 4) if on_table else 0)
+    py0 = rng.randint(0, round(0.05 * H)) if on_table else 0
+    pad = round(pw * rng.uniform(0.05, 0.09))
+    tx0, tx1 = px0 + pad, px0 + pw - pad
+    digit = get_font(spec.name, 100).getlength("0") / 100  # width of a digit per pixel of size
+    ncols = rng.randint(30, 46)  # characters across, as on real receipts
+    size = round(min(max((tx1 - tx0) / (ncols * digit), max(8, H / 110)), max(10, H / 28)))
+    if opts.get("font_px") is not None:
+        size = _font_px(rng, opts, 0, 0)
+    font, bfont = get_font(spec.name, size), get_font(bspec.name, size)
+    cw = font.getlength("0")  # one "space" in the answer = one digit width of gap
+    asc, desc = font.getmetrics()
+    line_h = round((asc + desc) * rng.uniform(1.1, 1.4))
+    cur = rng.choice(("", "", "$", "RM ", "\u20ac" if "\u20ac" in spec.covers & bspec.covers else "$"))
+    rows, units = _receipt_rows(rng, split, cur)
+    amounts_w = max(font.getlength(r[-1]) for r in rows if r[0] in ("lr", "lmr", "lrb"))
+    mid_right = tx1 - amounts_w - 2 * cw  # the qty x price column ends here
+    runs, rules, lines = [], [], []
+    answer_len = 0
+    y = py0 + pad // 2
+    bottom = H - max(2, round(0.02 * H))
+    for row in rows:
+        tag = row[0]
+        if y + asc + desc > bottom:
+            break  # the rest is cut off by the photo's edge
+        f = bfont if tag.endswith("b") else font
+        if tag == "rule":
+            yy = y + line_h // 2
+            rules.append((tx0, yy, tx1, yy + max(1, size // 14)))
+            y += line_h
+            continue
+        if tag == "blank":
+            lines.append("")
+            answer_len += 1
+            y += line_h
+            continue
+        if tag.startswith("c"):
+            text = _fit_words(f, row[1], tx1 - tx0)
+            segs = [((tx0 + tx1 - round(f.getlength(text))) // 2, text)]
+        elif tag == "l":
+            segs = [(tx0, _fit_words(f, row[1], tx1 - tx0))]
+        else:
+            right = row[-1]
+            rx = tx1 - round(f.getlength(right))
+            left_end = rx - 2 * cw
+            segs = []
+            if tag == "lmr":
+                mx0 = round(mid_right - f.getlength(row[2]))
+                segs.append((mx0, row[2]))
+                left_end = mx0 - 2 * cw
+            indent = len(row[1]) - len(row[1].lstrip())  # indented sub-rows: leading spaces -> pixels
+            lx = tx0 + round(indent * cw)
+            segs = [(lx, _fit_words(f, row[1].strip(), left_end - lx))] + segs + [(rx, right)]
+        # answer: segments left to right, joined by as many spaces as the gap holds digit widths
+        text, offs = "", []
+        prev_end = None
+        for x, s in segs:
+            if prev_end is not None:
+                text += " " * max(1, round((x - prev_end) / cw))
+            offs.append(len(text))
+            text += s
+            prev_end = x + f.getlength(s)
+        for (x, s), o in zip(segs, offs):
+            runs.append((x, y, s, f, answer_len + o))
+        lines.append(text)
+        answer_len += len(text) + 1
+        y += line_h
+    while lines and lines[-1] == "":
+        lines.pop()
+    paper = (px0, py0, px0 + pw, min(H, y + pad)) if on_table else None
+    return dict(runs=runs, rules=rules, paper=paper, answer="\n".join(lines), units=units,
+                fonts=sorted({spec.name, bspec.name}), min_px=size)
+
+
+LAYOUTS = {"line": layout_line, "line_page": layout_line_page, "page": layout_page, "receipt": layout_receipt}
+
+
+# -----------------------------------------------------------------------------
+# Geometry and degradations
+
+def _ink_boxes(layout):
+    boxes = []
+    for x, y, text, font, _ in layout["runs"]:
+        l, t, r, b = font.getbbox(text)
+        boxes.append((x + l, y + t, x + r, y + b))
+    return boxes + [tuple(r) for r in layout["rules"]]
+
+
+def _affine(rng, deg, W, H, layout):
+    """A small rotation + shear about the text's centre, shifted so the text stays inside the canvas
+    (halved up to 4 times when it cannot). Returns (A 2x2, centre, shift) or None."""
+    angle = rng.uniform(-1, 1) * deg["rotate_deg"] if rng.random() < deg["rotate_p"] else 0.0
+    shear = rng.uniform(-1, 1) * deg["shear"] if rng.random() < deg["shear_p"] else 0.0
+    if angle == 0 and shear == 0:
+        return None
+    boxes = _ink_boxes(layout)  # only measured when needed: ~0.1 ms per run
+    box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)) \
+        if boxes else (0, 0, W, H)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]], float) - (cx, cy)
+    for _ in range(4):
+        if angle == 0 and shear == 0:
+            return None
+        c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        A = np.array([[c, c * shear - s], [s, s * shear + c]])
+        p = corners @ A.T + (cx, cy)
+        (x0, y0), (x1, y1) = p.min(0), p.max(0)
+        if x1 - x0 <= W - 3 and y1 - y0 <= H - 3:
+            dx = max(0.0, 1 - x0) - max(0.0, x1 - (W - 2))
+            dy = max(0.0, 1 - y0) - max(0.0, y1 - (H - 2))
+            return A, np.array([cx, cy]), np.array([dx, dy])
+        angle, shear = angle / 2, shear / 2
+    return None
+
+
+def _apply(aff, pts):
+    A, c, d = aff
+    return (np.asarray(pts, float) - c) @ A.T + c + d
+
+
+def _warp(img, aff):
+    """PIL wants the inverse map: output pixel -> input pixel."""
+    A, c, d = aff
+    Ai = np.linalg.inv(A)
+    off = c - Ai @ (c + d)
+    return img.transform(img.size, Image.AFFINE, (Ai[0, 0], Ai[0, 1], off[0], Ai[1, 0], Ai[1, 1], off[1]),
+                         resample=Image.BILINEAR)
+
+
+_NOISE_BANK = None
+
+
+def _noise(nrng, n):
+    """n standard-normal values: a random window of a fixed 4M-value bank (drawing fresh normals
+    costs ~15 ms per 1024^2 image, a window ~1 ms); larger images draw fresh ones."""
+    global _NOISE_BANK
+    if _NOISE_BANK is None:
+        _NOISE_BANK = np.random.default_rng(20261129).standard_normal(1 << 22, dtype=np.float32)
+    if n > _NOISE_BANK.size // 2:
+        return nrng.standard_normal(n, dtype=np.float32)
+    o = int(nrng.integers(0, _NOISE_BANK.size - n))
+    return _NOISE_BANK[o:o + n]
+
+
+def _compose(rng, nrng, layout, W, H, deg):
+    """Ink mask -> geometry -> paper and ink levels -> blur -> rescale -> noise -> tint -> JPEG."""
+    aff = _affine(rng, deg, W, H, layout)
+    mask = Image.new("L", (W, H), 0)
+    draw = ImageDraw.Draw(mask)
+    for x, y, text, font, _ in layout["runs"]:
+        draw.text((x, y), text, font=font, fill=255)
+    for r in layout["rules"]:
+        draw.rectangle(r, fill=255)
+    pmask = None
+    if layout["paper"] is not None:
+        pmask = Image.new("L", (W, H), 0)
+        ImageDraw.Draw(pmask).rectangle(layout["paper"], fill=255)
+    if aff is not None:
+        mask = _warp(mask, aff)
+        pmask = _warp(pmask, aff) if pmask is not None else None
+
+    paper = rng.uniform(*deg["paper"])
+    ink = max(0.0, min(rng.uniform(*deg["ink"]), paper - deg["min_contrast"]))
+    opacity = rng.uniform(*deg["ink_opacity"])
+    invert = rng.random() < deg["invert_p"]
+    bg = 0.0  # paper variation around `paper`, a float array when there is any
+    if rng.random() < deg["gradient_p"]:  # uneven lighting: a linear ramp in a random direction
+        th, g = rng.uniform(0, 2 * math.pi), rng.uniform(-1, 1) * deg["gradient"]
+        xs = np.linspace(-0.5, 0.5, W, dtype=np.float32)[None, :] * math.cos(th)
+        ys = np.linspace(-0.5, 0.5, H, dtype=np.float32)[:, None] * math.sin(th)
+        bg = g * (xs + ys)
+    if rng.random() < deg["texture_p"]:  # paper grain: low-resolution noise, upsampled
+        small = nrng.standard_normal((H // 16 + 2, W // 16 + 2), dtype=np.float32) * deg["texture"]
+        bg = bg + np.asarray(Image.fromarray(small, "F").resize((W, H), Image.BILINEAR))
+    if pmask is None and isinstance(bg, float):
+        # uniform paper: the composite is a function of the mask value alone, so one lookup table
+        lut = [paper + (ink - paper) * opacity * v / 255 for v in range(256)]
+        im = mask.point([min(255, max(0, round(255 - v if invert else v))) for v in lut])
+    else:
+        bg = paper + (bg if isinstance(bg, np.ndarray) else np.zeros((H, W), np.float32))
+        if pmask is not None:  # the table around the receipt
+            table = rng.uniform(30, 170)
+            bg = table + (bg - table) * (np.asarray(pmask, np.float32) / 255)
+        m = np.asarray(mask, np.float32) * (opacity / 255)
+        img = bg + (ink - bg) * m
+        if invert:
+            img = 255 - img
+        im = Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8), "L")
+    min_px = layout["min_px"]
+    if rng.random() < deg["blur_p"]:  # capped by font size: a 10 px font survives sigma ~0.8 at most
+        im = im.filter(ImageFilter.GaussianBlur(min(rng.uniform(*deg["blur_sigma"]), min_px / 12)))
+    if rng.random() < deg["rescale_p"]:  # low-resolution scan; text stays >= ~9 px tall
+        f = max(rng.uniform(*deg["rescale"]), 9 / min_px)
+        if f < 0.97:
+            im = im.resize((max(1, round(W * f)), max(1, round(H * f))), Image.BILINEAR).resize((W, H), Image.BILINEAR)
+    if rng.random() < deg["noise_p"]:
+        noise = _noise(nrng, H * W).reshape(H, W) * rng.uniform(*deg["noise_sigma"])
+        im = Image.fromarray(np.clip(np.asarray(im, np.float32) + noise + 0.5, 0, 255).astype(np.uint8), "L")
+    # grey-ish colour: one lookup table per channel (much cheaper than float RGB arrays)
+    tint = [1 + rng.uniform(-1, 1) * deg["tint"] for _ in range(3)]
+    im = Image.merge("RGB", [im.point([min(255, round(v * t)) for v in range(256)]) for t in tint])
+    if rng.random() < deg["jpeg_p"]:
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=rng.randint(*deg["jpeg_quality"]))
+        buf.seek(0)
+        im = Image.open(buf).convert("RGB")
+    return im, aff
+
+
+def _char_boxes(layout, aff):
+    """{answer index: (x0, y0, x1, y1)} for every inked answer character, in image pixels."""
+    out = {}
+    for x, y, text, font, off in layout["runs"]:
+        for i, ch in enumerate(text):
+            l, t, r, b = font.getbbox(ch)
+            if ch.isspace() or r <= l:
+                continue
+            adv = font.getlength(text[:i])
+            box = (x + adv + l, y + t, x + adv + r, y + b)
+            if aff is not None:
+                p = _apply(aff, [(box[0], box[1]), (box[2], box[1]), (box[0], box[3]), (box[2], box[3])])
+                box = (*p.min(0), *p.max(0))
+            out[off + i] = tuple(float(v) for v in box)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Public entry points
+
+def sample_seed(seed, index, split):
+    """The integer every random choice of a sample derives from; split ranges never overlap."""
+    assert split in SPLITS, f"split must be one of {SPLITS}, got {split!r}"
+    assert 0 <= seed < 1 << 24 and 0 <= index < 1 << 36, f"seed {seed} / index {index} out of range"
+    return SPLIT_SEED_BASE[split] + (seed << 36) + index
+
+
+def _degradation(split, degrade):
+    if degrade is None:
+        return DEGRADATIONS[split]
+    if isinstance(degrade, str):
+        assert degrade == "none" or degrade in DEGRADATIONS, f"degrade={degrade!r}: use 'none', a split or a dict"
+        return NO_DEGRADATION if degrade == "none" else DEGRADATIONS[degrade]
+    unknown = set(degrade) - set(NO_DEGRADATION)
+    assert not unknown, f"unknown degradation keys {sorted(unknown)}; known: {sorted(NO_DEGRADATION)}"
+    return dict(DEGRADATIONS[split], **degrade)
+
+
+def render_debug(seed, index, kind, split="train", height=None, width=None, boxes=True, **overrides):
+    """render() plus an info dict: units (text units drawn, each of this split), fonts (names used),
+    boxes ({answer index: glyph box in pixels} for every inked answer character)."""
+    assert kind in KINDS, f"kind must be one of {KINDS}, got {kind!r}"
+    unknown = set(overrides) - set(OVERRIDES)
+    if unknown:
+        raise TypeError(f"render() got unknown options {sorted(unknown)}; known: {OVERRIDES}")
+    H, W = height or DEFAULT_SIZE[kind][0], width or DEFAULT_SIZE[kind][1]
+    s = sample_seed(seed, index, split)
+    rng = random.Random(f"{s}:{kind}")  # str seeds hash with SHA-512: same stream on every machine
+    nrng = np.random.default_rng([s, zlib.crc32(kind.encode())])
+    layout = LAYOUTS[kind](rng, split, W, H, overrides)
+    img, aff = _compose(rng, nrng, layout, W, H, _degradation(split, overrides.get("degrade")))
+    info = dict(units=layout["units"], fonts=layout["fonts"], boxes=_char_boxes(layout, aff) if boxes else None)
+    return img, overrides.get("prompt", PROMPT), layout["answer"], info
+
+
+def render(seed, index, kind, split="train", height=None, width=None, **overrides):
+    """(PIL RGB image, prompt, answer) for sample `index` of `kind` in `split`; a pure function of
+    its arguments. height / width default to DEFAULT_SIZE[kind]. Options (OVERRIDES):
+    font_px (int or (lo, hi)), font_frac ((lo, hi) x height, line kind), fonts (names / families /
+    paths to draw from), text_mix ({"prose", "random", "entity": weight}), max_words (line kinds),
+    degrade (None = the split's preset, "none", a split name, or a dict of preset overrides),
+    prompt, typeset_p (chance of curly quotes / dashes), columns (page kind)."""
+    img, prompt, answer, _ = render_debug(seed, index, kind, split, height, width, boxes=False, **overrides)
+    return img, prompt, answer
+
+
+def sample_stream(split, kind_weights, seed=0, start_index=0, rank=0, world_size=1, kind_options=None):
+    """Endless (image, prompt, answer) for training: index start_index + rank, then every
+    world_size-th, so ranks never render the same sample and a resumed run continues where it
+    stopped (sample k of this rank has index start_index + rank + k * world_size). The kind of each
+    index is drawn from kind_weights ({kind: weight}); kind_options gives render() options per kind."""
+    kinds = sorted(kind_weights)
+    weights = [kind_weights[k] for k in kinds]
+    assert kinds and all(k in KINDS for k in kinds) and sum(weights) > 0, f"bad kind_weights {kind_weights}"
+    kind_options = kind_options or {}
+    for index in itertools.count(start_index + rank, world_size):
+        kind = random.Random(f"kind:{seed}:{split}:{index}").choices(kinds, weights)[0]
+        yield render(seed, index, kind, split, **kind_options.get(kind, {}))
