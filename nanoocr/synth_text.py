@@ -39,6 +39,20 @@ PUNCT = set(string.punctuation)
 TEXT_MIX = {"prose": 0.5, "random": 0.3, "entity": 0.2}
 PAGE_TEXT_MIX = {"prose": 0.85, "random": 0.1, "entity": 0.05}
 
+# Statistics each source keeps within (tests/test_synth.py measures them on a few thousand units).
+# Word length counts letters and digits of a whitespace token without surrounding punctuation;
+# shares are over non-space characters; "upper" is over letters. English prose, for reference, has a
+# mean word length ~4.7, ~45% words of <= 3 letters, ~3% capitals and a few % punctuation.
+TEXT_STATS_BOUNDS = {
+    "prose": dict(mean_word_len=(3.8, 5.5), short_words=(0.30, 0.55), letters=(0.85, 0.97),
+                  upper=(0.02, 0.10), digits=(0.01, 0.08), punct=(0.02, 0.09)),
+    "random": dict(mean_word_len=(3.0, 6.0), letters=(0.55, 0.85), upper=(0.25, 0.50),
+                   digits=(0.10, 0.30), punct=(0.05, 0.18)),
+    "entity": dict(mean_word_len=(4.5, 9.0), letters=(0.45, 0.80), digits=(0.15, 0.40), punct=(0.04, 0.15)),
+    "line": dict(mean_word_len=(3.8, 6.0), letters=(0.65, 0.90), upper=(0.08, 0.25),
+                 digits=(0.05, 0.25), punct=(0.03, 0.12)),
+}
+
 # Train / val / test share of text units (per mille). The hash makes the assignment a property of
 # the text itself, so it is the same on every machine and no text appears in two splits.
 SPLIT_BUCKETS = {"train": (0, 900), "val": (900, 950), "test": (950, 1000)}
@@ -300,6 +314,19 @@ SOURCES = {"prose": prose_sentence, "random": random_sentence, "entity": lambda 
 def choose_source(rng, mix):
     names = sorted(mix)  # sorted: the choice must not depend on dict insertion order
     return rng.choices(names, weights=[mix[k] for k in names])[0]
+
+
+def text_stats(texts):
+    """The statistics TEXT_STATS_BOUNDS bounds, over a list of texts."""
+    s = " ".join(texts)
+    chars = [c for c in s if not c.isspace()]
+    letters = [c for c in chars if c.isalpha()]
+    lens = [len(w.strip(string.punctuation + EXTRA_CHARS)) for w in s.split()]
+    lens = [n for n in lens if n]
+    n = max(1, len(chars))
+    return dict(mean_word_len=sum(lens) / max(1, len(lens)), short_words=sum(x <= 3 for x in lens) / max(1, len(lens)),
+                letters=len(letters) / n, upper=sum(c.isupper() for c in letters) / max(1, len(letters)),
+                digits=sum(c.isdigit() for c in chars) / n, punct=sum(c in PUNCT for c in chars) / n)
 
 
 def text_split(text):
