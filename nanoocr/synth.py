@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from nanoocr import synth_text as T
-from nanoocr.synth_text import corpus_iter, text_split  # noqa: F401  (part of this module's interface)
+from nanoocr.synth_text import corpus_iter, text_split  # noqa: F401  (re-exported: part of this interface)
 
 KINDS = ("line", "line_page", "page", "receipt")
 SPLITS = ("train", "val", "test")
@@ -49,7 +49,7 @@ SPLIT_SEED_BASE = {"train": 0, "val": 1 << 60, "test": 2 << 60}
 # "realistic scan" distribution so their numbers are comparable across runs; train is wider.
 DEGRADATIONS = {
     "train": dict(rotate_p=0.3, rotate_deg=1.5, shear_p=0.15, shear=0.08,
-                  paper=(180, 255), ink=(0, 100), min_contrast=100, ink_opacity=(0.8, 1.0), invert_p=0.02,
+                  paper=(180, 255), ink=(0, 100), min_contrast=110, ink_opacity=(0.85, 1.0), invert_p=0.02,
                   gradient_p=0.3, gradient=35, texture_p=0.3, texture=12,
                   blur_p=0.3, blur_sigma=(0.3, 1.2), rescale_p=0.2, rescale=(0.5, 0.9),
                   noise_p=0.5, noise_sigma=(2.0, 14.0), tint=0.06, jpeg_p=0.3, jpeg_quality=(30, 90)),
@@ -342,70 +342,6 @@ def layout_page(rng, split, W, H, opts):
     return dict(runs=runs, rules=[], paper=None, answer="\n".join(lines), units=units, fonts=fonts, min_px=font.size)
 
 
-RECEIPT_TITLES = ("RECEIPT", "CASH RECEIPT", "INVOICE", "TAX INVOICE", "SALES RECEIPT", "CASH BILL", "ORDER")
-RECEIPT_FOOTERS = ("THANK YOU", "THANK YOU FOR SHOPPING WITH US", "PLEASE COME AGAIN", "Have a nice day!",
-                   "GOODS SOLD ARE NOT RETURNABLE", "Keep this receipt for returns", "Thank you for your visit")
-
-
-def _receipt_rows(rng, split, cur):
-    """The content of one receipt, as rows: ("c", text) centred, ("l", text), ("lr", left, right),
-    ("lmr", left, mid, right), ("blank",) an empty answer line, ("rule",) a drawn line (no text).
-    A trailing "b" in the row tag means bold. Amounts add up, as on a real receipt."""
-    d = T._data()
-    store = T.pick_text(rng, split, lambda: T.faker_call(rng, "company"))
-    rows = [("cb", store.upper() if rng.random() < 0.6 else store)]
-    rows.append(("c", f"{rng.randint(1, 9999)} {T.last_name(rng)} {rng.choice(d['street_suffixes'])}"))
-    rows.append(("c", f"{T.city(rng)}, {rng.choice(d['states_abbr'])} {rng.randint(501, 99950):05d}"))
-    if rng.random() < 0.7:
-        rows.append(("c", "Tel: " + T.faker_call(rng, "phone_number")))
-    rows += [("blank",), ("cb", rng.choice(RECEIPT_TITLES))]
-    rows.append(("lr", "Date: " + T.date(rng), f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"))
-    rows.append(("lr", f"{rng.choice(('Cashier', 'Server', 'Clerk'))}: {T.first_name(rng)}",
-                 f"#{rng.randint(1, 99999):05d}"))
-    rows.append(("rule",))
-    style = rng.randrange(3)  # item row style, one per receipt
-    subtotal = 0.0
-    for _ in range(rng.randint(1, 12)):
-        name = T.pick_text(rng, split, lambda: _item_name(rng))
-        qty = rng.choice((1, 1, 1, 1, 1, 2, 2, 3, 4, 5, 10))
-        unit = round(rng.choice((rng.uniform(0.2, 10), rng.uniform(1, 60), rng.uniform(10, 400))), 2)
-        amount = qty * unit
-        subtotal += amount
-        if style == 0:
-            rows.append(("lr", (f"{qty} " if qty > 1 else "") + name, f"{cur}{amount:,.2f}"))
-        elif style == 1:
-            rows.append(("lmr", name, f"{qty} x {unit:.2f}", f"{cur}{amount:,.2f}"))
-        else:
-            rows += [("l", name), ("lr", f"  {qty} x {unit:.2f}", f"{cur}{amount:,.2f}")]
-    rate = rng.choice((0, 5, 6, 7, 8.25, 10, 20))
-    tax = round(subtotal * rate / 100, 2)
-    total = subtotal + tax
-    rows += [("rule",), ("lr", "Subtotal", f"{cur}{subtotal:,.2f}")]
-    if rate:
-        rows.append(("lr", f"Tax {rate}%", f"{cur}{tax:,.2f}"))
-    rows.append(("lrb", "TOTAL", f"{cur}{total:,.2f}"))
-    if rng.random() < 0.6:
-        paid = math.ceil(total / 10) * 10 if total > 10 else math.ceil(total)
-        rows += [("lr", "Cash", f"{cur}{paid:,.2f}"), ("lr", "Change", f"{cur}{paid - total:,.2f}")]
-    else:
-        rows.append(("lr", f"{rng.choice(('VISA', 'MASTERCARD', 'AMEX', 'DEBIT'))} ****{rng.randint(0, 9999):04d}",
-                     f"{cur}{total:,.2f}"))
-    rows += [("blank",)] + [("c", f) for f in rng.sample(RECEIPT_FOOTERS, rng.randint(1, 2))]
-    return rows, [store]
-
-
-def _item_name(rng):
-    words = [rng.choice(T._data()["words"]) for _ in range(rng.randint(1, 3))]
-    name = " ".join(words)
-    name = name.upper() if rng.random() < 0.6 else name.title()
-    r = rng.random()
-    if r < 0.2:
-        name += f" {rng.choice((100, 250, 500, 750))}{rng.choice(('g', 'ml'))}"
-    elif r < 0.3:
-        name = f"{rng.randint(1000, 99999)} {name}"
-    return name
-
-
 def layout_receipt(rng, split, W, H, opts):
     """A receipt strip, usually lying on a darker table; rows in columns, amounts right-aligned."""
     spec = choose_font(rng, opts.get("fonts"), mono_p=0.6)
@@ -426,7 +362,7 @@ def layout_receipt(rng, split, W, H, opts):
     asc, desc = font.getmetrics()
     line_h = round((asc + desc) * rng.uniform(1.1, 1.4))
     cur = rng.choice(("", "", "$", "RM ", "\u20ac" if "\u20ac" in spec.covers & bspec.covers else "$"))
-    rows, units = _receipt_rows(rng, split, cur)
+    rows, units = T.receipt_rows(rng, split, cur)
     amounts_w = max(font.getlength(r[-1]) for r in rows if r[0] in ("lr", "lmr", "lrb"))
     mid_right = tx1 - amounts_w - 2 * cw  # the qty x price column ends here
     runs, rules, lines = [], [], []
@@ -588,8 +524,9 @@ def _compose(rng, nrng, layout, W, H, deg):
         bg = bg + np.asarray(Image.fromarray(small, "F").resize((W, H), Image.BILINEAR))
     if pmask is None and isinstance(bg, float):
         # uniform paper: the composite is a function of the mask value alone, so one lookup table
-        lut = [paper + (ink - paper) * opacity * v / 255 for v in range(256)]
-        im = mask.point([min(255, max(0, round(255 - v if invert else v))) for v in lut])
+        lut = paper + (ink - paper) * opacity * np.arange(256, dtype=np.float32) / 255
+        lut = np.clip(np.rint(255 - lut if invert else lut), 0, 255).astype(np.uint8)
+        im = Image.fromarray(lut[np.asarray(mask)], "L")
     else:
         bg = paper + (bg if isinstance(bg, np.ndarray) else np.zeros((H, W), np.float32))
         if pmask is not None:  # the table around the receipt
@@ -611,8 +548,9 @@ def _compose(rng, nrng, layout, W, H, deg):
         noise = _noise(nrng, H * W).reshape(H, W) * rng.uniform(*deg["noise_sigma"])
         im = Image.fromarray(np.clip(np.asarray(im, np.float32) + noise + 0.5, 0, 255).astype(np.uint8), "L")
     # grey-ish colour: one lookup table per channel (much cheaper than float RGB arrays)
-    tint = [1 + rng.uniform(-1, 1) * deg["tint"] for _ in range(3)]
-    im = Image.merge("RGB", [im.point([min(255, round(v * t)) for v in range(256)]) for t in tint])
+    tint = np.array([1 + rng.uniform(-1, 1) * deg["tint"] for _ in range(3)], np.float32)
+    luts = np.clip(np.rint(np.arange(256, dtype=np.float32)[:, None] * tint), 0, 255).astype(np.uint8)  # (256, 3)
+    im = Image.fromarray(luts[np.asarray(im)], "RGB")
     if rng.random() < deg["jpeg_p"]:
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=rng.randint(*deg["jpeg_quality"]))

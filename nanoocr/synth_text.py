@@ -13,6 +13,9 @@ Three sources, mixed with configurable weights (TEXT_MIX):
 - "entity": one field of a form or letterhead from Faker (names, addresses, phones, e-mails, URLs,
             dates, IDs, prices): the vocabulary of receipts, invoices and tables.
 
+receipt_rows() writes the content of the structured kind (store, address, items whose amounts add
+up, totals, payment) from the same sources.
+
 Faker (MIT, no dependencies on Linux) is the one package used: its word lists and generators ship in
 the wheel, so nothing is downloaded at run time. The exact strings depend on Faker's data, so pin its
 version where two machines must produce identical samples.
@@ -25,6 +28,7 @@ Everything takes a random.Random so that a (seed, index) pair always yields the 
 import bisect
 import hashlib
 import itertools
+import math
 import random
 import string
 
@@ -365,6 +369,73 @@ def typeset(text, rng, covers, p=1.0):
     if "$" in text and ok("\u20ac\u00a3"):
         text = text.replace("$", rng.choice(("\u20ac", "\u00a3")))
     return text
+
+
+# -----------------------------------------------------------------------------
+# Receipts: the content of the structured kind (synth.layout_receipt draws it)
+
+RECEIPT_TITLES = ("RECEIPT", "CASH RECEIPT", "INVOICE", "TAX INVOICE", "SALES RECEIPT", "CASH BILL", "ORDER")
+RECEIPT_FOOTERS = ("THANK YOU", "THANK YOU FOR SHOPPING WITH US", "PLEASE COME AGAIN", "Have a nice day!",
+                   "GOODS SOLD ARE NOT RETURNABLE", "Keep this receipt for returns", "Thank you for your visit")
+
+
+def receipt_rows(rng, split, cur):
+    """The content of one receipt, as rows: ("c", text) centred, ("l", text), ("lr", left, right),
+    ("lmr", left, mid, right), ("blank",) an empty answer line, ("rule",) a drawn line (no text).
+    A trailing "b" in the row tag means bold. Amounts add up, as on a real receipt."""
+    d = _data()
+    store = pick_text(rng, split, lambda: faker_call(rng, "company"))
+    rows = [("cb", store.upper() if rng.random() < 0.6 else store)]
+    rows.append(("c", f"{rng.randint(1, 9999)} {last_name(rng)} {rng.choice(d['street_suffixes'])}"))
+    rows.append(("c", f"{city(rng)}, {rng.choice(d['states_abbr'])} {rng.randint(501, 99950):05d}"))
+    if rng.random() < 0.7:
+        rows.append(("c", "Tel: " + faker_call(rng, "phone_number")))
+    rows += [("blank",), ("cb", rng.choice(RECEIPT_TITLES))]
+    rows.append(("lr", "Date: " + date(rng), f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"))
+    rows.append(("lr", f"{rng.choice(('Cashier', 'Server', 'Clerk'))}: {first_name(rng)}",
+                 f"#{rng.randint(1, 99999):05d}"))
+    rows.append(("rule",))
+    style = rng.randrange(3)  # item row style, one per receipt
+    subtotal = 0.0
+    for _ in range(rng.randint(1, 12)):
+        name = pick_text(rng, split, lambda: item_name(rng))
+        qty = rng.choice((1, 1, 1, 1, 1, 2, 2, 3, 4, 5, 10))
+        unit = round(rng.choice((rng.uniform(0.2, 10), rng.uniform(1, 60), rng.uniform(10, 400))), 2)
+        amount = qty * unit
+        subtotal += amount
+        if style == 0:
+            rows.append(("lr", (f"{qty} " if qty > 1 else "") + name, f"{cur}{amount:,.2f}"))
+        elif style == 1:
+            rows.append(("lmr", name, f"{qty} x {unit:.2f}", f"{cur}{amount:,.2f}"))
+        else:
+            rows += [("l", name), ("lr", f"  {qty} x {unit:.2f}", f"{cur}{amount:,.2f}")]
+    rate = rng.choice((0, 5, 6, 7, 8.25, 10, 20))
+    tax = round(subtotal * rate / 100, 2)
+    total = subtotal + tax
+    rows += [("rule",), ("lr", "Subtotal", f"{cur}{subtotal:,.2f}")]
+    if rate:
+        rows.append(("lr", f"Tax {rate}%", f"{cur}{tax:,.2f}"))
+    rows.append(("lrb", "TOTAL", f"{cur}{total:,.2f}"))
+    if rng.random() < 0.6:
+        paid = math.ceil(total / 10) * 10 if total > 10 else math.ceil(total)
+        rows += [("lr", "Cash", f"{cur}{paid:,.2f}"), ("lr", "Change", f"{cur}{paid - total:,.2f}")]
+    else:
+        rows.append(("lr", f"{rng.choice(('VISA', 'MASTERCARD', 'AMEX', 'DEBIT'))} ****{rng.randint(0, 9999):04d}",
+                     f"{cur}{total:,.2f}"))
+    rows += [("blank",)] + [("c", f) for f in rng.sample(RECEIPT_FOOTERS, rng.randint(1, 2))]
+    return rows, [store]
+
+
+def item_name(rng):
+    words = [rng.choice(_data()["words"]) for _ in range(rng.randint(1, 3))]
+    name = " ".join(words)
+    name = name.upper() if rng.random() < 0.6 else name.title()
+    r = rng.random()
+    if r < 0.2:
+        name += f" {rng.choice((100, 250, 500, 750))}{rng.choice(('g', 'ml'))}"
+    elif r < 0.3:
+        name = f"{rng.randint(1000, 99999)} {name}"
+    return name
 
 
 # -----------------------------------------------------------------------------
