@@ -178,7 +178,7 @@ def load_encoder_weights(encoder, path_or_paths, verbose=True):
     ours = encoder.state_dict()
     paths = _expand_paths(path_or_paths)
     layouts, found, qkv_parts = {}, {}, {}
-    claimed, unexpected, mis_shaped, ignored, duplicate = set(), [], [], [], []
+    claimed, unexpected, mis_shaped, ignored, duplicate, incomplete = set(), [], [], [], [], []
     for path in paths:
         with safe_open(path, framework="pt") as f:
             keys = list(f.keys())
@@ -208,18 +208,17 @@ def load_encoder_weights(encoder, path_or_paths, verbose=True):
                     found[target] = (f.get_tensor(key), f"{os.path.basename(path)}:{key}")
     # fuse separate q/k/v projections into our single qkv (stacked on dim 0, as DeepSeek-OCR's)
     for target, parts in qkv_parts.items():
-        if set(parts) != {"q", "k", "v"}:
-            absent = sorted(set("qkv") - set(parts))
-            mis_shaped.append(f"{target}: only {sorted(parts)} of q/k/v projections present (missing {absent})")
-        elif target not in ours:
-            unexpected += [src for _, src in parts.values()]
+        if target not in ours:
+            unexpected += [f"{src} (-> {target}, not in this config)" for _, src in parts.values()]
+        elif set(parts) != {"q", "k", "v"}:
+            incomplete.append(f"{target} (only the {'/'.join(sorted(parts))} projection of q/k/v found)")
         else:
             found[target] = (torch.cat([parts[w][0] for w in "qkv"], dim=0), parts["q"][1].replace("q_proj", "{q,k,v}_proj"))
     for target, (tensor, src) in found.items():
         if tuple(tensor.shape) != tuple(ours[target].shape):
             mis_shaped.append(f"{target}: file {tuple(tensor.shape)} ({src}) vs model {tuple(ours[target].shape)}")
     covered = claimed | {part_of(k) for k in found}
-    missing = [k for k in ours if k not in found and part_of(k) in covered]
+    missing = [k for k in ours if k not in found and part_of(k) in covered and k not in qkv_parts] + incomplete
     problems = []
     for title, items in (("missing", missing), ("unexpected", unexpected),
                          ("mis-shaped", mis_shaped), ("duplicated", duplicate)):

@@ -169,6 +169,10 @@ def test_sam_only_sources_leave_compressor_fresh(ref, tmp_path):
     save_file(sam, str(tmp_path / "sam_broken.safetensors"))
     with pytest.raises(ValueError, match=r"missing \(1\):\n    sam.blocks.0.attn.rel_pos_h"):
         load_encoder_weights(enc, tmp_path / "sam_broken.safetensors", verbose=False)
+    del clip["vision_model.encoder.layers.1.self_attn.k_proj.weight"]  # HF q/k/v are fused on load
+    save_file(clip, str(tmp_path / "clip_broken.safetensors"))
+    with pytest.raises(ValueError, match=r"clip.blocks.1.attn.qkv.weight \(only the q/v projection"):
+        load_encoder_weights(enc, tmp_path / "clip_broken.safetensors", verbose=False)
 
 
 def test_layout_detection():
