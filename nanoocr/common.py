@@ -123,3 +123,38 @@ def get_wandb(run_name, project="nanoocr", config=None):
         print0("wandb is not installed (pip install wandb); logging to the console only")
         return DummyWandb()
     return wandb.init(project=project, name=run_name, config=config)
+
+
+# Dense peak FLOP/s of common accelerators (bf16, no sparsity) for the MFU line; CPUs are measured.
+_GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
+                  "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+def measure_matmul_peak(device="cpu", dtype=torch.float32, sizes=(512, 1024, 2048), repeats=3):
+    """The best FLOP/s over square matmuls on this device: the yardstick for MFU on a CPU, whose
+    peak depends on cores, vector units and whatever else the machine is doing."""
+    import time
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        a @ b  # warm up
+        for _ in range(repeats):
+            if device != "cpu" and torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            a @ b
+            if device != "cpu" and torch.cuda.is_available():
+                torch.cuda.synchronize()
+            best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def peak_flops(device_type, dtype=torch.bfloat16):
+    """Peak FLOP/s to divide by for MFU: a table for known GPUs, a quick measurement elsewhere."""
+    if device_type == "cuda":
+        name = torch.cuda.get_device_name()
+        for key, value in _GPU_PEAK_BF16.items():
+            if key in name:
+                return value if dtype == torch.bfloat16 else value / 2
+    return measure_matmul_peak("cuda" if device_type == "cuda" else device_type, dtype, sizes=(512, 1024), repeats=2)

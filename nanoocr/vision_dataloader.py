@@ -19,6 +19,7 @@ overlaps the training step.
 """
 
 import random
+import signal
 import functools
 import multiprocessing as mp
 from collections import deque
@@ -28,7 +29,7 @@ import torch
 from nanoocr.common import print0
 from nanoocr.image_process import load_image, process_image, ImageError, DEFAULT_MAX_PIXELS
 from nanoocr.deepencoder import num_image_tokens
-from nanoocr.tokenizer import ocr_conversation
+from nanoocr.tokenizer import ocr_conversation, IMAGE_MARKER
 
 
 class SampleError(ValueError):
@@ -83,7 +84,10 @@ def prepare_vision(sample, tokenizer, encoder_config, mode, max_pixels=DEFAULT_M
                               multiple=encoder_config.stride)
     w, h = image.size
     n_img = num_image_tokens(encoder_config, mode, w, h)
-    ids, mask = tokenizer.render_conversation(ocr_conversation(sample.get("prompt") or "Free OCR.", answer), n_img)
+    # the image goes where the dataset's <image> marker was: almost always first ("prompt_before"
+    # holds any text that came before it, see tasks/common.py)
+    user = sample.get("prompt_before", "") + IMAGE_MARKER + "\n" + (sample.get("prompt") or "Free OCR.")
+    ids, mask = tokenizer.render_conversation(ocr_conversation(user, answer), n_img)
     return dict(ids=ids, mask=mask, image=processed, n_image_tokens=n_img, name=name)
 
 
@@ -111,6 +115,7 @@ def _worker_init(ctx):
     global _WORKER_CTX
     _WORKER_CTX = ctx
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle (it saves first)
 
 
 def _worker_prepare(index):

@@ -27,7 +27,8 @@ import time
 from tqdm import tqdm
 
 from nanoocr.configurator import configure
-from tasks import common, fox, image_folder, ocr_json, omnidocbench, parquet
+from tasks import common
+from tasks.sources import open_source, SOURCE_KINDS as _SOURCES
 
 # -----------------------------------------------------------------------------
 # config (override with --key=value)
@@ -45,25 +46,7 @@ strict = False      # stop at the first bad record instead of counting it
 overwrite = False   # replace an existing OUT/data.jsonl
 # -----------------------------------------------------------------------------
 
-_SOURCES = ("json", "jsonl", "folder", "parquet", "fox", "omnidocbench")
 _PNG, _JPEG = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
-
-
-def open_source(kind, path, image_col="image", text_col="text", prompt_col="", id_col="", image_dir="",
-                strict=False, skips=None):
-    """The reader for a source kind, as a sample iterator."""
-    if kind in ("json", "jsonl"):
-        return ocr_json.read(path, strict=strict, skips=skips)
-    if kind == "folder":
-        return image_folder.read(path, strict=strict, skips=skips)
-    if kind == "parquet":
-        return parquet.read(path, image_col=image_col, text_col=text_col, prompt_col=prompt_col or None,
-                            id_col=id_col or None, strict=strict, skips=skips)
-    if kind == "fox":
-        return fox.read(path, image_dir=image_dir or None, strict=strict, skips=skips)
-    if kind == "omnidocbench":
-        return omnidocbench.read(path, image_dir=image_dir or None, strict=strict, skips=skips)
-    raise ValueError(f"unknown --source={kind!r}; choose one of {', '.join(_SOURCES)}")
 
 
 def _safe_name(text, maxlen=60):

@@ -1,0 +1,423 @@
+"""
+Train the vision-language model. Stage 1 (this script's defaults): everything trainable, vision
+samples only. Stage 2 is `scripts/vis_mid_train.py`: the same loop with SAM + neck + convs frozen,
+a step LR schedule and text mixing (DESIGN §5).
+
+    python -m scripts.vis_tok_train --preset=cpu                      # the CPU recipe
+    python -m scripts.vis_tok_train --preset=tier1                    # overfit the original 10 images
+    python -m scripts.vis_tok_train --data=my.jsonl --mode=base ...   # your data
+    torchrun --standalone --nproc_per_node=8 -m scripts.vis_tok_train --preset=full
+
+The loss is the mean over the answer tokens of the whole global batch: each step prefetches
+its micro-batches, all-reduces their answer-token count, and backpropagates sum-losses divided
+by that count, so 2 ranks x B equals 1 rank x 2B exactly (DESIGN §3). Checkpoints go to
+<base>/<stage dir>/<tag>/ in the crash-safe format; --resume=True continues bit-exactly
+(model, optimiser, schedule, data stream, RNG). Ctrl-C saves a checkpoint before exiting.
+"""
+
+import os
+import sys
+import json
+import math
+import time
+import signal
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+
+from nanoocr.common import compute_init, compute_cleanup, print0, get_base_dir, get_wandb, peak_flops
+from nanoocr.configurator import configure
+from nanoocr.gpt import GPTConfig
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
+from nanoocr.model import build_vlm
+from nanoocr.tokenizer import Tokenizer
+from nanoocr.checkpoint_manager import (save_checkpoint, load_checkpoint, find_last_step, committed_steps,
+                                        save_tokenizer_once, load_nanochat_gpt, CheckpointError)
+from nanoocr.vision_dataloader import vision_data_generator
+from nanoocr.diagnostics import encoder_collapse, loss_and_gap
+from tasks.sources import training_sources, parse_mode
+
+# -----------------------------------------------------------------------------
+# config (override with --key=value, or --preset=NAME for presets/NAME.py)
+run = "dummy"               # wandb run name ("dummy": no wandb)
+device_type = ""            # cuda | mps | cpu ("" = autodetect)
+stage = 1                   # 1: vis_tok (all trainable); 2: vis_mid (set by scripts/vis_mid_train.py)
+tag = "default"             # checkpoint directory name under <base>/vis_tok_checkpoints/ (or vis_mid_)
+seed = 42
+# model
+encoder_preset = "cpu"      # DeepEncoder size: cpu | full (deepencoder.ENCODER_PRESETS)
+gpt_depth = 3               # GPT layers
+gpt_n_embd = 0              # GPT width (0 = the encoder preset's projector width)
+gpt_n_head = 4
+gpt_n_kv_head = 0           # 0 = n_head (no GQA)
+seq_len = 256               # max tokens per row (image placeholders + prompt + answer)
+proj_std = 0.02             # init std of the GPT's residual output projections (0 = nanochat's zero init)
+# initialisation
+init_from = ""              # a nanoocr checkpoint dir to start from ("stage1" = this tag's Stage 1 result)
+encoder_weights = ""        # comma-separated safetensors: HF SAM / HF CLIP / DeepSeek-OCR / UnlimitedOcr
+nanochat_dir = ""           # a nanochat base checkpoint dir (with nanochat_tokenizer) to start the GPT from
+nanochat_tokenizer = ""
+tokenizer_dir = ""          # "" = <base>/tokenizer (ignored with nanochat_dir or init_from)
+# data
+data = "synth"              # "synth" (the built-in renderer) or comma-separated dataset files / folders
+synth_kinds = "line"        # renderer kinds with weights, e.g. "line:3,page:1"
+synth_text_mix = -1.0       # renderer: fraction of random-string lines (-1 = the renderer's default)
+val_data = ""               # "" = the renderer's val split (synth) or the training data itself
+mode = "32x256"             # resolution mode: tiny | small | base | large | gundam, or HxW (fixed strips)
+text_ratio = 0.0            # fraction of text-only rows (Stage 2 mixes 0.1)
+num_workers = 0             # data-preparation processes (0 = in the training process)
+# optimisation
+device_batch_size = 16      # rows per forward/backward on one device
+total_batch_size = 16       # rows per optimiser step over all ranks (gradient accumulation fills the rest)
+num_steps = 1000
+lr_encoder = 1e-3           # SAM + neck + convs + CLIP
+lr_projector = 1e-3         # projector + image_newline + view_separator
+lr_gpt = 1e-3
+weight_decay = 0.01
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0             # 0 = off
+schedule = "cosine"         # cosine | constant | step (after warmup)
+warmup_steps = 100
+final_lr_frac = 0.1         # cosine: end at this fraction of the peak
+step_size = 2000            # step: multiply by step_gamma every step_size steps
+step_gamma = 0.1
+encoder_freeze_steps = 0    # keep the encoder + projector lr at 0 for these first steps (CPU recipe) ...
+encoder_rewarmup = 100      # ... then re-warm it up over this many steps
+freeze_sam = False          # freeze SAM + neck + convs (Stage 2)
+freeze_clip = False
+freeze_projector = False
+freeze_gpt = False
+dtype = "bfloat16"          # autocast dtype: bfloat16 | float32
+compile = False             # torch.compile the model (no gain measured on CPU)
+# evaluation, logging, checkpoints
+log_every = 10
+eval_every = 200            # 0 = only at the end
+eval_batches = 2            # val batches for loss / ablation gap
+cer_samples = 16            # greedy-decoded val samples for CER (0 = off)
+max_new_tokens = 64
+save_every = 500            # 0 = only at the end
+resume = False              # continue from the last checkpoint of this tag
+final_samples = 0           # at the end print EXPECTED vs GENERATED for this many val samples ...
+final_label = "final"       # ... and "<final_label>: K/N exact"
+time_limit_min = 0.0        # stop (and save) after this many minutes (0 = no limit)
+config = configure(globals())
+# -----------------------------------------------------------------------------
+
+is_ddp, rank, local_rank, world_size, device = compute_init(device_type, seed)
+device_type = device.type
+master = rank == 0
+phase = "vis_tok" if stage == 1 else "vis_mid"
+checkpoint_dir = os.path.join(get_base_dir(), f"{phase}_checkpoints", tag)
+autocast_ctx = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == "bfloat16" and device_type != "mps" else nullcontext()
+assert total_batch_size % (device_batch_size * world_size) == 0, \
+    f"total_batch_size {total_batch_size} must be a multiple of device_batch_size {device_batch_size} x {world_size} ranks"
+grad_accum_steps = total_batch_size // (device_batch_size * world_size)
+wandb_run = get_wandb(run, config=config)
+
+# -----------------------------------------------------------------------------
+# Model and tokenizer
+
+def build_model():
+    """(model, tokenizer, meta of the checkpoint it started from or None)."""
+    from nanoocr.checkpoint_manager import load_model
+    if init_from:
+        src = os.path.join(get_base_dir(), "vis_tok_checkpoints", tag) if init_from == "stage1" else init_from
+        model, tok, meta = load_model(src, device=device)
+        print0(f"initialised from {src} (step {meta.get('step')})")
+        return model.train(), tok, meta
+    enc_cfg = DeepEncoderConfig(**ENCODER_PRESETS[encoder_preset])
+    if nanochat_dir:
+        gpt, tok, _ = load_nanochat_gpt(nanochat_dir, nanochat_tokenizer or os.path.join(nanochat_dir, "..", "..", "tokenizer"), device=device)
+        enc_cfg.out_dim = gpt.config.n_embd  # the projector maps to the GPT's width
+        model = build_vlm(enc_cfg, gpt.config, tok.image_id, device=device, proj_std=proj_std)
+        model.gpt.load_state_dict(gpt.state_dict())
+        print0(f"GPT from nanochat checkpoint {nanochat_dir}")
+    else:
+        tok = Tokenizer.from_directory(tokenizer_dir or os.path.join(get_base_dir(), "tokenizer"))
+        n_embd = gpt_n_embd or enc_cfg.out_dim
+        enc_cfg.out_dim = n_embd
+        gpt_cfg = GPTConfig(sequence_len=seq_len, vocab_size=tok.get_vocab_size(), n_layer=gpt_depth,
+                            n_head=gpt_n_head, n_kv_head=gpt_n_kv_head or gpt_n_head, n_embd=n_embd)
+        model = build_vlm(enc_cfg, gpt_cfg, tok.image_id, device=device, proj_std=proj_std)
+    if encoder_weights:
+        from nanoocr.encoder_weights import load_encoder_weights
+        report = load_encoder_weights(model.encoder, encoder_weights.split(","))
+        print0(f"encoder weights: {report}")
+    return model.train(), tok, None
+
+
+model, tokenizer, init_meta = build_model()
+for name, flag in (("sam", freeze_sam), ("clip", freeze_clip), ("projector", freeze_projector), ("gpt", freeze_gpt)):
+    if flag:
+        part = model.gpt if name == "gpt" else getattr(model.encoder, name)
+        part.requires_grad_(False)
+        if name == "projector":
+            model.encoder.image_newline.requires_grad_(False)
+            model.encoder.view_separator.requires_grad_(False)
+mode_value = parse_mode(mode)
+
+# -----------------------------------------------------------------------------
+# Optimiser: AdamW with one learning rate per component; no weight decay on vectors (norms,
+# biases, newline/separator) — decaying them only fights their purpose.
+
+def param_groups():
+    parts = {"encoder": [], "projector": [], "gpt": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("gpt."):
+            parts["gpt"].append(p)
+        elif name.startswith(("encoder.projector", "encoder.image_newline", "encoder.view_separator")):
+            parts["projector"].append(p)
+        else:
+            parts["encoder"].append(p)
+    lrs = {"encoder": lr_encoder, "projector": lr_projector, "gpt": lr_gpt}
+    groups = []
+    for part, params in parts.items():
+        for decay in (True, False):
+            ps = [p for p in params if (p.dim() >= 2) == decay]
+            if ps:
+                groups.append(dict(params=ps, lr=lrs[part], initial_lr=lrs[part], part=part,
+                                   weight_decay=weight_decay if decay else 0.0))
+    return groups
+
+
+optimizer = torch.optim.AdamW(param_groups(), betas=(beta1, beta2), eps=1e-8,
+                              fused=False if device_type != "cuda" else None)
+
+
+def lr_multiplier(step, part):
+    """Warmup then cosine / constant / step decay; the encoder (and projector) can stay at zero
+    for encoder_freeze_steps and re-warm afterwards — the probe's cure for early encoder collapse."""
+    if step < warmup_steps:
+        m = (step + 1) / warmup_steps
+    elif schedule == "cosine":
+        progress = min(1.0, (step - warmup_steps) / max(1, num_steps - warmup_steps))
+        m = final_lr_frac + (1 - final_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+    elif schedule == "step":
+        m = step_gamma ** ((step - warmup_steps) // step_size)
+    else:
+        assert schedule == "constant", f"unknown schedule {schedule!r}: cosine | constant | step"
+        m = 1.0
+    if part in ("encoder", "projector") and encoder_freeze_steps > 0:
+        if step < encoder_freeze_steps:
+            return 0.0
+        m *= min(1.0, (step - encoder_freeze_steps + 1) / max(1, encoder_rewarmup))
+    return m
+
+# -----------------------------------------------------------------------------
+# Data
+
+train_source, val_source, text_source, val_records = training_sources(
+    data=data, val_data=val_data, synth_kinds=synth_kinds, mode=mode_value, seed=seed,
+    synth_text_mix=synth_text_mix)
+loader_kwargs = dict(tokenizer=tokenizer, encoder_config=model.encoder.config, batch_size=device_batch_size,
+                     seq_len=seq_len, mode=mode_value)
+
+
+def train_loader(state=None):
+    return vision_data_generator(train_source, rank=rank, world_size=world_size, text_ratio=text_ratio,
+                                 get_text=text_source, seed=seed, num_workers=num_workers, state=state,
+                                 **loader_kwargs)
+
+
+def val_batches():
+    """The same val batches at every eval (a fresh generator from index 0)."""
+    gen = vision_data_generator(val_source, seed=seed + 1, **loader_kwargs)
+    return [next(gen)[0] for _ in range(eval_batches)]
+
+# -----------------------------------------------------------------------------
+# Resume / init state
+
+step = 0
+loader_state = None
+ema_loss, history, losses = None, [], []  # losses: [step, train loss] of every step (for plots and tests)
+if resume:
+    try:
+        last = find_last_step(checkpoint_dir)
+    except CheckpointError:
+        last = None
+    if last is None:
+        print0(f"--resume: no checkpoint in {checkpoint_dir} yet; starting fresh")
+    else:
+        model_data, optim_data, meta = load_checkpoint(checkpoint_dir, last, device, load_optimizer=True, rank=rank)
+        model.load_state_dict(model_data)
+        optimizer.load_state_dict(optim_data["optimizer"])
+        loader_state = optim_data["loader"]
+        torch.set_rng_state(optim_data["rng"]["torch"])
+        ema_loss, losses = meta["loop"]["ema_loss"], meta["loop"]["losses"]
+        history = meta.get("history", [])
+        step = meta["step"]
+        print0(f"resumed from {checkpoint_dir} step {step}")
+        del model_data, optim_data
+
+raw_model = model
+if compile:
+    model = torch.compile(model)
+if is_ddp:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    # text-only micro-batches leave the encoder unused; only then does DDP need to look for it
+    model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None,
+                find_unused_parameters=text_ratio > 0)
+
+# -----------------------------------------------------------------------------
+# Evaluation
+
+def evaluate():
+    """Val loss, image-ablation gap, collapse cosines and greedy CER (rank 0 only)."""
+    raw_model.eval()
+    batches = val_batches()
+    val_loss, gap = loss_and_gap(raw_model, batches, autocast_ctx)
+    out = dict(step=step, val_loss=val_loss, ablation_gap=gap)
+    imgs = next((b["images"] for b in batches if torch.is_tensor(b["images"]) and len(b["images"]) > 1), None)
+    if imgs is not None:
+        with autocast_ctx:
+            out.update(encoder_collapse(raw_model, imgs))
+    if cer_samples > 0:
+        out.update(greedy_cer(val_records[:cer_samples]))
+    raw_model.train()
+    return out
+
+
+def greedy_cer(records):
+    from nanoocr.engine import generate
+    from nanoocr.metrics import cer
+    from nanoocr.image_process import process_image
+    images = [process_image(r["image_pil"], mode_value, image_size=raw_model.encoder.config.image_size,
+                            multiple=raw_model.encoder.config.stride) for r in records]
+    with autocast_ctx:
+        outs = generate(raw_model, tokenizer, images, [r["prompt"] for r in records], max_tokens=max_new_tokens)
+    preds = [o["text"] for o in outs]
+    refs = [r["answer"] for r in records]
+    distinct = len(set(preds))
+    return dict(val_cer=cer(preds, refs), distinct_outputs=distinct, example_pred=preds[0], example_ref=refs[0])
+
+
+def save(final=False):
+    optim_data = dict(optimizer=optimizer.state_dict(), loader=loader_state, rng=dict(torch=torch.get_rng_state()))
+    meta = dict(model_config=raw_model.config, user_config=config, step=step, stage=stage, mode=mode,
+                loop=dict(ema_loss=ema_loss, losses=losses), history=history, final=final,
+                val=history[-1] if history else None)
+    if master:
+        save_tokenizer_once(checkpoint_dir, tokenizer)
+    save_checkpoint(checkpoint_dir, step, raw_model.state_dict(), optim_data, meta, rank=rank)
+
+# -----------------------------------------------------------------------------
+# The loop
+
+def measure_flops_per_row(batch):
+    """Forward+backward FLOPs of one row, counted by torch on a real micro-batch (x3 for backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        raw_model(batch["input_ids"][:1], targets=batch["targets"][:1],
+                  images=batch["images"][:1] if batch["images"] is not None else None)
+    return 3 * counter.get_total_flops()
+
+
+interrupted = False
+
+
+def on_sigint(signum, frame):
+    global interrupted
+    if interrupted:
+        raise KeyboardInterrupt
+    interrupted = True
+    print0("\ninterrupt: finishing this step, saving a checkpoint, then exiting (Ctrl-C again to abort)")
+
+
+signal.signal(signal.SIGINT, on_sigint)
+loader = train_loader(loader_state)
+n_params = sum(p.numel() for p in raw_model.parameters())
+print0(f"model: {n_params / 1e6:.2f}M parameters (encoder {sum(p.numel() for p in raw_model.encoder.parameters()) / 1e6:.2f}M), "
+       f"mode {mode}, {grad_accum_steps} micro-batch(es) of {device_batch_size} x {world_size} rank(s) per step")
+peak = peak_flops(device_type, torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+flops_per_row = None
+t_start, t_last, rows_since, tokens_since = time.time(), time.time(), 0, 0
+start_step = step
+while step < num_steps:
+    # fetch the step's micro-batches first: the global answer-token count normalises the loss
+    micro = []
+    for _ in range(grad_accum_steps):
+        batch, loader_state = next(loader)
+        micro.append(batch)
+    n_tokens = torch.tensor(sum(b["n_answer_tokens"] for b in micro), dtype=torch.float64, device=device)
+    if is_ddp:
+        dist.all_reduce(n_tokens)
+    n_tokens = max(float(n_tokens), 1.0)
+    if flops_per_row is None:
+        flops_per_row = measure_flops_per_row(micro[0])
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * lr_multiplier(step, group["part"])
+    step_loss = 0.0
+    for i, b in enumerate(micro):
+        sync = nullcontext() if (not is_ddp or i == len(micro) - 1) else model.no_sync()
+        with sync:
+            with autocast_ctx:
+                loss_sum = model(b["input_ids"].to(device), targets=b["targets"].to(device),
+                                 images=b["images"].to(device) if torch.is_tensor(b["images"]) else b["images"],
+                                 loss_reduction="sum")
+            # DDP averages gradients over ranks; scaling by world_size makes it a global sum
+            (loss_sum * world_size / n_tokens).backward()
+        step_loss += float(loss_sum.detach())
+        rows_since += b["input_ids"].size(0)
+        tokens_since += b["input_ids"].numel()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    loss_t = torch.tensor(step_loss, dtype=torch.float64, device=device)
+    if is_ddp:
+        dist.all_reduce(loss_t)
+    train_loss = float(loss_t) / n_tokens
+    ema_loss = train_loss if ema_loss is None else 0.9 * ema_loss + 0.1 * train_loss
+    step += 1
+    losses.append([step, train_loss])
+    if master and (step % log_every == 0 or step == num_steps):
+        dt = time.time() - t_last
+        rows_s = rows_since * world_size / dt
+        mfu = 100 * flops_per_row * rows_s / (peak * world_size)
+        elapsed = time.time() - t_start
+        eta = elapsed / max(1, step - start_step) * (num_steps - step)
+        print0(f"step {step:05d}/{num_steps} | loss {train_loss:.4f} (ema {ema_loss:.4f}) | "
+               f"lr x{lr_multiplier(step - 1, 'gpt'):.3f} enc x{lr_multiplier(step - 1, 'encoder'):.3f} | "
+               f"{rows_s:.1f} samples/s | {tokens_since * world_size / dt:,.0f} tok/s | mfu {mfu:.1f}% | "
+               f"{elapsed / 60:.1f}m elapsed, eta {eta / 60:.1f}m", flush=True)
+        wandb_run.log(dict(step=step, train_loss=train_loss, ema_loss=ema_loss, samples_per_s=rows_s, mfu=mfu))
+        t_last, rows_since, tokens_since = time.time(), 0, 0
+    time_up = time_limit_min > 0 and (time.time() - t_start) / 60 >= time_limit_min
+    last_step = step == num_steps or time_up or interrupted
+    if master and ((eval_every > 0 and step % eval_every == 0) or last_step):
+        metrics = evaluate()
+        metrics["train_ema_loss"] = ema_loss
+        metrics["minutes"] = (time.time() - t_start) / 60
+        history.append({k: v for k, v in metrics.items() if not isinstance(v, str)})
+        print0("eval | " + " | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v!r}"
+                                      for k, v in metrics.items() if k != "step"), flush=True)
+        wandb_run.log({k: v for k, v in metrics.items() if not isinstance(v, str)})
+    if is_ddp:
+        dist.barrier()
+    if (save_every > 0 and step % save_every == 0) or last_step:
+        save(final=step == num_steps)
+    if time_up or interrupted:
+        print0(f"stopped at step {step} ({'time limit' if time_up else 'interrupt'}); rerun with --resume=True to continue")
+        break
+
+if master and final_samples > 0 and step == num_steps:
+    from nanoocr.engine import generate
+    from nanoocr.image_process import process_image
+    records = val_records[:final_samples]
+    raw_model.eval()
+    images = [process_image(r["image_pil"], mode_value, image_size=raw_model.encoder.config.image_size,
+                            multiple=raw_model.encoder.config.stride) for r in records]
+    exact = 0
+    for r, img in zip(records, images):
+        with autocast_ctx:
+            out = generate(raw_model, tokenizer, [img], [r["prompt"]], max_tokens=seq_len)[0]["text"]
+        exact += out.strip() == r["answer"].strip()
+        print0(f"--- {r.get('id', '')}\nEXPECTED:  {r['answer']!r}\nGENERATED: {out!r}")
+    print0(f"{final_label}: {exact}/{len(records)} exact")
+wandb_run.finish()
+compute_cleanup()
