@@ -40,6 +40,8 @@ KINDS = ("line", "line_page", "page", "receipt")
 SPLITS = ("train", "val", "test")
 PROMPT = "Free OCR."
 DEFAULT_SIZE = {"line": (32, 256), "line_page": (256, 256), "page": (1024, 1024), "receipt": (1024, 768)}
+# Smallest (H, W) each kind lays out correctly (lines also need W >= H); below, text cannot fit.
+MIN_SIZE = {"line": (8, 8), "line_page": (32, 32), "page": (64, 64), "receipt": (128, 128)}
 
 # Each split's sample seeds live in their own 2^60-wide range: disjoint by construction.
 SPLIT_SEED_BASE = {"train": 0, "val": 1 << 60, "test": 2 << 60}
@@ -198,14 +200,24 @@ def _font_px(rng, opts, lo, hi):
 
 
 def _fit_words(font, text, avail):
-    """Drop words from the end (or characters from a single long word) until the text fits."""
+    """Drop words from the end (or characters from a single long word) until the text's ink and
+    advance fit in `avail` pixels; "" when not even one character fits."""
+    right = lambda t: font.getbbox(t)[2]  # noqa: E731  (ink or advance, whichever reaches further)
     words = text.split(" ")
-    while len(words) > 1 and font.getlength(" ".join(words)) > avail:
+    while len(words) > 1 and right(" ".join(words)) > avail:
         words.pop()
-    text = " ".join(words)
-    while len(text) > 1 and font.getlength(text) > avail:
-        text = text[:-1]
-    return text.strip()
+    text = " ".join(words).strip()
+    while text and right(text) > avail:
+        text = text[:-1].rstrip()
+    return text
+
+
+@functools.lru_cache(maxsize=4096)
+def _v_extent(font):
+    """(top, bottom) of any line's ink relative to the draw position: glyphs may overshoot the
+    font's ascent / descent metrics, so pages and receipts keep this box, not the em box, inside."""
+    _, t, _, b = font.getbbox(T.CORE_CHARS + T.EXTRA_CHARS)
+    return t, b
 
 
 def _line_text(rng, split, spec, font, avail, opts, mix):
@@ -220,6 +232,7 @@ def _line_text(rng, split, spec, font, avail, opts, mix):
 def layout_line(rng, split, W, H, opts):
     spec = choose_font(rng, opts.get("fonts"))
     size = _font_px(rng, opts, *(f * H for f in opts.get("font_frac", (0.55, 0.65))))
+    size = min(size, int((W - 4) / 1.3))  # one wide glyph ("W", "@") must fit a narrow strip
     font = get_font(spec.name, size)
     asc, desc = font.getmetrics()
     if asc + desc > H - 2:  # tall fonts (script, display) shrink until the em box fits
@@ -231,8 +244,9 @@ def layout_line(rng, split, W, H, opts):
     # have ascenders; then clamp so the ink stays inside the strip
     jit = max(1, round(H / 16))
     y = (H - asc - desc) // 2 + rng.randint(-jit, jit)
-    _, t, _, b = font.getbbox(text)
+    l, t, r, b = font.getbbox(text)
     y = min(max(y, 1 - t), H - 1 - b)
+    x = min(max(x, 1 - l), W - 1 - r)  # italic overhangs
     return dict(runs=[(x, y, text, font, 0)], rules=[], paper=None, answer=text, units=[text],
                 fonts=[spec.name], min_px=font.size)
 
@@ -256,8 +270,9 @@ def layout_page(rng, split, W, H, opts):
     mix = opts.get("text_mix") or T.PAGE_TEXT_MIX
     typeset_p = 1.0 if rng.random() < opts.get("typeset_p", 0.3) else 0.0  # book-like pages use it throughout
     asc, desc = font.getmetrics()
+    top, bot = _v_extent(font)
     line_h = round((asc + desc) * rng.uniform(1.0, 1.35))
-    mx, my = round(W * rng.uniform(0.04, 0.09)), round(H * rng.uniform(0.03, 0.07))
+    mx, my = max(2, round(W * rng.uniform(0.04, 0.09))), max(2, round(H * rng.uniform(0.03, 0.07)))
     ncol = opts.get("columns") or (2 if W >= 640 and rng.random() < 0.25 else 1)
     gutter = round(0.04 * W)
     col_w = (W - 2 * mx - (ncol - 1) * gutter) // ncol
@@ -267,7 +282,8 @@ def layout_page(rng, split, W, H, opts):
     tspec = _bold_sibling(spec)
     covers = spec.covers & tspec.covers  # typographic characters only where body and title font have them
     runs, lines, units, fonts = [], [], [], [spec.name]  # lines: answer lines ("" = blank line)
-    col, y = 0, my
+    y0 = max(my, 1 - top)  # first draw position: the tallest glyph's ink starts inside the margin
+    col, y = 0, y0
     answer_len = 0
 
     wcache = {}
@@ -295,7 +311,9 @@ def layout_page(rng, split, W, H, opts):
         tfont = get_font(tspec.name, round(font.size * rng.uniform(1.2, 1.8)))
         title = T.pick_text(rng, split, lambda: _fit_words(tfont, T.line_text(rng, {"prose": 1}, 7).rstrip(".,;:!?").title(), W - 2 * mx))
         ta, td = tfont.getmetrics()
-        if title and y + ta + td <= H - my:
+        tt, tb = _v_extent(tfont)
+        y = max(y, 1 - tt)
+        if title and y + tb <= H - my:
             tx = (W - round(tfont.getlength(title))) // 2 if rng.random() < 0.5 else mx
             runs.append((tx, y, title, tfont, 0))
             lines += [title, ""]
@@ -317,12 +335,12 @@ def layout_page(rng, split, W, H, opts):
             if width(words[i]) > col_w:  # never wider than a column (long URLs): left out
                 del words[i]
                 continue
-            if y + asc + desc > H - my:  # column full: next column, or the page is done
-                col, y = col + 1, my
+            if y + bot > H - my:  # column full: next column, or the page is done
+                col, y = col + 1, y0
                 if col >= ncol:
                     full = True
                     break
-            indent = round(2 * font.size) if (first and indent_style) else 0
+            indent = round(2 * font.size) if (first and indent_style and width(words[i]) <= col_w - 2 * font.size) else 0
             avail, j, w = col_w - indent, i + 1, width(words[i])  # greedy wrap, widths summed
             while j < len(words) and w + space_w + width(words[j]) <= avail and width(words[j]) <= col_w:
                 w, j = w + space_w + width(words[j]), j + 1
@@ -357,21 +375,27 @@ def layout_receipt(rng, split, W, H, opts):
     size = round(min(max((tx1 - tx0) / (ncols * digit), max(8, H / 110)), max(10, H / 28)))
     if opts.get("font_px") is not None:
         size = _font_px(rng, opts, 0, 0)
-    font, bfont = get_font(spec.name, size), get_font(bspec.name, size)
-    cw = font.getlength("0")  # one "space" in the answer = one digit width of gap
-    asc, desc = font.getmetrics()
-    line_h = round((asc + desc) * rng.uniform(1.1, 1.4))
     cur = rng.choice(("", "", "$", "RM ", "\u20ac" if "\u20ac" in spec.covers & bspec.covers else "$"))
     rows, units = T.receipt_rows(rng, split, cur)
-    amounts_w = max(font.getlength(r[-1]) for r in rows if r[0] in ("lr", "lmr", "lrb"))
+    while True:  # narrow paper: shrink until amount + qty column + a short label fit side by side
+        font, bfont = get_font(spec.name, size), get_font(bspec.name, size)
+        cw = font.getlength("0")  # one "space" in the answer = one digit width of gap
+        amounts_w = max(bfont.getbbox(r[-1])[2] for r in rows if r[0] in ("lr", "lmr", "lrb"))
+        mids_w = max((font.getbbox(r[2])[2] for r in rows if r[0] == "lmr"), default=0)
+        if size <= 6 or amounts_w + mids_w + 10 * cw <= tx1 - tx0:
+            break
+        size -= 1
+    asc, desc = font.getmetrics()
+    top, bot = min(_v_extent(font)[0], _v_extent(bfont)[0]), max(_v_extent(font)[1], _v_extent(bfont)[1])
+    line_h = round((asc + desc) * rng.uniform(1.1, 1.4))
     mid_right = tx1 - amounts_w - 2 * cw  # the qty x price column ends here
     runs, rules, lines = [], [], []
     answer_len = 0
-    y = py0 + pad // 2
+    y = max(py0 + pad // 2, 1 - top)
     bottom = H - max(2, round(0.02 * H))
     for row in rows:
         tag = row[0]
-        if y + asc + desc > bottom:
+        if y + bot > bottom:
             break  # the rest is cut off by the photo's edge
         f = bfont if tag.endswith("b") else font
         if tag == "rule":
@@ -401,6 +425,10 @@ def layout_receipt(rng, split, W, H, opts):
             indent = len(row[1]) - len(row[1].lstrip())  # indented sub-rows: leading spaces -> pixels
             lx = tx0 + round(indent * cw)
             segs = [(lx, _fit_words(f, row[1].strip(), left_end - lx))] + segs + [(rx, right)]
+        segs = [(x, s) for x, s in segs if s and x >= tx0 - 1]  # what did not fit is not drawn
+        if not segs:
+            y += line_h
+            continue
         # answer: segments left to right, joined by as many spaces as the gap holds digit widths
         text, offs = "", []
         prev_end = None
@@ -605,6 +633,8 @@ def render_debug(seed, index, kind, split="train", height=None, width=None, boxe
     if unknown:
         raise TypeError(f"render() got unknown options {sorted(unknown)}; known: {OVERRIDES}")
     H, W = height or DEFAULT_SIZE[kind][0], width or DEFAULT_SIZE[kind][1]
+    assert H >= MIN_SIZE[kind][0] and W >= MIN_SIZE[kind][1] and (kind != "line" or W >= H), \
+        f"{kind} of {H}x{W} (HxW) is too small: at least {MIN_SIZE[kind]}" + (", and W >= H" if kind == "line" else "")
     s = sample_seed(seed, index, split)
     rng = random.Random(f"{s}:{kind}")  # str seeds hash with SHA-512: same stream on every machine
     nrng = np.random.default_rng([s, zlib.crc32(kind.encode())])
