@@ -55,7 +55,7 @@ def test_batched_views_equal_one_by_one(model):
 def test_forward_places_embeddings_and_rejects_mismatch(model):
     pix = torch.randn(2, 3, 32, 256)
     n = num_image_tokens(ENC, (32, 256))
-    ids = torch.randint(0, VOCAB - 10, (2, n + 6))
+    ids = torch.randint(0, VOCAB - 10, (1, n + 6)).repeat(2, 1)  # same text, different images
     ids[:, 2:2 + n] = IMAGE_ID
     with torch.no_grad():
         logits = model(ids, images=pix)
