@@ -240,3 +240,89 @@ def find_latest_model_dir(base_dir=None):
         if t > best_time:
             best, best_time = os.path.dirname(meta), t
     return best
+
+
+# -----------------------------------------------------------------------------
+# Exports (`nanoocr export`): a self-contained directory for sharing and serving a trained VLM,
+#
+#     <dir>/config.json        {"format": "nanoocr-export", "format_version", "model_config", "user_config", "step"}
+#     <dir>/model.safetensors  the state dict (safetensors: no pickle, loads without running code)
+#     <dir>/tokenizer/         tokenizer.pkl + token_bytes.pt
+#
+# config.json is written last, so like meta_*.json it marks a complete export. load_model below
+# accepts an export directory wherever it accepts a checkpoint directory (read, eval, training's
+# init_from), so nothing downstream needs to know which one it was given.
+
+EXPORT_FORMAT = "nanoocr-export"
+EXPORT_FORMAT_VERSION = 1
+
+
+def is_export_dir(path):
+    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(os.path.join(path, "model.safetensors"))
+
+
+def save_export(out_dir, model, tokenizer, meta, dtype=None):
+    """Write model + tokenizer + config to out_dir (see above). dtype: e.g. torch.bfloat16 to halve
+    the file (floating tensors only; loading casts back to the model's fp32)."""
+    from safetensors.torch import save_file
+    os.makedirs(out_dir, exist_ok=True)
+    state_dict = {}
+    for k, v in strip_compile_prefix(model.state_dict()).items():
+        v = v.detach().to("cpu")
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        state_dict[k] = v.contiguous()
+    weights = os.path.join(out_dir, "model.safetensors")
+    save_file(state_dict, weights + ".tmp", metadata={"format": "pt"})
+    os.replace(weights + ".tmp", weights)
+    tokenizer.save(os.path.join(out_dir, "tokenizer"))
+    config = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
+              "model_config": meta["model_config"], "user_config": meta.get("user_config", {}),
+              "step": meta.get("step")}
+    _atomic_json_save(config, os.path.join(out_dir, "config.json"))
+    return out_dir
+
+
+def load_export(export_dir, device="cpu"):
+    """An export directory -> (model in eval mode, tokenizer, meta) like load_model; the meta is
+    config.json (model_config, user_config, step) with "export": True."""
+    from safetensors.torch import load_file as load_safetensors
+    from nanoocr.model import vlm_from_config
+    path = os.path.join(export_dir, "config.json")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read the export's config ({e})") from e
+    if config.get("format") != EXPORT_FORMAT or "model_config" not in config:
+        raise CheckpointError(f"{path}: not a nanoocr export (expected \"format\": \"{EXPORT_FORMAT}\" and a model_config)")
+    if config.get("format_version", 0) > EXPORT_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: export format version {config['format_version']} is newer than this "
+                              f"nanoocr understands ({EXPORT_FORMAT_VERSION}); upgrade nanoocr")
+    weights = os.path.join(export_dir, "model.safetensors")
+    try:
+        state_dict = load_safetensors(weights, device="cpu")
+    except Exception as e:
+        raise CheckpointError(f"{weights}: cannot be read as safetensors ({type(e).__name__}: {e})") from e
+    model = vlm_from_config(config["model_config"], device)
+    try:
+        model.load_state_dict(state_dict, strict=True)  # copies (and casts bf16 exports) into fp32
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights}: weights do not fit the model_config in config.json: {e}") from e
+    tokenizer = Tokenizer.from_directory(os.path.join(export_dir, "tokenizer"))
+    assert tokenizer.image_id == model.image_token_id, \
+        f"{export_dir}: tokenizer's <|image|> id {tokenizer.image_id} != model's {model.image_token_id}"
+    meta = {"model_config": config["model_config"], "user_config": config.get("user_config", {}),
+            "step": config.get("step"), "export": True}
+    return model.eval(), tokenizer, meta
+
+
+_load_checkpoint_model = load_model
+
+
+def load_model(checkpoint_dir, step=None, device="cpu"):
+    """A trained VLM checkpoint directory or an export directory -> (model in eval mode, tokenizer, meta)."""
+    if is_export_dir(checkpoint_dir):
+        assert step is None, f"{checkpoint_dir} is an export (one set of weights): it has no steps to choose from"
+        return load_export(checkpoint_dir, device)
+    return _load_checkpoint_model(checkpoint_dir, step, device)

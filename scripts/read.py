@@ -1,0 +1,180 @@
+"""
+Read text out of images with a trained model.
+
+    nanoocr read page.png                          # one image: its text on stdout
+    nanoocr read scans/ more/*.jpg --jsonl out.jsonl
+    nanoocr read x.png --model exported/cpu --mode 32x256 --prompt "Free OCR." --max-tokens 200
+
+PATHs are image files, directories (searched recursively for image extensions) and globs. One
+image prints its plain text; several print one JSON line per image,
+{"image": path, "text": ..., "tokens": n, "seconds": s}, to stdout or --jsonl (a line gets
+"truncated": true when --max-tokens cut it). An image that cannot be read yields
+{"image": path, "error": ...} and the others continue; the exit status is 1 if any failed.
+"seconds" is the image's own loading time plus its share of its batch's generation time.
+
+--model: a checkpoint directory or a `nanoocr export` directory; default the newest trained model
+under the base dir. --mode: default the mode the model was trained with.
+"""
+
+import os
+import sys
+import glob
+import json
+import time
+import argparse
+
+import torch
+
+from tasks.common import IMAGE_EXTS
+from tasks.image_folder import iter_images
+
+
+def collect_images(paths):
+    """PATH arguments -> ordered, de-duplicated [(path, error or None)]. A named file is taken
+    whatever its extension (load_image sniffs the content); directories and globs contribute
+    image files by extension. A path that matches nothing becomes an error record."""
+    out, seen = [], set()
+
+    def add(p, err=None):
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append((p, err))
+
+    for p in paths:
+        if os.path.isdir(p):
+            for f in iter_images(p):
+                add(f)
+        elif os.path.isfile(p):
+            add(p)
+        elif glob.has_magic(p):
+            matches = sorted(glob.glob(p, recursive=True))
+            images = [m for m in matches if os.path.isfile(m) and m.lower().endswith(IMAGE_EXTS)]
+            for m in matches:
+                if os.path.isdir(m):
+                    images.extend(iter_images(m))
+            if not images:
+                add(p, "no image files match this pattern")
+            for m in images:
+                add(m)
+        else:
+            add(p, "no such file or directory")
+    return out
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="nanoocr read", description="Read text out of images.")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, directories (recursive) or globs")
+    parser.add_argument("--model", default=None, help="checkpoint or export directory (default: the newest trained model)")
+    parser.add_argument("--mode", default=None,
+                        help="tiny | small | base | large | gundam, or HxW for fixed strips (default: the training mode)")
+    parser.add_argument("--prompt", default="Free OCR.", help="the instruction after the image (default: %(default)r)")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="most answer tokens per image (default: the model's training sequence length)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images generated together (default: %(default)s)")
+    parser.add_argument("--jsonl", default=None, metavar="OUT", help="write the JSON lines to OUT instead of stdout")
+    parser.add_argument("--no-repeat-ngram", type=int, default=30,
+                        help="ban repeating any n-gram of this many tokens (0 = off; default %(default)s, as DeepSeek-OCR)")
+    parser.add_argument("--no-repeat-window", type=int, default=90,
+                        help="... within the last this many generated tokens (0 = all; default %(default)s)")
+    parser.add_argument("--device", default="", help="cuda | mps | cpu (default: autodetect)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        parser.error("--max-tokens must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    # imported after argument parsing so `--help` and usage errors answer instantly
+    from nanoocr.common import autodetect_device_type, set_cpu_threads
+    from nanoocr.checkpoint_manager import load_model, CheckpointError
+    from nanoocr.image_process import load_image, ImageError
+    from nanoocr.engine import (generate, find_model, parse_mode, default_mode, check_mode, preprocess,
+                                NoModelError)
+
+    device_type = args.device or autodetect_device_type()
+    if device_type == "cpu":
+        set_cpu_threads()
+    try:
+        model_dir = find_model(args.model)
+        model, tokenizer, meta = load_model(model_dir, device=device_type)
+    except (NoModelError, CheckpointError, OSError, ValueError) as e:
+        print(f"nanoocr read: {e}", file=sys.stderr)
+        return 2
+    try:
+        mode = check_mode(model.encoder.config, parse_mode(args.mode) if args.mode else default_mode(meta))
+    except ValueError as e:
+        print(f"nanoocr read: {e}", file=sys.stderr)
+        return 2
+    max_tokens = args.max_tokens or model.gpt.config.sequence_len
+    # bf16 autocast on CUDA (what the model trained in); exact fp32 elsewhere
+    autocast_dtype = torch.bfloat16 if device_type == "cuda" else None
+
+    items = collect_images(args.paths)
+    single = len(items) == 1 and args.jsonl is None
+    sink = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else sys.stdout
+    n_failed = n_done = 0
+    t_start = time.time()
+
+    def emit(record):
+        nonlocal n_failed, n_done
+        n_done += 1
+        if "error" in record:
+            n_failed += 1
+        if single:
+            if "error" in record:
+                print(f"nanoocr read: {record['image']}: {record['error']}", file=sys.stderr)
+            else:
+                print(record["text"])
+        else:
+            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sink.flush()
+
+    try:
+        for start in range(0, len(items), args.batch_size):
+            batch = items[start:start + args.batch_size]
+            records = [None] * len(batch)  # keep input order in the output
+            ready = []  # (index in batch, path, processed image, load seconds)
+            for i, (path, err) in enumerate(batch):
+                if err is not None:
+                    records[i] = {"image": path, "error": err}
+                    continue
+                t0 = time.time()
+                try:
+                    processed = preprocess(model, load_image(path, name=path), mode)
+                except ImageError as e:
+                    records[i] = {"image": path, "error": str(e)}
+                    continue
+                except OSError as e:  # permission denied, a directory that vanished, ...
+                    records[i] = {"image": path, "error": f"{type(e).__name__}: {e}"}
+                    continue
+                ready.append((i, path, processed, time.time() - t0))
+            if ready:
+                t0 = time.time()
+                outs = generate(model, tokenizer, [r[2] for r in ready], args.prompt, max_tokens=max_tokens,
+                                no_repeat_ngram_size=args.no_repeat_ngram, no_repeat_window=args.no_repeat_window,
+                                autocast_dtype=autocast_dtype)
+                share = (time.time() - t0) / len(ready)
+                for (i, path, _, load_s), out in zip(ready, outs):
+                    rec = {"image": path, "text": out["text"], "tokens": out["num_tokens"],
+                           "seconds": round(load_s + share, 4)}
+                    if out["finish_reason"] == "length":
+                        rec["truncated"] = True
+                    records[i] = rec
+            for rec in records:
+                emit(rec)
+    finally:
+        if sink is not sys.stdout:
+            sink.close()
+    if not single:
+        where = f" -> {args.jsonl}" if args.jsonl else ""
+        print(f"read {n_done - n_failed}/{n_done} images in {time.time() - t_start:.1f}s"
+              f"{f' ({n_failed} failed)' if n_failed else ''}{where}", file=sys.stderr)
+    return 1 if n_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""
+Evaluate a model on any dataset a tasks/ reader understands: a predictions JSONL plus the field's
+metrics (DESIGN §6) — CER, WER, mean normalised edit distance, exact match, Fox word-set
+precision / recall / F1, and precision and CER per compression-ratio bucket (answer tokens ÷
+vision tokens, DeepSeek-OCR's Fox table). Optionally Tesseract on the same images, side by side.
+
+    nanoocr eval --data=../shared/tier1/overfit_dataset.json
+    nanoocr eval --data=fox/en_page_ocr.json --source=fox --image_dir=fox/en_pdf_png --mode=small \\
+        --fox_out=fox_preds.json
+    nanoocr eval --data=OmniDocBench/OmniDocBench.json --md_dir=omnidoc_md     # per-image .md files
+    nanoocr eval --data=synth --limit=64 --tesseract=True                     # the renderer's val split
+
+--data "" evaluates the model's own validation data (its training config's val_data, else data;
+"synth" means the renderer's val split). Images that cannot be read are recorded with their error
+and left out of the metrics (counted in "failed").
+"""
+
+import os
+import sys
+import json
+import time
+import shutil
+import tempfile
+import subprocess
+
+import torch
+
+from nanoocr.configurator import configure
+
+# -----------------------------------------------------------------------------
+# config (override with --key=value)
+model = ""              # checkpoint or export directory ("" = the newest trained model)
+step = -1               # checkpoint step (-1 = the last)
+data = ""               # dataset file / folder / parquet glob, or "synth" ("" = the model's val data)
+source = ""             # json | jsonl | folder | parquet | fox | omnidocbench ("" = detect from the path)
+image_dir = ""          # fox / omnidocbench: where the images are ("" = the format's default)
+split = "val"           # renderer split for data=synth
+limit = -1              # evaluate at most this many samples (-1: all; data=synth: 64)
+mode = ""               # resolution mode ("" = the mode the model was trained with)
+prompt = ""             # instruction after the image ("" = each sample's own prompt)
+max_tokens = -1         # most answer tokens per image (-1 = the model's training sequence length)
+batch_size = 8
+no_repeat_ngram = 30    # DeepSeek-OCR's repetition guard (0 = off) ...
+no_repeat_window = 90   # ... over this many recent tokens
+out = ""                # predictions JSONL ("" = <base>/eval/<model>-<data>.jsonl); metrics go beside it
+fox_out = ""            # also write Fox-style predictions JSON (for Fox's own eval script) here
+md_dir = ""             # also write OmniDocBench-style <image stem>.md predictions into this folder
+tesseract = False       # also run Tesseract on the same images and print both side by side
+tesseract_lang = "eng"
+tesseract_psm = -1      # page segmentation mode (-1 = 7 "single line" for fixed HxW modes, else 3 "auto")
+device_type = ""        # cuda | mps | cpu ("" = autodetect)
+# -----------------------------------------------------------------------------
+
+
+def open_samples(data, source="", image_dir="", split="val", limit=-1, user_config=None, mode=None):
+    """A --data value -> (list of samples {id, image, prompt, answer, ...}, description). data ""
+    means the model's own validation data (its training config); "synth" the renderer."""
+    from tasks import sources
+    user_config = user_config or {}
+    if not data:
+        data = user_config.get("val_data") or user_config.get("data") or ""
+        if not data:
+            raise ValueError("no --data given and the model's training config names no data; pass --data=PATH")
+        data = data.split(",")[0].partition(":")[0] if not os.path.exists(data) else data  # first of a mixture
+    if data.split(":")[0] == "synth":
+        n = limit if limit > 0 else 64  # the renderer never runs out: take a fixed-size sample
+        kinds = data.partition(":")[2] or user_config.get("synth_kinds") or "line"
+        src = sources.synth_source(split, kinds, seed=int(user_config.get("seed", 0)), mode=mode)
+        return [src(i) for i in range(n)], f"synth:{kinds} ({split})"
+    if not os.path.exists(data) and "*" not in data:
+        raise FileNotFoundError(f"--data: {data} does not exist")
+    kind = source or sources.detect_kind(data)
+    samples = []
+    for s in sources.open_source(kind, data, image_dir=image_dir):
+        samples.append(s)
+        if 0 < limit <= len(samples):
+            break
+    if not samples:
+        raise ValueError(f"{data}: no usable samples (see the skip messages above)")
+    return samples, f"{data} ({kind})"
+
+
+def sample_prompt(sample, override=""):
+    """The user turn's text for a sample: the marker goes where the dataset put it (DESIGN §3)."""
+    from tasks.common import join_prompt
+    if override:
+        return override
+    return join_prompt(sample) if sample.get("prompt_before") else (sample.get("prompt") or "Free OCR.")
+
+
+def sample_name(sample):
+    image = sample.get("image")
+    return image if isinstance(image, str) else str(sample.get("id", "<sample>"))
+
+
+def load_pil(sample):
+    from nanoocr.image_process import load_image
+    return load_image(sample["image"], name=sample_name(sample))
+
+
+def run_model(model, tokenizer, samples, mode, prompt="", max_tokens=256, batch_size=8, no_repeat_ngram=0,
+              no_repeat_window=0, autocast_dtype=None):
+    """Predict every sample. -> one record per sample, in order: {id, image, prompt, pred, ref, tokens,
+    answer_tokens, vision_tokens, seconds, finish_reason}, or {id, image, error} for an unreadable
+    image. seconds = the image's loading time + its share of its batch's generation time."""
+    from nanoocr.image_process import ImageError
+    from nanoocr.engine import generate, preprocess, count_vision_tokens
+    records = []
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start:start + batch_size]
+        batch_records = [None] * len(batch)
+        ready = []  # (index in batch, sample, processed image, load seconds)
+        for i, s in enumerate(batch):
+            t0 = time.time()
+            try:
+                processed = preprocess(model, load_pil(s), mode)
+            except (ImageError, OSError) as e:
+                batch_records[i] = {"id": s.get("id"), "image": sample_name(s), "error": str(e)}
+                continue
+            ready.append((i, s, processed, time.time() - t0))
+        if ready:
+            t0 = time.time()
+            outs = generate(model, tokenizer, [r[2] for r in ready], [sample_prompt(r[1], prompt) for r in ready],
+                            max_tokens=max_tokens, no_repeat_ngram_size=no_repeat_ngram,
+                            no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype)
+            share = (time.time() - t0) / len(ready)
+            for (i, s, processed, load_s), o in zip(ready, outs):
+                batch_records[i] = {
+                    "id": s.get("id"), "image": sample_name(s), "prompt": sample_prompt(s, prompt),
+                    "pred": o["text"], "ref": s["answer"], "tokens": o["num_tokens"],
+                    "answer_tokens": len(tokenizer.encode(s["answer"])),
+                    "vision_tokens": count_vision_tokens(model.encoder.config, processed),
+                    "seconds": load_s + share, "finish_reason": o["finish_reason"]}
+        records.extend(batch_records)
+    return records
+
+
+def tesseract_available():
+    return shutil.which("tesseract") is not None
+
+
+def run_tesseract(image, lang="eng", psm=3):
+    """Tesseract 5 on a PIL image -> (text, seconds). The same decoded RGB image the model sees
+    (EXIF-rotated, alpha flattened) is written as a lossless PNG; only the tesseract process is timed
+    (its start-up included: that is what reading one image with it costs)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "image.png")
+        image.save(path)
+        t0 = time.time()
+        proc = subprocess.run(["tesseract", path, "stdout", "-l", lang, "--psm", str(psm)],
+                              capture_output=True, text=True, timeout=300)
+        seconds = time.time() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"tesseract failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    # tesseract ends a page with a newline and a form feed; neither is text
+    return proc.stdout.rstrip("\n\f \t"), seconds
+
+
+def add_tesseract(records, samples, lang="eng", psm=3):
+    """Adds tesseract_pred / tesseract_seconds to every successfully read record (records[i] is
+    samples[i], as run_model returns them)."""
+    assert len(records) == len(samples), f"{len(records)} records for {len(samples)} samples"
+    for rec, sample in zip(records, samples):
+        if "error" in rec:
+            continue
+        text, seconds = run_tesseract(load_pil(sample), lang, psm)
+        rec["tesseract_pred"], rec["tesseract_seconds"] = text, seconds
+
+
+def compute_metrics(records):
+    """{"model": summary, ["tesseract": summary]} over the successfully read records."""
+    from nanoocr.metrics import summarize
+    ok = [r for r in records if "error" not in r]
+    out = {"n": len(records), "failed": len(records) - len(ok)}
+    if not ok:
+        return out
+    out["model"] = summarize(ok)
+    out["model"]["seconds_per_image"] = sum(r["seconds"] for r in ok) / len(ok)
+    out["model"]["tokens_per_second"] = sum(r["tokens"] for r in ok) / max(1e-9, sum(r["seconds"] for r in ok))
+    if all("tesseract_pred" in r for r in ok):
+        # same answer / vision token counts, so tesseract lands in the same compression buckets
+        out["tesseract"] = summarize([dict(r, pred=r["tesseract_pred"]) for r in ok])
+        out["tesseract"]["seconds_per_image"] = sum(r["tesseract_seconds"] for r in ok) / len(ok)
+    return out
+
+
+_ROWS = [("CER", "cer"), ("WER", "wer"), ("edit distance (NED)", "ned"), ("exact match", "exact_match"),
+        ("Fox precision", "fox_precision"), ("Fox recall", "fox_recall"), ("Fox F1", "fox_f1"),
+        ("compression (x)", "mean_compression"), ("seconds / image", "seconds_per_image")]
+
+
+def format_report(metrics):
+    """The metrics as a text table: one column per system, then the compression buckets."""
+    systems = [k for k in ("model", "tesseract") if k in metrics]
+    if not systems:
+        return f"no image could be read ({metrics['failed']} failed)"
+    names = {"model": "nanoocr", "tesseract": "tesseract"}
+    lines = [f"{'':<22}" + "".join(f"{names[s]:>12}" for s in systems)]
+    lines.append(f"{'images':<22}" + "".join(f"{metrics[s]['n']:>12d}" for s in systems))
+    for label, key in _ROWS:
+        if all(key in metrics[s] for s in systems):
+            lines.append(f"{label:<22}" + "".join(f"{metrics[s][key]:>12.4f}" for s in systems))
+    if metrics["failed"]:
+        lines.append(f"(+{metrics['failed']} unreadable images, left out)")
+    buckets = metrics["model"].get("compression_buckets")
+    if buckets:
+        lines.append("")
+        head = f"{'compression':<14}{'n':>5}{'ratio':>8}{'precision':>11}{'CER':>9}"
+        if "tesseract" in systems:
+            head += f"{'tess prec':>11}{'tess CER':>10}"
+        lines.append(head)
+        tess = {b["bucket"]: b for b in metrics.get("tesseract", {}).get("compression_buckets", [])}
+        for b in buckets:
+            line = f"{b['bucket']:<14}{b['n']:>5d}{b['mean_ratio']:>8.2f}{b['precision']:>11.4f}{b['cer']:>9.4f}"
+            if "tesseract" in systems:
+                t = tess[b["bucket"]]
+                line += f"{t['precision']:>11.4f}{t['cer']:>10.4f}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def default_out_path(model_dir, data_desc):
+    from nanoocr.common import get_base_dir
+    clean = lambda s: "".join(c if c.isalnum() or c in "-_." else "_" for c in s).strip("_")[:60]
+    name = f"{clean(os.path.basename(os.path.normpath(model_dir)))}-{clean(data_desc.split(' ')[0].replace(os.sep, '_'))}"
+    return os.path.join(get_base_dir(), "eval", name + ".jsonl")
+
+
+def main():
+    from nanoocr.common import autodetect_device_type, set_cpu_threads
+    from nanoocr.checkpoint_manager import load_model
+    from nanoocr.engine import find_model, parse_mode, default_mode, check_mode
+
+    dev = device_type or autodetect_device_type()
+    if dev == "cpu":
+        set_cpu_threads()
+    if tesseract and not tesseract_available():
+        print("vision_eval: --tesseract=True but no `tesseract` on PATH "
+              "(Debian/Ubuntu: apt-get install tesseract-ocr tesseract-ocr-eng)", file=sys.stderr)
+        return 2
+    model_dir = find_model(model)
+    net, tokenizer, meta = load_model(model_dir, step=None if step < 0 else step, device=dev)
+    run_mode = check_mode(net.encoder.config, parse_mode(mode) if mode else default_mode(meta))
+    samples, desc = open_samples(data, source, image_dir, split, limit, meta.get("user_config"),
+                                 run_mode if isinstance(run_mode, tuple) else None)
+    n_tokens = max_tokens if max_tokens > 0 else net.gpt.config.sequence_len
+    print(f"model {model_dir} (step {meta.get('step')}), mode {run_mode}, {len(samples)} samples from {desc}", flush=True)
+
+    out_path = out or default_out_path(model_dir, desc)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    autocast_dtype = torch.bfloat16 if dev == "cuda" else None
+    records = run_model(net, tokenizer, samples, run_mode, prompt, n_tokens, batch_size, no_repeat_ngram,
+                        no_repeat_window, autocast_dtype)
+    for r in records:
+        if "error" in r:
+            print(f"unreadable: {r['image']}: {r['error']}", file=sys.stderr)
+    if tesseract:
+        psm = tesseract_psm if tesseract_psm >= 0 else (7 if isinstance(run_mode, tuple) else 3)
+        add_tesseract(records, samples, tesseract_lang, psm)
+
+    with open(out_path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    metrics = compute_metrics(records)
+    metrics.update(model_dir=model_dir, step=meta.get("step"), data=desc, mode=list(run_mode) if isinstance(run_mode, tuple) else run_mode)
+    metrics_path = os.path.splitext(out_path)[0] + ".metrics.json"
+    with open(metrics_path, "w") as f:
+        json.dump(metrics, f, indent=2)
+
+    # benchmark-format outputs, for the benchmarks' own evaluators
+    ok = [(s, r["pred"]) for s, r in zip(samples, records) if "error" not in r]
+    if fox_out and ok:
+        from tasks import fox
+        fox.write_predictions(fox_out, [s for s, _ in ok], [p for _, p in ok])
+        print(f"Fox predictions -> {fox_out}")
+    if md_dir and ok:
+        from tasks import omnidocbench
+        omnidocbench.write_predictions(md_dir, [s for s, _ in ok], [p for _, p in ok])
+        print(f"OmniDocBench markdown ({len(ok)} files) -> {md_dir}")
+
+    print(format_report(metrics))
+    print(f"predictions -> {out_path}\nmetrics -> {metrics_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    config = configure(globals())
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""
+The original project's sanity check: for a few samples, print EXPECTED next to GENERATED with the
+sample's teacher-forced loss (mean over its answer tokens) and its character overlap
+(1 - normalised edit distance), then "K/N exact". A low loss with a wrong generation means decoding
+is broken; every sample generating the same text means the encoder collapsed (DESIGN §5).
+
+    nanoocr sample                                                 # the model's val data
+    nanoocr sample --data=../shared/tier1/overfit_dataset.json --limit=10
+    python -m scripts.vision_sample --model=exported/cpu --data=synth --limit=5
+"""
+
+import sys
+
+import torch
+
+from nanoocr.configurator import configure
+
+# -----------------------------------------------------------------------------
+# config (override with --key=value)
+model = ""              # checkpoint or export directory ("" = the newest trained model)
+step = -1               # checkpoint step (-1 = the last)
+data = ""               # dataset path or "synth" ("" = the model's val data, like vision_eval)
+source = ""             # json | jsonl | folder | parquet | fox | omnidocbench ("" = detect)
+image_dir = ""          # fox / omnidocbench image folder ("" = the format's default)
+split = "val"           # renderer split for data=synth
+limit = 10              # samples to show
+mode = ""               # resolution mode ("" = the training mode)
+prompt = ""             # instruction after the image ("" = each sample's own)
+max_tokens = -1         # most answer tokens (-1 = the model's training sequence length)
+batch_size = 8
+device_type = ""
+# -----------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def answer_loss(net, tokenizer, processed, prompt_text, answer):
+    """Teacher-forced cross-entropy over the answer tokens and <|assistant_end|> (the training
+    loss of this one sample, DESIGN §3)."""
+    from nanoocr.engine import encode
+    from nanoocr.tokenizer import ocr_conversation
+    embeds = encode(net, [processed])
+    ids, mask = tokenizer.render_conversation(ocr_conversation(prompt_text, answer), embeds[0].size(0))
+    device = net.get_device()
+    x = torch.tensor(ids[:-1], device=device)[None]
+    y = torch.tensor([t if m else -1 for t, m in zip(ids[1:], mask[1:])], device=device)[None]
+    return float(net(x, targets=y, image_embeds=embeds))
+
+
+def main():
+    from nanoocr.common import autodetect_device_type, set_cpu_threads
+    from nanoocr.checkpoint_manager import load_model
+    from nanoocr.engine import find_model, parse_mode, default_mode, check_mode, preprocess
+    from nanoocr.metrics import normalized_edit_distance, cer
+    from scripts.vision_eval import open_samples, run_model, load_pil, sample_prompt
+
+    dev = device_type or autodetect_device_type()
+    if dev == "cpu":
+        set_cpu_threads()
+    model_dir = find_model(model)
+    net, tokenizer, meta = load_model(model_dir, step=None if step < 0 else step, device=dev)
+    run_mode = check_mode(net.encoder.config, parse_mode(mode) if mode else default_mode(meta))
+    samples, desc = open_samples(data, source, image_dir, split, limit, meta.get("user_config"),
+                                 run_mode if isinstance(run_mode, tuple) else None)
+    samples = samples[:limit] if limit > 0 else samples
+    n_tokens = max_tokens if max_tokens > 0 else net.gpt.config.sequence_len
+    print(f"model {model_dir} (step {meta.get('step')}), mode {run_mode}, {len(samples)} samples from {desc}")
+    # the sanity check shows the model as trained: no repetition guard
+    records = run_model(net, tokenizer, samples, run_mode, prompt, n_tokens, batch_size)
+    exact, losses, overlaps, preds, refs = 0, [], [], [], []
+    for k, (s, r) in enumerate(zip(samples, records)):
+        print(f"--- [{k + 1}/{len(samples)}] {r.get('id') or r['image']}")
+        if "error" in r:
+            print(f"ERROR: {r['error']}")
+            continue
+        loss = answer_loss(net, tokenizer, preprocess(net, load_pil(s), run_mode), sample_prompt(s, prompt), s["answer"])
+        overlap = 1.0 - normalized_edit_distance(r["pred"], r["ref"])
+        hit = r["pred"].strip() == r["ref"].strip()
+        exact += hit
+        losses.append(loss)
+        overlaps.append(overlap)
+        preds.append(r["pred"])
+        refs.append(r["ref"])
+        print(f"loss {loss:.4f} | overlap {overlap:.1%} | {r['tokens']} tokens{' | EXACT' if hit else ''}")
+        print(f"EXPECTED:  {r['ref']!r}")
+        print(f"GENERATED: {r['pred']!r}")
+    if preds:
+        print(f"=== {exact}/{len(preds)} exact | mean loss {sum(losses) / len(losses):.4f} | "
+              f"mean overlap {sum(overlaps) / len(overlaps):.1%} | CER {cer(preds, refs):.4f} | "
+              f"{len(set(preds))} distinct outputs")
+    return 0
+
+
+if __name__ == "__main__":
+    config = configure(globals())
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""
+The user-facing programs on a small random model saved as a real checkpoint: `nanoocr read`
+(files, directories, globs, a corrupt image, no model), `nanoocr export` -> read, `nanoocr eval`
+(metrics, Fox and OmniDocBench outputs, Tesseract side by side) and `nanoocr sample`.
+"""
+
+import os
+import sys
+import json
+import shutil
+import subprocess
+
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from nanoocr.tokenizer import Tokenizer
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
+from nanoocr.gpt import GPTConfig
+from nanoocr.model import build_vlm
+from nanoocr.checkpoint_manager import save_checkpoint, save_tokenizer_once, load_model, is_export_dir
+from nanoocr.image_process import process_image
+from nanoocr.engine import generate
+from nanoocr import metrics
+from scripts import read as read_script
+from scripts import export as export_script
+from scripts import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODE = [32, 128]  # the "training" mode stored in the checkpoint: read/eval must default to it
+WORDS = ["hello world", "total cash", "the lazy dog", "OCR this"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models decode faster on one thread (see test_engine.py); read/eval honour OMP_NUM_THREADS
+    n, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(n)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+def text_image(text, size=(256, 48)):
+    """Black text on white, large and clean (Tesseract must read it)."""
+    im = Image.new("RGB", size, "white")
+    font = ImageFont.load_default(size=26)
+    ImageDraw.Draw(im).text((8, 8), text, fill="black", font=font)
+    return im
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A base dir holding one trained-looking checkpoint (random weights), + its path."""
+    root = tmp_path_factory.mktemp("readbase")
+    tok = Tokenizer.train_from_iterator(iter([" ".join(WORDS) + " Free OCR. receipts 0123456789"] * 50), 300)
+    torch.manual_seed(0)
+    enc = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+    gpt = GPTConfig(sequence_len=96, vocab_size=tok.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=4, n_embd=enc.out_dim)
+    model = build_vlm(enc, gpt, tok.image_id, proj_std=0.05)
+    torch.nn.init.normal_(model.gpt.lm_head.weight, std=0.5)  # decisive greedy choices (see test_engine)
+    ckpt = root / "vis_tok_checkpoints" / "t"
+    meta = {"model_config": model.config, "user_config": {"mode": MODE, "data": "synth", "seed": 0}, "step": 3}
+    save_checkpoint(str(ckpt), 3, model.state_dict(), None, meta)
+    save_tokenizer_once(str(ckpt), tok)
+    return str(root), str(ckpt)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A folder: two good images (one in a subfolder), a corrupt .png, a non-image file."""
+    d = tmp_path_factory.mktemp("imgs")
+    text_image(WORDS[0]).save(d / "a.png")
+    (d / "sub").mkdir()
+    text_image(WORDS[1]).save(d / "sub" / "b.jpg")
+    (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def expected_text(ckpt, path, max_tokens):
+    """What read must print: generate() on the image in the checkpoint's training mode."""
+    model, tok, _ = load_model(ckpt)
+    cfg = model.encoder.config
+    view = process_image(Image.open(path).convert("RGB"), tuple(MODE), image_size=cfg.image_size, multiple=cfg.stride)
+    return generate(model, tok, [view], "Free OCR.", max_tokens=max_tokens, no_repeat_ngram_size=30,
+                    no_repeat_window=90)[0]["text"]
+
+
+def test_read_one_image_prints_plain_text_with_the_newest_model(base, images, monkeypatch, capsys):
+    monkeypatch.setenv("NANOOCR_BASE_DIR", base[0])  # --model defaults to the newest checkpoint here
+    assert read_script.main([str(images / "a.png"), "--max-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert out == expected_text(base[1], images / "a.png", 8) + "\n"
+
+
+def test_read_directory_with_a_corrupt_image(base, images, tmp_path):
+    # the real entry point, as a user runs it: exit status 1, error record, the rest read
+    out = tmp_path / "out.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "scripts.read", str(images), str(tmp_path / "missing.png"),
+                           "--model", base[1], "--max-tokens", "6", "--batch-size", "2", "--jsonl", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    names = [os.path.relpath(r["image"], images) if "missing" not in r["image"] else "missing" for r in recs]
+    assert names == ["a.png", "bad.png", os.path.join("sub", "b.jpg"), "missing"]  # sorted, recursive, no .txt
+    bad, missing = recs[1], recs[3]
+    assert set(bad) == {"image", "error"} and "bad.png" in bad["error"]
+    assert set(missing) == {"image", "error"}
+    for r in (recs[0], recs[2]):
+        assert set(r) >= {"image", "text", "tokens", "seconds"} and "error" not in r
+        assert 0 < r["tokens"] <= 6 and r["seconds"] > 0
+    assert recs[0]["text"] == expected_text(base[1], images / "a.png", 6)
+    assert "2/4 images" in proc.stderr
+
+
+def test_read_globs_and_json_lines_on_stdout(base, images, capsys):
+    code = read_script.main([str(images / "**" / "*.*g"), "--model", base[1], "--max-tokens", "4"])
+    lines = capsys.readouterr().out.splitlines()
+    recs = [json.loads(line) for line in lines]
+    assert sorted(os.path.basename(r["image"]) for r in recs) == ["a.png", "b.jpg", "bad.png"]
+    assert code == 1 and sum("error" in r for r in recs) == 1
+
+
+def test_read_without_a_model_says_how_to_train_one(images, capsys):
+    assert read_script.main([str(images / "a.png")]) == 2  # the test's base dir is empty
+    assert "nanoocr train" in capsys.readouterr().err
+
+
+def test_read_rejects_unknown_flags_and_bad_modes(base, images, capsys):
+    with pytest.raises(SystemExit) as e:
+        read_script.main([str(images / "a.png"), "--bogus"])
+    assert e.value.code == 2 and "--bogus" in capsys.readouterr().err
+    assert read_script.main([str(images / "a.png"), "--model", base[1], "--mode", "30x100"]) == 2
+    assert "stride" in capsys.readouterr().err
+
+
+def test_export_then_read_gives_the_same_text(base, images, tmp_path, capsys):
+    out_dir = tmp_path / "exported"
+    assert export_script.main([base[1], str(out_dir)]) == 0
+    assert is_export_dir(str(out_dir)) and (out_dir / "tokenizer" / "tokenizer.pkl").is_file()
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["user_config"]["mode"] == MODE and config["step"] == 3
+    m1, _, _ = load_model(base[1])
+    m2, tok2, meta2 = load_model(str(out_dir))
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert meta2["user_config"]["mode"] == MODE
+    capsys.readouterr()
+    args = [str(images / "a.png"), str(images / "sub" / "b.jpg"), "--max-tokens", "8"]
+    assert read_script.main(args + ["--model", base[1]]) == 0
+    from_ckpt = capsys.readouterr().out
+    assert read_script.main(args + ["--model", str(out_dir)]) == 0
+    from_export = capsys.readouterr().out
+    texts = lambda out: [json.loads(line)["text"] for line in out.splitlines()]
+    assert texts(from_ckpt) == texts(from_export) and len(texts(from_ckpt)) == 2
+    # never overwrite a directory that is not an export
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    assert export_script.main([base[1], str(other)]) == 2
+    assert (other / "keep.txt").read_text() == "x"
+    # a bf16 export loads back into the fp32 model (half the bytes)
+    assert export_script.main([base[1], str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+    m3, _, _ = load_model(str(tmp_path / "bf16"))
+    w = "gpt.lm_head.weight"
+    assert m3.state_dict()[w].dtype == torch.float32
+    assert torch.equal(m3.state_dict()[w], s1[w].bfloat16().float())
+
+
+def run_cli(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main rewrites sys.argv
+    return cli.main(list(argv))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """The same three images as a JSONL dataset, a Fox JSON and an OmniDocBench JSON."""
+    d = tmp_path_factory.mktemp("data")
+    (d / "images").mkdir()
+    for i, w in enumerate(WORDS[:3]):
+        text_image(w).save(d / "images" / f"p{i}.png")
+    with open(d / "data.jsonl", "w") as f:
+        for i, w in enumerate(WORDS[:3]):
+            f.write(json.dumps({"id": f"s{i}", "image": f"images/p{i}.png", "prompt": "<image>\nFree OCR.", "answer": w}) + "\n")
+    fox = [{"image": f"p{i}.png", "conversations": [{"from": "human", "value": "<image>\nOCR this image."},
+                                                     {"from": "gpt", "value": w}]} for i, w in enumerate(WORDS[:3])]
+    (d / "fox.json").write_text(json.dumps(fox))
+    pages = [{"layout_dets": [{"category_type": "text_block", "order": 0, "text": w, "anno_id": 0}],
+              "page_info": {"image_path": f"p{i}.png", "width": 256, "height": 48}} for i, w in enumerate(WORDS[:3])]
+    (d / "omnidoc.json").write_text(json.dumps(pages))
+    return d
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_eval_metrics_and_fox_outputs(base, dataset, tmp_path, monkeypatch, capsys):
+    from tasks import fox
+    out, fox_out = tmp_path / "preds.jsonl", tmp_path / "fox_preds.json"
+    assert run_cli(monkeypatch, "eval", f"--model={base[1]}", f"--data={dataset / 'fox.json'}",
+                   f"--image_dir={dataset / 'images'}", "--max_tokens=6", f"--out={out}", f"--fox_out={fox_out}") == 0
+    printed = capsys.readouterr().out
+    recs = read_jsonl(out)
+    assert [r["ref"] for r in recs] == WORDS[:3]
+    assert all(r["vision_tokens"] == 2 * 8 and r["answer_tokens"] > 0 and r["tokens"] <= 6 for r in recs)
+    # Fox's layout, round-tripped through the reader: label = ground truth, answer = our output
+    foxed = fox.read_predictions(fox_out)
+    assert [r["pred"] for r in foxed] == [r["pred"] for r in recs] and [r["ref"] for r in foxed] == WORDS[:3]
+    m = json.loads((tmp_path / "preds.metrics.json").read_text())
+    preds = [r["pred"] for r in recs]
+    assert m["model"]["cer"] == pytest.approx(metrics.cer(preds, WORDS[:3]))
+    assert m["model"]["n"] == 3 and m["failed"] == 0 and m["model"]["compression_buckets"]
+    assert "CER" in printed and "Fox precision" in printed and "compression" in printed
+
+
+def test_eval_omnidocbench_markdown_and_a_corrupt_image(base, dataset, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "odb"
+    shutil.copytree(dataset / "images", data / "images")
+    shutil.copy(dataset / "omnidoc.json", data / "omnidoc.json")
+    (data / "images" / "p2.png").write_bytes(b"garbage")  # one unreadable page
+    md_dir, out = tmp_path / "md", tmp_path / "odb.jsonl"
+    assert run_cli(monkeypatch, "eval", f"--model={base[1]}", f"--data={data / 'omnidoc.json'}",
+                   "--max_tokens=5", f"--out={out}", f"--md_dir={md_dir}") == 0
+    recs = read_jsonl(out)
+    assert "error" in recs[2] and "p2.png" in recs[2]["error"]
+    assert sorted(os.listdir(md_dir)) == ["p0.md", "p1.md"]
+    for i in (0, 1):
+        assert (md_dir / f"p{i}.md").read_text() == recs[i]["pred"]
+    m = json.loads((tmp_path / "odb.metrics.json").read_text())
+    assert m["failed"] == 1 and m["model"]["n"] == 2
+    assert "unreadable" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None,
+                    reason="the tesseract binary is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)")
+def test_eval_tesseract_side_by_side(base, dataset, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "t.jsonl"
+    assert run_cli(monkeypatch, "eval", f"--model={base[1]}", f"--data={dataset / 'data.jsonl'}", "--max_tokens=5",
+                   "--tesseract=True", "--tesseract_psm=7", f"--out={out}") == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if "nanoocr" in line)
+    assert "tesseract" in header
+    cer_row = next(line for line in printed.splitlines() if line.startswith("CER"))
+    assert len(cer_row.split()) == 3  # label + one number per system
+    recs = read_jsonl(out)
+    assert all("tesseract_pred" in r and r["tesseract_seconds"] > 0 for r in recs)
+    m = json.loads((tmp_path / "t.metrics.json").read_text())
+    # clean large text: Tesseract really read these images (a random model cannot)
+    assert m["tesseract"]["cer"] < 0.3, [r["tesseract_pred"] for r in recs]
+    assert m["tesseract"]["cer"] == pytest.approx(metrics.cer([r["tesseract_pred"] for r in recs], WORDS[:3]))
+
+
+def test_sample_prints_expected_generated_loss_and_exact_count(base, dataset, monkeypatch, capsys):
+    assert run_cli(monkeypatch, "sample", f"--model={base[1]}", f"--data={dataset / 'data.jsonl'}", "--limit=2",
+                   "--max_tokens=4") == 0
+    printed = capsys.readouterr().out
+    assert printed.count("EXPECTED:") == 2 and printed.count("GENERATED:") == 2
+    assert "loss " in printed and "overlap" in printed and "/2 exact" in printed
+    assert repr(WORDS[0]) in printed
