@@ -285,10 +285,10 @@ def test_sample_stream_ranks_and_resume():
 
 def test_render_samples_script(tmp_path):
     from scripts import render_samples
-    render_samples.main(["--n=5", f"--out={tmp_path}", "--height=96", "--width=96", f"--grid={tmp_path / 'g.png'}"])
+    render_samples.main(["--n=5", f"--out={tmp_path}", "--height=128", "--width=128", f"--grid={tmp_path / 'g.png'}"])
     rows = [json.loads(l) for l in open(tmp_path / "samples.jsonl", encoding="utf-8")]
     assert len(rows) == 5 and [r["kind"] for r in rows[:4]] == list(S.KINDS)
     for r in rows:
         assert {"id", "image", "prompt", "answer"} <= set(r) and r["prompt"] == "<image>\nFree OCR." and r["answer"]
-        assert Image.open(tmp_path / r["image"]).size == (96, 96)
-    assert Image.open(tmp_path / "g.png").size[0] > 96
+        assert Image.open(tmp_path / r["image"]).size == (128, 128)
+    assert Image.open(tmp_path / "g.png").size[0] > 128
