@@ -66,7 +66,8 @@ def main(argv=None):
     dt = time.time() - t0
     print(f"wrote {args.n} samples to {args.out}/samples.jsonl in {dt:.1f}s ({args.n / max(dt, 1e-9):.1f}/s)")
     if args.grid:
-        contact_sheet(images).save(args.grid)
+        # a 128-colour palette keeps the noisy sheet ~3x smaller, with no visible loss
+        contact_sheet(images).quantize(128).save(args.grid, optimize=True)
         print(f"wrote {args.grid}")
 
 
