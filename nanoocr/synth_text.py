@@ -31,6 +31,7 @@ import itertools
 import math
 import random
 import string
+import threading
 
 # Every font must render all of CORE_CHARS (printable ASCII, space included) or it is not used.
 # EXTRA_CHARS are typographic characters used only with fonts that render them (typeset()).
@@ -97,10 +98,9 @@ def _data():
         except ImportError as e:
             raise ImportError("nanoocr/synth_text.py needs the 'faker' package for its word lists and "
                               "fake entities: pip install faker") from e
-        fake = Faker("en_US")
         first, last = Person.first_names, Person.last_names
         _DATA = dict(
-            fake=fake,
+            Faker=Faker,
             words=sorted(set(w for w in Lorem.word_list if w.isalpha())),
             first=(list(first), list(itertools.accumulate(float(v) for v in first.values()))),
             last=(list(last), list(itertools.accumulate(float(v) for v in last.values()))),
@@ -135,9 +135,15 @@ def city(rng):
     return first_name(rng) + rng.choice(d["city_suffixes"])
 
 
+_LOCAL = threading.local()
+
+
 def faker_call(rng, method):
-    """One Faker generator call driven by our rng (so it is deterministic for a (seed, index))."""
-    fake = _data()["fake"]
+    """One Faker generator call driven by our rng (so it is deterministic for a (seed, index)).
+    One Faker per thread: the call swaps the instance's random source, which threads must not share."""
+    fake = getattr(_LOCAL, "fake", None)
+    if fake is None:
+        fake = _LOCAL.fake = _data()["Faker"]("en_US")
     fake.random = rng
     return str(getattr(fake, method)())
 
