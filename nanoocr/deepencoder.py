@@ -107,10 +107,13 @@ def view_tokens(config, height, width):
 
 def num_image_tokens(config, mode, width=None, height=None, grid=None):
     """Number of <|image|> placeholders (vision tokens + newlines + the separator) for one image.
-    mode: tiny | small | base | large (width/height unused), or gundam, which needs the image's
+    mode: tiny | small | base | large (width/height unused); gundam, which needs the image's
     width and height to pick the tile grid (or an explicit grid=(wc, hc); grid=None with both
-    sides fitting one tile means no tiles). Sides scale with config.image_size (image_process)."""
-    assert mode in MODES, f"unknown mode {mode!r}; choose one of {sorted(MODES)}"
+    sides fitting one tile means no tiles); or a fixed (H, W) input size as image_process takes it
+    (one view, no tiles). Mode sides scale with config.image_size (image_process.mode_side)."""
+    if isinstance(mode, (tuple, list)):  # a fixed (H, W) input, e.g. one-line strips: one view, no tiles
+        return view_tokens(config, int(mode[0]), int(mode[1])) + 1
+    assert mode in MODES, f"unknown mode {mode!r}; choose one of {sorted(MODES)} or an (H, W) tuple"
     side = mode_side(mode, config.image_size, config.stride)
     n = view_tokens(config, side, side) + 1  # the global view + view_separator
     if mode == "gundam":
@@ -126,6 +129,9 @@ def num_image_tokens(config, mode, width=None, height=None, grid=None):
 
 
 class DeepEncoder(nn.Module):
+    """SAM -> compressor -> CLIP -> projector, plus the learned image_newline / view_separator.
+    State-dict names: sam.* (DeepSeek-OCR's sam_model names, net_2/net_3 = sam.downsample.0/1),
+    clip.* (fused qkv), projector.*, image_newline, view_separator."""
 
     def __init__(self, config):
         super().__init__()

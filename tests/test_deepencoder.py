@@ -167,6 +167,7 @@ def test_full_preset_counts_match_design():
     assert grid_size(FULL, 1008, 976) == (16, 16)  # 63 and 61 patches: the convs take ceil of odd sides
     assert grid_size(FULL, 80, 48) == (2, 1) and grid_size(CPU, 32, 256) == (2, 16)
     assert num_image_tokens(FULL, "gundam", width=2000, height=1000) == 272 + 20 * 41 + 1  # picks (4, 2)
+    assert num_image_tokens(CPU, (32, 256)) == 2 * 17 + 1  # a fixed-size one-line strip
 
 
 def test_counts_equal_returned_embeddings():
@@ -181,6 +182,7 @@ def test_counts_equal_returned_embeddings():
     enc = DeepEncoder(cfg).eval()
     cases = [(mode, 300, 200, None) for mode in MODE_COUNTS]
     cases += [("gundam", 160 * wc, 160 * hc, (wc, hc)) for wc, hc in GUNDAM_COUNTS]  # CPU tiles are 160 px
+    cases += [((32, 256), 300, 40, None), ((48, 320), 500, 60, None)]  # fixed-size strips
     for mode, w, h, grid in cases:
         img = Image.new("RGB", (w, h), (200, 30, 90))
         out = process_image(img, mode, image_size=cfg.image_size, multiple=cfg.stride)
@@ -188,7 +190,11 @@ def test_counts_equal_returned_embeddings():
         with torch.no_grad():
             emb = enc.embed_image(out["global_view"], out["tiles"], out["grid"])
         n = num_image_tokens(cfg, mode, width=w, height=h)
-        expected = MODE_COUNTS[mode] if grid is None else GUNDAM_COUNTS[grid]
+        if isinstance(mode, tuple):
+            qh, qw = grid_size(cfg, *mode)
+            expected = qh * (qw + 1) + 1
+        else:
+            expected = MODE_COUNTS[mode] if grid is None else GUNDAM_COUNTS[grid]
         assert emb.shape == (n, cfg.out_dim) and n == expected, (mode, grid, emb.shape, n)
 
 
