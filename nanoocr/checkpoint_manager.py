@@ -51,11 +51,12 @@ def save_checkpoint(checkpoint_dir, step, model_data, optimizer_data, meta_data,
         _atomic_torch_save(model_data, os.path.join(checkpoint_dir, f"model_{step:06d}.pt"))
     if optimizer_data is not None:
         _atomic_torch_save(optimizer_data, os.path.join(checkpoint_dir, f"optim_{step:06d}_rank{rank}.pt"))
-    # Test hook: pause between the data files and the commit marker so a test can SIGKILL us here.
-    pause = float(os.environ.get("NANOOCR_TEST_PAUSE_BEFORE_META", "0"))
-    if pause > 0:
-        print0(f"[test hook] pausing {pause}s before writing meta_{step:06d}.json", flush=True)
-        time.sleep(pause)
+    # Test hook ("STEP:SECONDS"): pause between the data files and the commit marker of that step,
+    # so a test can SIGKILL the process exactly mid-save.
+    hook = os.environ.get("NANOOCR_TEST_PAUSE_BEFORE_META", "")
+    if hook and int(hook.split(":")[0]) == step:
+        print0(f"[test hook] pausing before writing meta_{step:06d}.json", flush=True)
+        time.sleep(float(hook.split(":")[1]))
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     if rank == 0:

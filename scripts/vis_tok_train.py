@@ -102,6 +102,7 @@ resume = False              # continue from the last checkpoint of this tag
 final_samples = 0           # at the end print EXPECTED vs GENERATED for this many val samples ...
 final_label = "final"       # ... and "<final_label>: K/N exact"
 time_limit_min = 0.0        # stop (and save) after this many minutes (0 = no limit)
+stop_after = 0              # stop (and save) after this step as if interrupted; --resume continues (0 = off)
 config = configure(globals())
 # -----------------------------------------------------------------------------
 
@@ -212,7 +213,7 @@ def lr_multiplier(step, part):
 
 train_source, val_source, text_source, val_records = training_sources(
     data=data, val_data=val_data, synth_kinds=synth_kinds, mode=mode_value, seed=seed,
-    synth_text_mix=synth_text_mix)
+    synth_text_mix=synth_text_mix, n_val_records=max(cer_samples, final_samples))
 loader_kwargs = dict(tokenizer=tokenizer, encoder_config=model.encoder.config, batch_size=device_batch_size,
                      seq_len=seq_len, mode=mode_value)
 
@@ -387,7 +388,7 @@ while step < num_steps:
                f"{elapsed / 60:.1f}m elapsed, eta {eta / 60:.1f}m", flush=True)
         wandb_run.log(dict(step=step, train_loss=train_loss, ema_loss=ema_loss, samples_per_s=rows_s, mfu=mfu))
         t_last, rows_since, tokens_since = time.time(), 0, 0
-    time_up = time_limit_min > 0 and (time.time() - t_start) / 60 >= time_limit_min
+    time_up = (time_limit_min > 0 and (time.time() - t_start) / 60 >= time_limit_min) or step == stop_after
     last_step = step == num_steps or time_up or interrupted
     if master and ((eval_every > 0 and step % eval_every == 0) or last_step):
         metrics = evaluate()

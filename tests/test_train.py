@@ -1,0 +1,118 @@
+"""Training infrastructure: exact resume, DDP == one process, Stage 2 freezing, and a checkpoint
+killed mid-save. Each test runs the real script in a subprocess on a tiny configuration."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+from nanoocr.checkpoint_manager import load_checkpoint, committed_steps, load_meta
+
+TINY = ["--gpt_depth=1", "--gpt_n_head=2", "--seq_len=96", "--device_batch_size=4", "--total_batch_size=4",
+        "--eval_every=0", "--eval_batches=1", "--cer_samples=0", "--dtype=float32", "--log_every=1",
+        "--warmup_steps=2", "--synth_kinds=line"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A base dir with a small tokenizer, shared by this module's runs."""
+    base = tmp_path_factory.mktemp("train_base")
+    from nanoocr.synth import corpus_iter
+    from nanoocr.tokenizer import Tokenizer
+    Tokenizer.train_from_iterator(corpus_iter(max_chars=200_000), vocab_size=600).save(str(base / "tokenizer"))
+    return base
+
+
+def env_for(base):
+    env = dict(os.environ, NANOOCR_BASE_DIR=str(base), OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    env.pop("NANOOCR_TEST_PAUSE_BEFORE_META", None)
+    return env
+
+
+def run(base, args, module="scripts.vis_tok_train", timeout=300, extra_env=None):
+    env = env_for(base)
+    env.update(extra_env or {})
+    p = subprocess.run([sys.executable, "-m", module] + TINY + args, cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p.stdout
+
+
+def losses(base, tag, phase="vis_tok"):
+    d = os.path.join(base, f"{phase}_checkpoints", tag)
+    return load_meta(d, committed_steps(d)[-1])["loop"]["losses"]
+
+
+def test_resume_equals_uninterrupted(base):
+    run(base, ["--tag=full", "--num_steps=4", "--save_every=0"])
+    run(base, ["--tag=split", "--num_steps=4", "--save_every=0", "--stop_after=2"])
+    assert committed_steps(os.path.join(base, "vis_tok_checkpoints", "split")) == [2]
+    out = run(base, ["--tag=split", "--num_steps=4", "--save_every=0", "--resume=True"])
+    assert "resumed from" in out and "step 2" in out
+    a, b = losses(base, "full"), losses(base, "split")
+    assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
+    for (_, x), (_, y) in zip(a, b):
+        assert abs(x - y) <= 1e-6, (a, b)
+    assert a[0][1] != a[-1][1]  # it trained
+
+
+def _torchrun(base, args, nproc=2):
+    env = env_for(base)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "scripts.vis_tok_train"] + TINY + args
+    env["MASTER_ADDR"] = "127.0.0.1"
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+
+
+@pytest.mark.slow  # ~1 minute: three small runs, two of them under torchrun
+def test_ddp_matches_single_process(base):
+    common = ["--num_steps=3", "--save_every=0", "--total_batch_size=8"]
+    run(base, common + ["--tag=single", "--device_batch_size=4"])  # 1 rank, 2 accumulation steps
+    _torchrun(base, common + ["--tag=ddp", "--device_batch_size=4"])  # 2 ranks x 4
+    _torchrun(base, common + ["--tag=ddp_accum", "--device_batch_size=2"])  # 2 ranks x 2 x 2 accumulation
+    single = losses(base, "single")
+    for tag in ("ddp", "ddp_accum"):
+        other = losses(base, tag)
+        assert len(other) == 3
+        for (_, x), (_, y) in zip(single, other):
+            assert abs(x - y) <= 1e-5, (tag, single, other)
+
+
+def test_stage2_freezes_sam_and_trains_the_rest(base):
+    run(base, ["--tag=s2", "--num_steps=2", "--save_every=0"])
+    run(base, ["--tag=s2", "--num_steps=2", "--save_every=0", "--lr_gpt=1e-3", "--lr_encoder=1e-3",
+               "--lr_projector=1e-3", "--text_ratio=0.25"], module="scripts.vis_mid_train")
+    before, _, _ = load_checkpoint(os.path.join(base, "vis_tok_checkpoints", "s2"))
+    after, _, meta = load_checkpoint(os.path.join(base, "vis_mid_checkpoints", "s2"))
+    assert meta["stage"] == 2
+    frozen = [k for k in before if k.startswith("encoder.sam.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    for prefix in ("encoder.clip.blocks", "encoder.projector", "gpt.transformer.h"):
+        keys = [k for k in before if k.startswith(prefix)]
+        assert keys and any(not torch.equal(before[k], after[k]) for k in keys), prefix
+
+
+def test_sigkill_mid_save_keeps_previous_checkpoint(base):
+    env = env_for(base)
+    env["NANOOCR_TEST_PAUSE_BEFORE_META"] = "4:120"
+    cmd = [sys.executable, "-m", "scripts.vis_tok_train"] + TINY + ["--tag=kill", "--num_steps=6", "--save_every=2"]
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    for line in p.stdout:
+        if "[test hook] pausing" in line:
+            break
+        assert time.time() < deadline, "never reached the step-4 save"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    d = os.path.join(base, "vis_tok_checkpoints", "kill")
+    assert os.path.exists(os.path.join(d, "model_000004.pt"))  # the killed save wrote its data ...
+    assert committed_steps(d) == [2]  # ... but without its meta it does not exist
+    load_checkpoint(d, load_optimizer=True)  # the previous one loads
+    out = run(base, ["--tag=kill", "--num_steps=6", "--save_every=2", "--resume=True"])
+    assert "resumed from" in out and "step 2" in out
+    assert committed_steps(d) == [2, 4, 6]
