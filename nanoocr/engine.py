@@ -110,6 +110,33 @@ def banned_ngram_tokens(generated, n, window=0):
     return banned
 
 
+class NgramIndex:
+    """banned_ngram_tokens for one growing sequence, incrementally: every n-gram's start position
+    filed under its (n-1)-token prefix, so a step costs O(matches) instead of O(window) (or O(length)
+    with no window, where the plain scan would make a long page quadratic)."""
+
+    def __init__(self, n, window=0):
+        self.n, self.window = n, window
+        self.starts = {}  # (n-1)-gram -> ascending start positions of the n-grams that begin with it
+        self.indexed = 0  # n-grams filed so far (they start at 0 .. indexed-1)
+
+    def banned(self, generated):
+        n, L = self.n, len(generated)
+        if n <= 0 or L < n:
+            return set()
+        while self.indexed <= L - n:
+            i = self.indexed
+            self.starts.setdefault(tuple(generated[i:i + n - 1]), []).append(i)
+            self.indexed += 1
+        start = max(0, L - self.window) if self.window > 0 else 0
+        banned = set()
+        for i in reversed(self.starts.get(tuple(generated[L - (n - 1):]) if n > 1 else (), ())):
+            if i < start:
+                break  # ascending positions: everything earlier is outside the window too
+            banned.add(generated[i + n - 1])
+        return banned
+
+
 def sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
     """logits [B, V] (fp32, rules already applied) -> next ids [B]. temperature 0 is greedy."""
     if temperature <= 0:
@@ -141,13 +168,14 @@ class _Decoder:
         self.image_id = tokenizer.image_id
         self.max_tokens = max_tokens
         self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
-        self.ngram, self.window = no_repeat_ngram_size, no_repeat_window
+        self.ngram = no_repeat_ngram_size
         self.callback = callback
         self.generator = None
         if seed is not None and temperature > 0:
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(seed)
         self.out = [[] for _ in range(B)]
+        self.ngrams = [NgramIndex(no_repeat_ngram_size, no_repeat_window) for _ in range(B)]
         self.done = [max_tokens <= 0] * B
         self.reason = ["length"] * B
 
@@ -159,7 +187,7 @@ class _Decoder:
         if self.ngram > 0:
             for b in range(logits.size(0)):
                 if not self.done[b]:
-                    banned = banned_ngram_tokens(self.out[b], self.ngram, self.window)
+                    banned = self.ngrams[b].banned(self.out[b])
                     if banned:
                         logits[b, list(banned)] = float("-inf")
         nxt = sample_next(logits, generator=self.generator, **self.sampling).tolist()

@@ -35,11 +35,15 @@ device_type = ""
 @torch.inference_mode()
 def answer_loss(net, tokenizer, processed, prompt_text, answer):
     """Teacher-forced cross-entropy over the answer tokens and <|assistant_end|> (the training
-    loss of this one sample, DESIGN §3)."""
+    loss of this one sample, DESIGN §3), truncated to the training sequence length as the
+    dataloader truncates; None when not one answer token fits."""
     from nanoocr.engine import encode
     from nanoocr.tokenizer import ocr_conversation
     embeds = encode(net, [processed])
-    ids, mask = tokenizer.render_conversation(ocr_conversation(prompt_text, answer), embeds[0].size(0))
+    ids, mask = tokenizer.render_conversation(ocr_conversation(prompt_text, answer), embeds[0].size(0),
+                                              max_tokens=net.gpt.config.sequence_len + 1)
+    if not any(mask[1:]):
+        return None
     device = net.get_device()
     x = torch.tensor(ids[:-1], device=device)[None]
     y = torch.tensor([t if m else -1 for t, m in zip(ids[1:], mask[1:])], device=device)[None]
@@ -76,15 +80,18 @@ def main():
         overlap = 1.0 - normalized_edit_distance(r["pred"], r["ref"])
         hit = r["pred"].strip() == r["ref"].strip()
         exact += hit
-        losses.append(loss)
+        if loss is not None:
+            losses.append(loss)
         overlaps.append(overlap)
         preds.append(r["pred"])
         refs.append(r["ref"])
-        print(f"loss {loss:.4f} | overlap {overlap:.1%} | {r['tokens']} tokens{' | EXACT' if hit else ''}")
+        loss_text = "n/a (answer beyond the sequence length)" if loss is None else f"{loss:.4f}"
+        print(f"loss {loss_text} | overlap {overlap:.1%} | {r['tokens']} tokens{' | EXACT' if hit else ''}")
         print(f"EXPECTED:  {r['ref']!r}")
         print(f"GENERATED: {r['pred']!r}")
     if preds:
-        print(f"=== {exact}/{len(preds)} exact | mean loss {sum(losses) / len(losses):.4f} | "
+        mean_loss = f"{sum(losses) / len(losses):.4f}" if losses else "n/a"
+        print(f"=== {exact}/{len(preds)} exact | mean loss {mean_loss} | "
               f"mean overlap {sum(overlaps) / len(overlaps):.1%} | CER {cer(preds, refs):.4f} | "
               f"{len(set(preds))} distinct outputs")
     return 0

@@ -135,6 +135,15 @@ def test_banned_ngram_tokens_by_hand():
     assert banned_ngram_tokens(g, 0) == set()          # off
 
 
+def test_incremental_ngram_index_equals_the_scan():
+    rng = np.random.default_rng(0)
+    for n, window in [(1, 0), (2, 0), (3, 5), (4, 12), (2, 1)]:
+        seq = rng.integers(0, 4, 80).tolist()  # 4 symbols: plenty of repeats
+        index = engine.NgramIndex(n, window)
+        for t in range(len(seq)):
+            assert index.banned(seq[:t]) == banned_ngram_tokens(seq[:t], n, window), (n, window, t)
+
+
 class ConstantLogits(torch.nn.Module):
     """Stands in for the VLM: the real model runs, then chosen logits are overridden, so a test can
     force what greedy decoding would pick at each step."""
