@@ -147,11 +147,15 @@ def list_fonts():
     return fonts
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=128)
 def get_font(name, size):
-    """A cached ImageFont for (font name from list_fonts(), pixel size): loading costs ~0.1-1 ms."""
+    """An ImageFont for (font name from list_fonts(), pixel size). Loading takes ~0.1 ms but each
+    object holds ~150 KB, so few are kept; what is costly to measure is cached by (name, size)
+    below (font.key), not by font object, so evicted fonts are not kept alive."""
     spec = _font_index()[name]
-    return _load(spec.path, spec.index, int(size))
+    font = _load(spec.path, spec.index, int(size))
+    font.key = (name, int(size))
+    return font
 
 
 @functools.lru_cache(maxsize=1)
@@ -199,11 +203,26 @@ def _font_px(rng, opts, lo, hi):
     return int(fp) if isinstance(fp, (int, float)) else max(6, round(rng.uniform(*fp)))
 
 
-@functools.lru_cache(maxsize=8192)
 def _bbox(font, text):
     """font.getbbox, memoised: it costs ~0.2 ms (glyphs are loaded on every call), and a line is
     measured when fitted, when placed and when its ink box is needed for rotation."""
-    return font.getbbox(text)
+    return _bbox_cached(font.key, text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _bbox_cached(key, text):
+    return get_font(*key).getbbox(text)
+
+
+def _advances(font):
+    """{character: advance width} for the charset: summing these is ~10x cheaper than getlength."""
+    return _advances_cached(font.key)
+
+
+@functools.lru_cache(maxsize=2048)
+def _advances_cached(key):
+    font = get_font(*key)
+    return {c: font.getlength(c) for c in T.CORE_CHARS + T.EXTRA_CHARS}
 
 
 def _fit_words(font, text, avail):
@@ -217,11 +236,10 @@ def _fit_words(font, text, avail):
         words = words[:-1] if len(words) > 1 else [words[0][:-1]]
 
 
-@functools.lru_cache(maxsize=4096)
 def _v_extent(font):
     """(top, bottom) of any line's ink relative to the draw position: glyphs may overshoot the
     font's ascent / descent metrics, so pages and receipts keep this box, not the em box, inside."""
-    _, t, _, b = font.getbbox(T.CORE_CHARS + T.EXTRA_CHARS)
+    _, t, _, b = _bbox(font, T.CORE_CHARS + T.EXTRA_CHARS)
     return t, b
 
 
@@ -293,9 +311,11 @@ def layout_page(rng, split, W, H, opts):
 
     wcache = {}
 
-    def width(w):  # word widths, memoised: wrapping would otherwise measure each line many times
+    adv = _advances(font)
+
+    def width(w):  # word width as a sum of advances (no kerning; each line is checked once below)
         if w not in wcache:
-            wcache[w] = font.getlength(w)
+            wcache[w] = sum(adv[c] if c in adv else font.getlength(c) for c in w)
         return wcache[w]
 
     def emit(x, y, words, extra=0.0):

@@ -216,6 +216,8 @@ def test_no_font_is_a_clear_error(monkeypatch):
         S._font_index.cache_clear()
         S._families.cache_clear()
         S.get_font.cache_clear()
+        S._bbox_cached.cache_clear()
+        S._advances_cached.cache_clear()
     assert S.list_fonts()
 
 
