@@ -41,7 +41,7 @@ SPLITS = ("train", "val", "test")
 PROMPT = "Free OCR."
 DEFAULT_SIZE = {"line": (32, 256), "line_page": (256, 256), "page": (1024, 1024), "receipt": (1024, 768)}
 # Smallest (H, W) each kind lays out correctly (lines also need W >= H); below, text cannot fit.
-MIN_SIZE = {"line": (8, 8), "line_page": (32, 32), "page": (64, 64), "receipt": (128, 128)}
+MIN_SIZE = {"line": (12, 12), "line_page": (32, 32), "page": (64, 64), "receipt": (128, 128)}
 
 # Each split's sample seeds live in their own 2^60-wide range: disjoint by construction.
 SPLIT_SEED_BASE = {"train": 0, "val": 1 << 60, "test": 2 << 60}
