@@ -26,7 +26,7 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from nanoocr.common import compute_init, compute_cleanup, print0, get_base_dir, get_wandb, peak_flops
+from nanoocr.common import compute_init, compute_cleanup, print0, get_base_dir, get_wandb, peak_flops, autocast_dtype
 from nanoocr.configurator import configure
 from nanoocr.gpt import GPTConfig
 from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
@@ -89,7 +89,7 @@ freeze_sam = False          # freeze SAM + neck + convs (Stage 2)
 freeze_clip = False
 freeze_projector = False
 freeze_gpt = False
-dtype = "bfloat16"          # autocast dtype: bfloat16 | float32
+dtype = "auto"              # autocast: auto (bf16 on CUDA / CPUs with native bf16, else fp32) | bfloat16 | float32
 compile = False             # torch.compile the model (no gain measured on CPU)
 # evaluation, logging, checkpoints
 log_every = 10
@@ -111,7 +111,8 @@ device_type = device.type
 master = rank == 0
 phase = "vis_tok" if stage == 1 else "vis_mid"
 checkpoint_dir = os.path.join(get_base_dir(), f"{phase}_checkpoints", tag)
-autocast_ctx = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == "bfloat16" and device_type != "mps" else nullcontext()
+amp_dtype = autocast_dtype(dtype, device_type)
+autocast_ctx = torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 assert total_batch_size % (device_batch_size * world_size) == 0, \
     f"total_batch_size {total_batch_size} must be a multiple of device_batch_size {device_batch_size} x {world_size} ranks"
 grad_accum_steps = total_batch_size // (device_batch_size * world_size)
@@ -334,7 +335,7 @@ loader = train_loader(loader_state)
 n_params = sum(p.numel() for p in raw_model.parameters())
 print0(f"model: {n_params / 1e6:.2f}M parameters (encoder {sum(p.numel() for p in raw_model.encoder.parameters()) / 1e6:.2f}M), "
        f"mode {mode}, {grad_accum_steps} micro-batch(es) of {device_batch_size} x {world_size} rank(s) per step")
-peak = peak_flops(device_type, torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+peak = peak_flops(device_type, amp_dtype or torch.float32)
 flops_per_row = None
 t_start, t_last, rows_since, tokens_since = time.time(), time.time(), 0, 0
 start_step = step
