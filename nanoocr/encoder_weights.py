@@ -12,7 +12,7 @@ every public layout (DESIGN §7), detected per file from its key names:
 
 Pass one file, a list (e.g. [sam.safetensors, clip.safetensors]) or a directory (all its
 *.safetensors, i.e. every shard). Only the needed tensors are read (safe_open), so the 6 GB
-DeepSeek-OCR file costs ~0.4 GB of memory.
+DeepSeek-OCR file costs only its vision part (~0.8 GB in bf16), not the 3B language model.
 
 The encoder is split into parts: sam, compressor (net_2/net_3), clip, clip_patch (the unused
 frozen conv), projector, layout (image_newline + view_separator). A part a file provides (or, by
@@ -175,6 +175,8 @@ def load_encoder_weights(encoder, path_or_paths, verbose=True):
     mis-shaped key at once; nothing is copied unless everything checks out. Returns a report
     dict(layouts {path: layout}, loaded [our keys], fresh {part: [our keys left at init]},
     ignored [source keys])."""
+    assert hasattr(encoder, "sam") and hasattr(encoder, "clip"), \
+        f"load_encoder_weights takes a DeepEncoder (e.g. model.encoder), got {type(encoder).__name__}"
     ours = encoder.state_dict()
     paths = _expand_paths(path_or_paths)
     layouts, found, qkv_parts = {}, {}, {}
