@@ -1,24 +1,31 @@
 """
 Stage 2 (DESIGN §5): continue from a Stage 1 checkpoint with SAM + neck + convs frozen, a step
-LR schedule, and text-only rows mixed in. The same loop as Stage 1 — this file only changes the
-defaults; any --key=value still overrides them.
+LR schedule, and text-only rows mixed in. The same loop as Stage 1 (scripts/vis_tok_train.py);
+this file only picks Stage 2's preset:
 
-    python -m scripts.vis_mid_train --preset=cpu            # starts from vis_tok_checkpoints/<tag>
-    python -m scripts.vis_mid_train --init_from=DIR ...      # or from any nanoocr checkpoint
+    python -m scripts.vis_mid_train                    # presets/mid.py: DESIGN's Stage 2 defaults
+    python -m scripts.vis_mid_train --preset=cpu       # presets/cpu_mid.py: the CPU recipe's Stage 2
+
+A Stage 2 preset is complete on its own (init_from, freezing, schedule, mixing), so --preset=NAME
+reads presets/NAME_mid.py; any --key=value still overrides it.
 """
 
+import os
 import sys
 import runpy
 
-STAGE2_DEFAULTS = [
-    "--stage=2",
-    "--init_from=stage1",   # this tag's Stage 1 result
-    "--freeze_sam=True",    # SAM, neck, net_2, net_3 frozen
-    "--schedule=step",      # StepLR x0.1 every step_size steps
-    "--lr_encoder=3e-5", "--lr_projector=3e-5", "--lr_gpt=3e-5",
-    "--text_ratio=0.1",     # 90% vision + 10% text
-    "--warmup_steps=0",
-]
-# the user's arguments come last so they win (a preset is applied before all --key=value)
-sys.argv = [sys.argv[0]] + STAGE2_DEFAULTS + sys.argv[1:]
+from nanoocr.configurator import PRESET_DIR
+
+args = sys.argv[1:]
+named = [a for a in args if a.startswith("--preset=")]
+if named:
+    name = named[-1].split("=", 1)[1]
+    if os.sep not in name and not name.endswith(".py"):
+        mid = os.path.join(PRESET_DIR, f"{name}_mid.py")
+        if not os.path.isfile(mid):
+            sys.exit(f"vis_mid_train: no Stage 2 preset {mid}; write one (see presets/mid.py) or pass a path")
+        args = [a for a in args if not a.startswith("--preset=")] + [f"--preset={name}_mid"]
+else:
+    args = ["--preset=mid"] + args
+sys.argv = [sys.argv[0], "--stage=2"] + args
 runpy.run_module("scripts.vis_tok_train", run_name="__main__")

@@ -63,6 +63,9 @@ tokenizer_dir = ""          # "" = <base>/tokenizer (ignored with nanochat_dir o
 data = "synth"              # "synth" (the built-in renderer) or comma-separated dataset files / folders
 synth_kinds = "line"        # renderer kinds with weights, e.g. "line:3,page:1"
 synth_text_mix = -1.0       # renderer: fraction of random-string lines (-1 = the renderer's default)
+synth_fonts = ""            # renderer: comma-separated font names / families to draw from ("" = all fonts)
+synth_degrade = ""          # renderer: "" = the split's degradation preset, "none" = clean
+synth_max_words = 0         # renderer: most words per line (0 = the renderer's default)
 val_data = ""               # "" = the renderer's val split (synth) or the training data itself
 mode = "32x256"             # resolution mode: tiny | small | base | large | gundam, or HxW (fixed strips)
 text_ratio = 0.0            # fraction of text-only rows (Stage 2 mixes 0.1)
@@ -214,7 +217,8 @@ def lr_multiplier(step, part):
 
 train_source, val_source, text_source, val_records = training_sources(
     data=data, val_data=val_data, synth_kinds=synth_kinds, mode=mode_value, seed=seed,
-    synth_text_mix=synth_text_mix, n_val_records=max(cer_samples, final_samples))
+    synth_text_mix=synth_text_mix, synth_fonts=synth_fonts, synth_degrade=synth_degrade,
+    synth_max_words=synth_max_words, n_val_records=max(cer_samples, final_samples))
 loader_kwargs = dict(tokenizer=tokenizer, encoder_config=model.encoder.config, batch_size=device_batch_size,
                      seq_len=seq_len, mode=mode_value)
 

@@ -130,7 +130,8 @@ def build_source(data, split, seed=0, synth_kinds="line", mode=None, synth_optio
     return functools.partial(_mixed, [p[0] for p in parts], [p[1] for p in parts], seed)
 
 
-def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, synth_text_mix=-1.0, n_val_records=64):
+def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, synth_text_mix=-1.0, synth_fonts="",
+                     synth_degrade="", synth_max_words=0, n_val_records=64):
     """(train source, val source, text source for mixing, a list of val samples with decoded images
     under "image_pil" for greedy-decoding checks)."""
     from nanoocr.image_process import load_image
@@ -138,6 +139,12 @@ def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, s
     if synth_text_mix >= 0:
         options["text_mix"] = {"random": synth_text_mix, "prose": (1 - synth_text_mix) * 0.7,
                                "entity": (1 - synth_text_mix) * 0.3}
+    if synth_fonts:
+        options["fonts"] = synth_fonts.split(",")
+    if synth_degrade:
+        options["degrade"] = synth_degrade
+    if synth_max_words > 0:
+        options["max_words"] = synth_max_words
     train = build_source(data, "train", seed, synth_kinds, mode, options)
     val_spec = val_data or data
     val = build_source(val_spec, "val", seed, synth_kinds, mode, options)

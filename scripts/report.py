@@ -1,0 +1,123 @@
+"""
+The report card of a speedrun: <base>/report/report.md plus PNG plots (train loss, val CER,
+image-ablation gap, collapse cosine against step) from the Stage 1 / Stage 2 checkpoints'
+histories, the eval metrics, the time of every stage, and sample predictions beside the truth.
+
+    python -m scripts.report --tag=cpu
+"""
+
+import os
+import json
+
+from nanoocr.common import get_base_dir
+from nanoocr.configurator import configure
+from nanoocr.checkpoint_manager import committed_steps, load_meta
+
+tag = "cpu"                 # the training tag (speedrun: the preset name)
+evals = "lines,pages"       # eval names: <base>/eval/<name>.metrics.json + <name>.jsonl
+n_examples = 8              # sample predictions per eval in the report
+config = configure(globals())
+
+base = get_base_dir()
+out_dir = os.path.join(base, "report")
+os.makedirs(out_dir, exist_ok=True)
+
+
+def stage_meta(phase):
+    d = os.path.join(base, f"{phase}_checkpoints", tag)
+    steps = committed_steps(d) if os.path.isdir(d) else []
+    return load_meta(d, steps[-1]) if steps else None
+
+
+stages = [(name, stage_meta(phase)) for name, phase in (("Stage 1", "vis_tok"), ("Stage 2", "vis_mid"))]
+stages = [(n, m) for n, m in stages if m is not None]
+
+
+def plot(path, key, ylabel, from_history=True, log=False):
+    """One line per stage (Stage 2's steps continue after Stage 1's)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    offset, drawn = 0, False
+    for name, meta in stages:
+        if from_history:
+            pts = [(h["step"] + offset, h[key]) for h in meta.get("history", []) if h.get(key) is not None]
+        else:
+            pts = [(s + offset, v) for s, v in meta["loop"]["losses"]]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if from_history else None,
+                    markersize=3, label=name)
+            drawn = True
+        offset += meta["step"]
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+lines = [f"# nanoocr report card — `{tag}`", ""]
+# ---- timing --------------------------------------------------------------------------------------
+times_path = os.path.join(base, "speedrun_times.tsv")
+if os.path.exists(times_path):
+    rows = [l.rstrip("\n").split("\t") for l in open(times_path) if l.strip()]
+    total = sum(int(r[1]) for r in rows)
+    lines += ["## Time per stage", "", "| stage | minutes |", "|---|---|"]
+    lines += [f"| {r[0]} | {int(r[1]) / 60:.1f} |" for r in rows]
+    lines += [f"| **total** | **{total / 60:.1f}** |", ""]
+# ---- metrics ---------------------------------------------------------------------------------------------
+lines += ["## Results on unseen synthetic test samples", "",
+          "| eval | n | CER | WER | norm. edit dist. | exact | word F1 (Fox) |", "|---|---|---|---|---|---|---|"]
+examples = []
+for name in evals.split(","):
+    path = os.path.join(base, "eval", f"{name}.metrics.json")
+    if not os.path.exists(path):
+        lines.append(f"| {name} | — | (not run) | | | | |")
+        continue
+    m = json.load(open(path))
+    lines.append(f"| {name} ({m.get('mode')}) | {m.get('n')} | {m.get('cer', float('nan')):.4f} | {m.get('wer', float('nan')):.4f} | "
+                 f"{m.get('ned', float('nan')):.4f} | {m.get('exact_match', float('nan')):.3f} | {m.get('fox_f1', float('nan')):.3f} |")
+    preds = os.path.join(base, "eval", f"{name}.jsonl")
+    if os.path.exists(preds):
+        recs = [json.loads(l) for l in open(preds)][:n_examples]
+        examples.append((name, recs))
+lines.append("")
+# ---- diagnostics at the end of each stage ---------------------------------------------------------------
+lines += ["## Training diagnostics (last eval of each stage)", "",
+          "| stage | steps | train loss (EMA) | val loss | ablation gap (nats) | val CER | cos SAM | cos proj |",
+          "|---|---|---|---|---|---|---|---|"]
+for name, meta in stages:
+    h = meta.get("history", [{}])[-1] if meta.get("history") else {}
+    fmt = lambda k: f"{h[k]:.4f}" if isinstance(h.get(k), (int, float)) else "—"
+    lines.append(f"| {name} | {meta['step']} | {fmt('train_ema_loss')} | {fmt('val_loss')} | {fmt('ablation_gap')} | "
+                 f"{fmt('val_cer')} | {fmt('cos_sam')} | {fmt('cos_proj')} |")
+lines.append("")
+# ---- plots ------------------------------------------------------------------------------------------------
+if stages:
+    plots = [plot(os.path.join(out_dir, "loss.png"), None, "train loss (nats/token)", from_history=False),
+             plot(os.path.join(out_dir, "val_cer.png"), "val_cer", "val CER (greedy)"),
+             plot(os.path.join(out_dir, "ablation_gap.png"), "ablation_gap", "image-ablation gap (nats)"),
+             plot(os.path.join(out_dir, "collapse.png"), "cos_sam", "mean pairwise cosine (net_3)")]
+    lines += ["## Curves", ""] + [f"![{p}]({p})" for p in plots] + [""]
+# ---- examples -------------------------------------------------------------------------------------------
+for name, recs in examples:
+    lines += [f"## Sample predictions: {name}", "", "| image | truth | prediction |", "|---|---|---|"]
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", "⏎")
+    for r in recs:
+        lines.append(f"| {os.path.basename(str(r.get('image', '')))} | {esc(r.get('ref', ''))} | {esc(r.get('pred', r.get('error', '')))} |")
+    lines.append("")
+# ---- config -----------------------------------------------------------------------------------------------
+for name, meta in stages:
+    lines += [f"## {name} config", "", "```json", json.dumps(meta.get("user_config", {}), indent=1), "```", ""]
+report = os.path.join(out_dir, "report.md")
+with open(report, "w") as f:
+    f.write("\n".join(lines))
+print("\n".join(lines[:40]))
+print(f"\nreport -> {report}")
