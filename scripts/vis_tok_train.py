@@ -148,8 +148,9 @@ def build_model():
         model = build_vlm(enc_cfg, gpt_cfg, tok.image_id, device=device, proj_std=proj_std)
     if encoder_weights:
         from nanoocr.encoder_weights import load_encoder_weights
-        report = load_encoder_weights(model.encoder, encoder_weights.split(","))
-        print0(f"encoder weights: {report}")
+        report = load_encoder_weights(model.encoder, encoder_weights.split(","), verbose=master)
+        print0(f"encoder weights: layouts {report['layouts']}, {len(report['loaded'])} tensors loaded, "
+               f"freshly initialised: {sorted(report['fresh']) or 'none'}, {len(report['ignored'])} keys ignored")
     return model.train(), tok, None
 
 
