@@ -1,0 +1,110 @@
+"""
+The `nanoocr serve` page in a real browser: Debian's chromium, headless, driven by playwright
+(its Python package only: the system browser, never a downloaded one). An image goes in through
+the file input, drag-and-drop and paste; the text that streams onto the page must be exactly what
+`nanoocr read` prints for the same image, mode, prompt and max tokens; Copy and Download must
+hand over that same text.
+"""
+
+import os
+import base64
+import shutil
+
+import pytest
+import torch
+from playwright.sync_api import sync_playwright
+
+from serve_fixtures import WORDS, make_checkpoint, text_image, server_process, read_output
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CAP = 24  # --max-tokens-cap, which the page shows as its default max tokens
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason="needs Debian's chromium: apt-get install -y chromium")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(n)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+def wait_done(page, timeout_ms=60_000):
+    """Wait for the page to finish reading; the status line says done or why not."""
+    page.wait_for_function("['done', 'error', 'stopped'].includes(document.getElementById('status').dataset.state)",
+                           timeout=timeout_ms)
+    status = page.eval_on_selector("#status", "e => [e.dataset.state, e.textContent]")
+    assert status[0] == "done", f"the page did not finish reading: {status[1]}"
+    return page.eval_on_selector("#output", "e => [e.textContent, e.dataset.fixed || '', Number(e.dataset.events)]")
+
+
+# A File built in the page from base64, delivered the way a drop or a paste delivers it
+DISPATCH = """([kind, b64, name]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], name, { type: "image/png" }));
+  const event = kind === "drop"
+    ? new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true })
+    : new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true });
+  (kind === "drop" ? document.getElementById("drop") : document).dispatchEvent(event);
+}"""
+
+
+def test_page_streams_the_same_text_as_nanoocr_read(tmp_path):
+    ckpt = make_checkpoint(tmp_path)
+    images = []
+    for i, words in enumerate(WORDS[:3]):
+        images.append(tmp_path / f"img{i}.png")
+        text_image(words, size=(256 + 32 * i, 48)).save(images[-1])
+    expected = [read_output(ckpt, images[0], "--max-tokens", str(CAP)),
+                read_output(ckpt, images[1], "--max-tokens", str(CAP)),
+                read_output(ckpt, images[2], "--mode", "tiny", "--prompt", "OCR this image.", "--max-tokens", "9")]
+
+    with server_process(ckpt, tmp_path / "server.log", "--max-tokens-cap", str(CAP)) as (_, url), \
+            sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            context = browser.new_context(accept_downloads=True)
+            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.wait_for_function("document.querySelectorAll('#mode option').length > 1")  # /health read
+            assert page.input_value("#max-tokens") == str(CAP) and page.input_value("#prompt") == "Free OCR."
+
+            # 1. the file input, with the page's defaults (the model's mode, "Free OCR.", max tokens)
+            page.set_input_files("#file", str(images[0]))
+            text, fixed, events = wait_done(page)
+            assert text == expected[0]
+            assert fixed == "" and events > 1  # it arrived in pieces that added up, not in one final lump
+            # Copy and Download hand over exactly that text
+            page.click("#copy")
+            assert page.evaluate("navigator.clipboard.readText()") == text
+            with page.expect_download() as download:
+                page.click("#download")
+            assert download.value.suggested_filename == "img0.txt"
+            with open(download.value.path(), "rb") as f:  # bytes: text mode would turn a \r into \n
+                assert f.read().decode("utf-8") == text
+
+            # 2. drag-and-drop
+            page.evaluate(DISPATCH, ["drop", base64.b64encode(images[1].read_bytes()).decode(), "img1.png"])
+            text, fixed, _ = wait_done(page)
+            assert text == expected[1] and fixed == ""
+
+            # 3. paste, with another mode, prompt and max tokens chosen on the page
+            page.select_option("#mode", "tiny")
+            page.fill("#prompt", "OCR this image.")
+            page.fill("#max-tokens", "9")
+            page.evaluate(DISPATCH, ["paste", base64.b64encode(images[2].read_bytes()).decode(), "img2.png"])
+            text, fixed, _ = wait_done(page)
+            assert text == expected[2] and fixed == ""
+            assert expected[2] != expected[1]  # the choices reached the server
+        finally:
+            browser.close()
