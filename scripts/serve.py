@@ -129,9 +129,10 @@ class LimitedBody:
         return Request(self.request.scope, self.receive)
 
     async def drain(self, seconds):
-        """Read and drop what the client is still sending before we answer early (413, 503, ...): a
-        server that closes a socket with unread data makes the kernel reset the connection, and many
-        clients then report "connection reset" instead of our status. Bounded in bytes and time; a
+        """Read and drop what the client is still sending before we answer early (a 413, or any error
+        found before the body was read): a server that closes a socket with unread data makes the
+        kernel reset the connection, and many clients then report "connection reset" instead of our
+        status. Bounded in bytes and time; a
         client that announced `Expect: 100-continue` has sent nothing yet and is not asked to."""
         if self.done or "100-continue" in self.request.headers.get("expect", "").lower():
             return
@@ -333,11 +334,15 @@ class OcrServer:
         job.prompt_tokens = prompt_len
         return job
 
+    def timed_out(self, status=504):
+        what = "the request body did not arrive" if status == 408 else "request not done"
+        return ApiError(status, f"{what} within the server's --timeout of {self.timeout:g} s")
+
     async def until(self, awaitable, deadline, status=504):
         try:
             return await asyncio.wait_for(awaitable, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
-            raise ApiError(status, f"request not done within the server's --timeout of {self.timeout:g} s")
+            raise self.timed_out(status)
 
     # --- generation ----------------------------------------------------------------------------------
 
@@ -350,7 +355,8 @@ class OcrServer:
                                 f"{self.capacity}); retry in {wait} s", {"Retry-After": str(wait)})
         self.active += 1
         self.jobs.add(job)
-        job.emit("queued", self.active - 1)  # before the thread can emit its first token
+        # how many jobs must finish before this one starts (FIFO), sent before any token can be
+        job.emit("queued", max(0, self.active - self.concurrency))
         future = asyncio.get_running_loop().run_in_executor(self.generators, self.run_job, job)
 
         def finished(_):  # runs on the event loop
@@ -362,7 +368,7 @@ class OcrServer:
         """The worker thread: generate with a callback that streams tokens out and stops the loop when
         the job has been cancelled or has run out of time."""
         if job.expired():
-            job.emit("error", ApiError(504, f"request not done within the server's --timeout of {self.timeout:g} s"))
+            job.emit("error", self.timed_out())
             return
 
         def on_token(row, token_id, text):
@@ -377,7 +383,7 @@ class OcrServer:
                                   no_repeat_ngram_size=NO_REPEAT_NGRAM, no_repeat_window=NO_REPEAT_WINDOW,
                                   callback=on_token, autocast_dtype=self.autocast_dtype, **job.sampling)[0]
         except Cancelled:
-            job.emit("error", ApiError(504, f"request not done within the server's --timeout of {self.timeout:g} s"))
+            job.emit("error", self.timed_out())
             return
         except Exception as e:  # a bug or an out-of-memory: say so, keep serving
             traceback.print_exc()
@@ -397,7 +403,7 @@ class OcrServer:
             while True:
                 left = job.deadline - time.monotonic()
                 if left <= 0:
-                    raise ApiError(504, f"request not done within the server's --timeout of {self.timeout:g} s")
+                    raise self.timed_out()
                 try:
                     event = await asyncio.wait_for(job.events.get(), min(left, 1.0))
                 except asyncio.TimeoutError:
@@ -540,7 +546,7 @@ def create_app(server):
         try:
             async for event in server.events(job, request):
                 if event[0] == "queued":
-                    yield sse({"ahead": event[1]}, "queued")
+                    yield sse({"waiting_for": event[1]}, "queued")
                 elif event[0] == "token":
                     yield sse({"delta": deltas.update(event[1]), "tokens": event[2]}, "token")
                 elif event[0] == "done":

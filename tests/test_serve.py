@@ -73,6 +73,13 @@ def ok_json(response):
     return json.loads(body)
 
 
+def wait_for(condition, seconds, what):
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < seconds, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
 def data_uri(data, kind="png"):
     return f"data:image/{kind};base64," + base64.b64encode(data).decode()
 
@@ -83,6 +90,29 @@ def chat(image_bytes=None, text=None, url=None, **extra):
         content.insert(0, {"type": "text", "text": text})
     return dict({"model": "t", "messages": [{"role": "system", "content": "You are an OCR model."},
                                             {"role": "user", "content": content}]}, **extra)
+
+
+# -----------------------------------------------------------------------------
+# Pieces
+
+def test_deltas_hold_back_a_split_character():
+    d = serve.Deltas()
+    # "é" is two UTF-8 bytes; a token boundary between them shows as U+FFFD until the next token
+    assert [d.update(t) for t in ["a", "a\ufffd", "aé", "aé\ufffdb", "aé\ufffdb\ufffd"]] == ["a", "", "é", "\ufffdb", ""]
+    assert d.update("aé\ufffdb\ufffd", final=True) == "\ufffd"  # a real one at the end is kept
+    assert d.sent == "aé\ufffdb\ufffd"
+
+
+def test_every_accepted_format_is_sniffed_and_decoded():
+    from PIL import features
+    im = text_image("hi", size=(40, 20))
+    formats = ["PNG", "JPEG", "GIF", "BMP", "TIFF", "PPM"] + (["WEBP"] if features.check("webp") else [])
+    for fmt in formats:
+        buf = io.BytesIO()
+        im.save(buf, format=fmt)
+        assert serve.sniff_image_type(buf.getvalue()) is not None, fmt
+    for impostor in (PDF, b"<svg xmlns='http://www.w3.org/2000/svg'/>", b"", b"GIF8", b"\x00" * 64):
+        assert serve.sniff_image_type(impostor) is None
 
 
 # -----------------------------------------------------------------------------
@@ -116,6 +146,9 @@ def test_ocr_gives_nanoocr_reads_text(server, files):
     assert out["text"] == read_output(ckpt, d / "b.jpg", "--mode", "tiny", "--prompt", "OCR this image.",
                                       "--max-tokens", "7")
     assert out["tokens"] <= 7
+    # gundam: a global view plus tiles, the mode with the most bookkeeping
+    out = ok_json(post_ocr(url, (d / "b.jpg").read_bytes(), mode="gundam", max_tokens=5))
+    assert out["text"] == read_output(ckpt, d / "b.jpg", "--mode", "gundam", "--max-tokens", "5")
 
 
 def test_ocr_stream_adds_up_to_the_same_text(server, files):
@@ -205,6 +238,7 @@ def test_limits_and_bad_inputs_get_their_status(server, files):
         (post_ocr(url, good, max_tokens=CAP + 1), 400, f"between 1 and {CAP}"),
         (post_ocr(url, good, max_tokens="many"), 400, "integer"),
         (post_ocr(url, good, prompt="x" * 5000), 400, "prompt"),
+        (post_ocr(url, good, prompt="Q" * 3000), 400, "positions"),  # 3000 tokens: past the rotary table
         (request(url, "POST", "/ocr", field_only[0], {"Content-Type": field_only[1]}), 400, "file field"),
         (request(url, "POST", "/ocr", b"{}", {"Content-Type": "application/json"}), 400, "multipart"),
     ]
@@ -228,7 +262,8 @@ def test_limits_and_bad_inputs_get_their_status(server, files):
     for (status, _, body), want, needle in expect:
         err = json.loads(body)["error"]  # OpenAI's error shape
         assert status == want and err["code"] == want and needle in err["message"], (want, needle, body[:300])
-    assert ok_json(request(url, "GET", "/health"))["active"] == 0  # nothing left holding a place
+    # nothing left holding a place (a job's place is given back just after its answer is sent)
+    wait_for(lambda: ok_json(request(url, "GET", "/health"))["active"] == 0, 5, "an empty queue")
 
 
 # -----------------------------------------------------------------------------
@@ -299,7 +334,7 @@ def test_load_50_concurrent_requests(server, files):
     assert health and all(s == 200 for s in health), health
     assert peak[0] - idle < 300, f"server RSS grew {peak[0] - idle:.0f} MB under load (idle {idle:.0f} MB)"
     # afterwards: nothing queued, and still serving
-    assert ok_json(request(url, "GET", "/health"))["active"] == 0
+    wait_for(lambda: ok_json(request(url, "GET", "/health"))["active"] == 0, 5, "an empty queue")
     assert ok_json(post_ocr(url, image, max_tokens=4))["tokens"] > 0
 
 
@@ -338,13 +373,6 @@ def slow_generation(monkeypatch):
     monkeypatch.setattr(engine, "generate", slow)
 
 
-def wait_for(condition, seconds, what):
-    t0 = time.monotonic()
-    while not condition():
-        assert time.monotonic() - t0 < seconds, f"gave up waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_queue_full_client_gone_and_timeout(files, slow_generation):
     d, ckpt = files
     image = (d / "a.png").read_bytes()
@@ -379,6 +407,22 @@ def test_queue_full_client_gone_and_timeout(files, slow_generation):
             status, _, body = plain.result(timeout=30)
             assert status == 504 and "--timeout" in json.loads(body)["error"]
         wait_for(lambda: health()["active"] == 0, 5, "timed-out jobs to stop")
+
+
+def test_slow_body_gets_408(files):
+    d, ckpt = files
+    with inprocess_server(ckpt, timeout=1.0) as (url, _):
+        u = urlparse(url)
+        sock = socket.create_connection((u.hostname, u.port), timeout=10)
+        try:  # announce 1000 bytes, send 10, then nothing
+            sock.sendall(b"POST /ocr HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                         b"Content-Length: 1000\r\n\r\n--b\r\nabcd")
+            reply = b""
+            while chunk := sock.recv(65536):  # the server closes the connection after its answer
+                reply += chunk
+        finally:
+            sock.close()
+        assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive" in reply
 
 
 # -----------------------------------------------------------------------------
