@@ -6,7 +6,8 @@ Serve a trained model over HTTP: a web page, a JSON API and an OpenAI-style endp
 
     GET  /                      the page: drop, paste or pick an image, watch the text stream in
     POST /ocr                   multipart: image (file), optional mode, prompt, max_tokens, stream
-                                -> {"text", "tokens", "seconds"} (+ "truncated": true when max_tokens cut it),
+                                -> {"text", "tokens", "seconds"} (+ "truncated": true when max_tokens cut it;
+                                seconds = decoding + generation, not time spent queued),
                                 or with stream=true an event stream (queued / token / done / error)
     POST /v1/chat/completions   OpenAI-style: one user message whose content holds an image_url part
                                 with a data: URI (+ text parts = the prompt); "stream": true -> SSE
