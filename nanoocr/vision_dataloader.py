@@ -203,7 +203,10 @@ def vision_data_generator(get_sample, tokenizer, encoder_config, batch_size, seq
                         raise SampleError(f"bad sample (strict mode): {ex}")
                     log(f"skipping sample {state['skipped']}: {ex}")
                     continue
-                if len(ex["ids"]) > seq_len + 1:
+                if len(ex["ids"]) > seq_len + 1 and ex["image"] is None:
+                    # text rows are plain documents: cutting them to the row length is the design
+                    ex["ids"], ex["mask"] = ex["ids"][:seq_len + 1], ex["mask"][:seq_len + 1]
+                elif len(ex["ids"]) > seq_len + 1:
                     n_prefix = ex["mask"].index(1) if 1 in ex["mask"] else len(ex["ids"])
                     if n_prefix >= seq_len:
                         state["skipped"] += 1

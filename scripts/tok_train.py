@@ -13,7 +13,7 @@ from nanoocr.common import get_base_dir, print0
 from nanoocr.configurator import configure
 from nanoocr.tokenizer import Tokenizer
 
-vocab_size = 4096  # small on purpose: the CPU model's embedding and head stay cheap
+vocab_size = 512  # small on purpose: the CPU recipe reads characters, and 512 ids keep short merges (1.3 bytes/token)
 max_chars = 20_000_000  # how much text to train on at most
 doc_cap = 10_000  # split long documents into pieces of at most this many characters
 input = ""  # comma-separated local text files; empty = the built-in corpus

@@ -1,0 +1,29 @@
+"""The CPU recipe, Stage 2: from this tag's Stage 1 result, SAM + neck + conv frozen (DESIGN §5),
+10% text-only rows, the rest of the model trained on. The learning rate stays at 3e-4 rather than
+DESIGN's 3e-5: a from-scratch 3M-parameter model is far from converged after Stage 1."""
+tag = "cpu"
+init_from = "stage1"
+freeze_sam = True
+encoder_preset = "cpu"
+seq_len = 128
+data = "synth"
+synth_kinds = "line"
+synth_text_mix = 0.5
+synth_max_words = 3
+mode = "32x256"
+text_ratio = 0.1
+device_batch_size = 16
+total_batch_size = 16
+num_steps = 500
+lr_encoder = 3e-4
+lr_projector = 3e-4
+lr_gpt = 3e-4
+schedule = "step"
+step_size = 250
+step_gamma = 0.3
+warmup_steps = 0
+eval_every = 250
+eval_batches = 2
+cer_samples = 32
+max_new_tokens = 40
+save_every = 250

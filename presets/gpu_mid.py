@@ -1,0 +1,27 @@
+"""The speedrun on GPUs, Stage 2: SAM frozen, 10% text rows, lr 3e-4 stepped down."""
+tag = "gpu"
+init_from = "stage1"
+freeze_sam = True
+encoder_preset = "cpu"
+seq_len = 128
+data = "synth"
+synth_kinds = "line"
+synth_text_mix = 0.5
+synth_max_words = 3
+mode = "32x256"
+text_ratio = 0.1
+device_batch_size = 64
+total_batch_size = 64
+num_steps = 2000
+lr_encoder = 3e-4
+lr_projector = 3e-4
+lr_gpt = 3e-4
+schedule = "step"
+step_size = 1000
+step_gamma = 0.3
+warmup_steps = 0
+eval_every = 1000
+cer_samples = 64
+max_new_tokens = 40
+save_every = 1000
+num_workers = 6

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The main job: from a fresh clone to a model that reads text out of images, and a report card.
+#
+#   bash speedrun.sh                      # everything under $NANOOCR_BASE_DIR (default ~/.cache/nanoocr)
+#   NANOOCR_BASE_DIR=/data/ocr bash speedrun.sh
+#
+# Steps: venv + install -> tokenizer -> synthetic test sets on disk -> Stage 1 -> Stage 2 -> eval
+# -> report.md with plots. Every step is resumable: Ctrl-C saves a checkpoint, and running the
+# command again skips what is done and resumes training where it stopped.
+# On a CUDA machine the GPU preset is used, under torchrun when more than one GPU is visible.
+set -euo pipefail
+cd "$(dirname "$0")"
+export NANOOCR_BASE_DIR="${NANOOCR_BASE_DIR:-$HOME/.cache/nanoocr}"
+BASE="$NANOOCR_BASE_DIR"
+mkdir -p "$BASE"
+TIMES="$BASE/speedrun_times.tsv"
+
+# ---- environment ------------------------------------------------------------------------------
+VENV="${NANOOCR_VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+. "$VENV/bin/activate"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"  # CPU build here; see README for CUDA
+pip install -q -e .
+
+NGPU=$(python -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
+if [ "$NGPU" -gt 0 ]; then
+  PRESET="${NANOOCR_PRESET:-gpu}"
+  if [ "$NGPU" -gt 1 ]; then RUN="torchrun --standalone --nproc_per_node=$NGPU -m"; else RUN="python -m"; fi
+else
+  PRESET="${NANOOCR_PRESET:-cpu}"
+  RUN="python -m"
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
+fi
+echo "speedrun: preset=$PRESET gpus=$NGPU base=$BASE"
+
+stage() {  # stage NAME COMMAND...: run a step, record its wall time
+  local name=$1; shift
+  echo; echo "=== $name ==="
+  local t0=$(date +%s)
+  "$@"
+  printf '%s\t%s\n' "$name" "$(( $(date +%s) - t0 ))" >> "$TIMES"
+}
+[ -f "$TIMES" ] || : > "$TIMES"
+
+# ---- tokenizer ------------------------------------------------------------------------------------
+if [ ! -f "$BASE/tokenizer/tokenizer.pkl" ]; then
+  stage tokenizer python -m scripts.tok_train
+fi
+
+# ---- synthetic test sets on disk (images + JSONL), read back by eval and `nanoocr read` -------------
+if [ ! -f "$BASE/data/test_lines/samples.jsonl" ]; then
+  stage render python -m scripts.render_samples --kind=line --split=test --n=256 --out="$BASE/data/test_lines"
+  python -m scripts.render_samples --kind=page --split=test --n=8 --out="$BASE/data/test_pages" \
+    --height=256 --width=256
+fi
+
+# ---- training ---------------------------------------------------------------------------------------
+stage stage1 $RUN scripts.vis_tok_train --preset="$PRESET" --resume=True
+stage stage2 $RUN scripts.vis_mid_train --preset="$PRESET" --resume=True
+
+# ---- evaluation and report ------------------------------------------------------------------------------
+MODEL="$BASE/vis_mid_checkpoints/$PRESET"
+stage eval_lines python -m scripts.vision_eval --model="$MODEL" --data="$BASE/data/test_lines/samples.jsonl" \
+  --out="$BASE/eval/lines.jsonl"
+stage eval_pages python -m scripts.vision_eval --model="$MODEL" --data="$BASE/data/test_pages/samples.jsonl" \
+  --out="$BASE/eval/pages.jsonl" --mode=base
+python -m scripts.report --tag="$PRESET"
+echo
+echo "done: report at $BASE/report/report.md; try: nanoocr read $BASE/data/test_lines/images/000000.png"

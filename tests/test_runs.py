@@ -1,0 +1,26 @@
+"""The full-size recipe (runs/full.sh + presets/full*.py) dry-run at a tiny size on the CPU: the same
+script and presets, small overrides, two steps per stage."""
+import os
+import subprocess
+
+from conftest import REPO
+from nanoocr.checkpoint_manager import committed_steps, load_meta
+
+TINY = ["--encoder_preset=cpu", "--gpt_depth=1", "--gpt_n_embd=192", "--gpt_n_head=2", "--mode=32x256",
+        "--synth_kinds=line", "--seq_len=96", "--num_steps=2", "--device_batch_size=2", "--total_batch_size=2",
+        "--eval_every=0", "--cer_samples=0", "--save_every=0", "--num_workers=0", "--dtype=float32", "--log_every=1"]
+
+
+def test_full_recipe_dry_run(tmp_path):
+    env = dict(os.environ, NANOOCR_BASE_DIR=str(tmp_path), OMP_NUM_THREADS="1", NPROC="1", VOCAB_SIZE="300")
+    p = subprocess.run(["bash", "runs/full.sh"] + TINY, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    s1 = tmp_path / "vis_tok_checkpoints" / "full"
+    s2 = tmp_path / "vis_mid_checkpoints" / "full"
+    assert committed_steps(str(s1)) == [2] and committed_steps(str(s2)) == [2]
+    meta1, meta2 = load_meta(str(s1), 2), load_meta(str(s2), 2)
+    # the presets were applied (and the overrides on top of them)
+    assert meta1["user_config"]["preset"] == "full" and meta1["user_config"]["lr_gpt"] == 5e-5
+    assert meta2["user_config"]["preset"] == "full_mid" and meta2["user_config"]["freeze_sam"] is True
+    assert meta2["user_config"]["text_ratio"] == 0.1 and meta2["stage"] == 2
+    assert meta1["model_config"]["gpt"]["n_layer"] == 1
