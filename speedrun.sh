@@ -48,11 +48,9 @@ if [ ! -f "$BASE/tokenizer/tokenizer.pkl" ]; then
   stage tokenizer python -m scripts.tok_train
 fi
 
-# ---- synthetic test sets on disk (images + JSONL), read back by eval and `nanoocr read` -------------
+# ---- a few test images on disk, to try `nanoocr read` on afterwards ---------------------------------------
 if [ ! -f "$BASE/data/test_lines/samples.jsonl" ]; then
-  stage render python -m scripts.render_samples --kind=line --split=test --n=256 --out="$BASE/data/test_lines"
-  python -m scripts.render_samples --kind=page --split=test --n=8 --out="$BASE/data/test_pages" \
-    --height=256 --width=256
+  python -m scripts.render_samples --kind=line --split=test --n=8 --out="$BASE/data/test_lines"
 fi
 
 # ---- training ---------------------------------------------------------------------------------------
@@ -60,11 +58,13 @@ stage stage1 $RUN scripts.vis_tok_train --preset="$PRESET" --resume=True
 stage stage2 $RUN scripts.vis_mid_train --preset="$PRESET" --resume=True
 
 # ---- evaluation and report ------------------------------------------------------------------------------
+# unseen renderer test-split samples from the distribution the model trained on (eval reads the
+# renderer settings from the checkpoint's config), then EXPECTED vs GENERATED for a few of them
 MODEL="$BASE/vis_mid_checkpoints/$PRESET"
-stage eval_lines python -m scripts.vision_eval --model="$MODEL" --data="$BASE/data/test_lines/samples.jsonl" \
+stage eval_lines python -m scripts.vision_eval --model="$MODEL" --data=synth --split=test --limit=256 \
   --out="$BASE/eval/lines.jsonl"
-stage eval_pages python -m scripts.vision_eval --model="$MODEL" --data="$BASE/data/test_pages/samples.jsonl" \
-  --out="$BASE/eval/pages.jsonl" --mode=base
-python -m scripts.report --tag="$PRESET"
+python -m scripts.vision_sample --model="$MODEL" --data=synth --split=test --limit=6
+python -m scripts.report --tag="$PRESET" --evals=lines
 echo
-echo "done: report at $BASE/report/report.md; try: nanoocr read $BASE/data/test_lines/images/000000.png"
+echo "done: report at $BASE/report/report.md"
+echo "try:  . $VENV/bin/activate && nanoocr read $BASE/data/test_lines/images/"

@@ -67,10 +67,14 @@ lines = [f"# nanoocr report card — `{tag}`", ""]
 # ---- timing --------------------------------------------------------------------------------------
 times_path = os.path.join(base, "speedrun_times.tsv")
 if os.path.exists(times_path):
-    rows = [l.rstrip("\n").split("\t") for l in open(times_path) if l.strip()]
-    total = sum(int(r[1]) for r in rows)
+    seconds = {}  # a resumed speedrun logs a stage once per run: add them up
+    for l in open(times_path):
+        if l.strip():
+            name, sec = l.rstrip("\n").split("\t")
+            seconds[name] = seconds.get(name, 0) + int(sec)
+    total = sum(seconds.values())
     lines += ["## Time per stage", "", "| stage | minutes |", "|---|---|"]
-    lines += [f"| {r[0]} | {int(r[1]) / 60:.1f} |" for r in rows]
+    lines += [f"| {name} | {sec / 60:.1f} |" for name, sec in seconds.items()]
     lines += [f"| **total** | **{total / 60:.1f}** |", ""]
 # ---- metrics ---------------------------------------------------------------------------------------------
 lines += ["## Results on unseen synthetic test samples", "",

@@ -66,6 +66,8 @@ synth_text_mix = -1.0       # renderer: fraction of random-string lines (-1 = th
 synth_fonts = ""            # renderer: comma-separated font names / families to draw from ("" = all fonts)
 synth_degrade = ""          # renderer: "" = the split's degradation preset, "none" = clean
 synth_max_words = 0         # renderer: most words per line (0 = the renderer's default)
+easy_steps = 0              # curriculum: the first easy_steps steps render clean text in easy_fonts only
+easy_fonts = ""             # comma-separated fonts for the curriculum's easy phase ("" = all fonts, clean)
 val_data = ""               # "" = the renderer's val split (synth) or the training data itself
 mode = "32x256"             # resolution mode: tiny | small | base | large | gundam, or HxW (fixed strips)
 text_ratio = 0.0            # fraction of text-only rows (Stage 2 mixes 0.1)
@@ -219,7 +221,8 @@ def lr_multiplier(step, part):
 train_source, val_source, text_source, val_records = training_sources(
     data=data, val_data=val_data, synth_kinds=synth_kinds, mode=mode_value, seed=seed,
     synth_text_mix=synth_text_mix, synth_fonts=synth_fonts, synth_degrade=synth_degrade,
-    synth_max_words=synth_max_words, n_val_records=max(cer_samples, final_samples))
+    synth_max_words=synth_max_words, easy_fonts=easy_fonts, easy_samples=easy_steps * total_batch_size,
+    n_val_records=max(cer_samples, final_samples))
 loader_kwargs = dict(tokenizer=tokenizer, encoder_config=model.encoder.config, batch_size=device_batch_size,
                      seq_len=seq_len, mode=mode_value)
 

@@ -65,7 +65,8 @@ def open_samples(data, source="", image_dir="", split="val", limit=-1, user_conf
     if data.split(":")[0] == "synth":
         n = limit if limit > 0 else 64  # the renderer never runs out: take a fixed-size sample
         kinds = data.partition(":")[2] or user_config.get("synth_kinds") or "line"
-        src = sources.synth_source(split, kinds, seed=int(user_config.get("seed", 0)), mode=mode)
+        src = sources.synth_source(split, kinds, seed=int(user_config.get("seed", 0)), mode=mode,
+                                   **sources.synth_options(**user_config))
         return [src(i) for i in range(n)], f"synth:{kinds} ({split})"
     if not os.path.exists(data) and "*" not in data:
         raise FileNotFoundError(f"--data: {data} does not exist")

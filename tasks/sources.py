@@ -106,6 +106,16 @@ def _synth_text(split, seed, index):
     return next(iter(corpus_iter(max_chars=rng.randint(200, 1200), seed=rng.randrange(1 << 30), split=split)))
 
 
+def _curriculum(easy, full, first_full_index, index):
+    return easy(index) if index < first_full_index else full(index)
+
+
+def curriculum_source(easy, full, first_full_index):
+    """Samples from `easy` below a global index, from `full` from then on (a data curriculum that
+    is a pure function of the index, so resume and DDP sharding keep working)."""
+    return functools.partial(_curriculum, easy, full, first_full_index)
+
+
 def synth_text_source(split="train", seed=0):
     return functools.partial(_synth_text, split, seed)
 
@@ -130,11 +140,10 @@ def build_source(data, split, seed=0, synth_kinds="line", mode=None, synth_optio
     return functools.partial(_mixed, [p[0] for p in parts], [p[1] for p in parts], seed)
 
 
-def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, synth_text_mix=-1.0, synth_fonts="",
-                     synth_degrade="", synth_max_words=0, n_val_records=64):
-    """(train source, val source, text source for mixing, a list of val samples with decoded images
-    under "image_pil" for greedy-decoding checks)."""
-    from nanoocr.image_process import load_image
+def synth_options(synth_text_mix=-1.0, synth_fonts="", synth_degrade="", synth_max_words=0, **_):
+    """The training config's renderer settings -> render() options (also used by eval, so a model
+    is tested on the test split of the distribution it was trained on). Extra keys are ignored,
+    so a whole user_config can be passed."""
     options = {}
     if synth_text_mix >= 0:
         options["text_mix"] = {"random": synth_text_mix, "prose": (1 - synth_text_mix) * 0.7,
@@ -145,18 +154,28 @@ def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, s
         options["degrade"] = synth_degrade
     if synth_max_words > 0:
         options["max_words"] = synth_max_words
+    return options
+
+
+def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, synth_text_mix=-1.0, synth_fonts="",
+                     synth_degrade="", synth_max_words=0, easy_fonts="", easy_samples=0, n_val_records=64):
+    """(train source, val source, text source for mixing, a list of val samples with decoded images
+    under "image_pil" for greedy-decoding checks). With easy_samples > 0 the first easy_samples
+    training samples are rendered clean in easy_fonts only (a curriculum: reading starts sooner on
+    a few clean fonts, then widens to every font and degradation)."""
+    from nanoocr.image_process import load_image
+    options = synth_options(synth_text_mix, synth_fonts, synth_degrade, synth_max_words)
     train = build_source(data, "train", seed, synth_kinds, mode, options)
+    if easy_samples > 0:
+        easy = build_source(data, "train", seed, synth_kinds, mode,
+                            dict(options, degrade="none", **({"fonts": easy_fonts.split(",")} if easy_fonts else {})))
+        train = curriculum_source(easy, train, easy_samples)
     val_spec = val_data or data
     val = build_source(val_spec, "val", seed, synth_kinds, mode, options)
-    n = n_val_records
     if "synth" not in val_spec.split(","):
-        first = val_spec.split(",")[0].partition(":")[0]
-        n = min(n, len(load_records(first)))
-        val_records = [dict(r, image_pil=load_image(r["image"], name=str(r["image"]) if isinstance(r["image"], str) else r["id"]))
-                       for r in load_records(first)[:n]]
+        records = load_records(val_spec.split(",")[0].partition(":")[0])[:n_val_records]
+        val_records = [dict(r, image_pil=load_image(r["image"], name=r["image"] if isinstance(r["image"], str) else r["id"]))
+                       for r in records]
     else:
-        val_records = []
-        for i in range(n):
-            r = val(i)
-            val_records.append(dict(r, image_pil=r["image"]))
+        val_records = [dict(r, image_pil=r["image"]) for r in map(val, range(n_val_records))]
     return train, val, synth_text_source("train", seed), val_records

@@ -135,3 +135,17 @@ def test_overlong_sample_truncated_with_aligned_mask(tok):
 def test_empty_answer_is_a_skip(tok):
     with pytest.raises(SampleError, match="empty answer"):
         prepare_vision(dict(_sample(0), answer="  "), tok, ENC, MODE)
+
+
+@pytest.mark.parametrize("mode", ["tiny", "base", "gundam", (32, 256)])
+def test_placeholder_runs_equal_count_function_per_mode(tok, mode):
+    sizes = [(300, 200), (700, 300), (90, 120), (400, 1000)]
+
+    def sample(i):
+        w, h = sizes[i % len(sizes)]
+        return {"image": Image.new("RGB", (w, h), "white"), "prompt": "Free OCR.", "answer": "ok", "id": str(i)}
+    gen = vision_data_generator(sample, tok, ENC, batch_size=4, seq_len=2048, mode=mode)
+    batch, _ = next(gen)
+    for row, (w, h) in enumerate(sizes):
+        assert int((batch["input_ids"][row] == tok.image_id).sum()) == num_image_tokens(ENC, mode, w, h)
+        assert batch["n_image_tokens"][row] == num_image_tokens(ENC, mode, w, h)
