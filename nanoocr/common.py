@@ -69,6 +69,26 @@ def set_cpu_threads(n=None):
     return n
 
 
+def tune_malloc():
+    """Let the process keep the memory it frees instead of handing it back to the OS (glibc only;
+    $NANOOCR_TUNE_MALLOC=0 turns it off). By default glibc unmaps every freed block over ~128 KB-32 MB
+    and trims the heap top, so each training step page-faults all its activations in afresh; on the
+    VM this was measured on, that was 16% of a CPU-preset training step, 28% at 2x width and 35% of
+    an encoder forward (`nanoocr bench`). Results are bit-identical (only where memory comes from
+    changes); the process's RSS stays at its peak between steps. Returns whether it was applied."""
+    import sys
+    if not sys.platform.startswith("linux") or os.environ.get("NANOOCR_TUNE_MALLOC", "1") == "0":
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        # blocks up to 32 MB (glibc's largest allowed threshold) come from the heap, which is never trimmed
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return False
+
+
 def compute_init(device_type="", seed=1337):
     """Set up the process: device, threads, seeding, and the process group under torchrun
     (nccl on CUDA, gloo otherwise). Returns (is_ddp, rank, local_rank, world_size, device)."""
@@ -83,6 +103,7 @@ def compute_init(device_type="", seed=1337):
     is_ddp, rank, local_rank, world_size = get_dist_info()
     if device_type == "cpu":
         set_cpu_threads()
+        tune_malloc()
     if is_ddp:
         if device_type == "cuda":
             device = torch.device("cuda", local_rank)

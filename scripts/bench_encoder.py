@@ -9,19 +9,18 @@ the comparison runs at the CPU preset with a second 128->128 conv appended (SAM,
 cost, is unchanged); our time at the true CPU preset is printed alongside for reference.
 Runs alternate between the two models so background load hits both alike; medians are reported.
 The machine is shared: check `uptime` -- a busy neighbour makes 2 threads slower than 1.
-transformers is imported here only (the nanoocr package never imports it).
+transformers is imported only by the scripts (the nanoocr package never imports it). `nanoocr bench`
+runs the same comparison (forward only, sdpa and eager) as part of its suite.
 """
 
 import os
 import time
 import argparse
-import tempfile
 import statistics
 
 import torch
 
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS
-from nanoocr.encoder_weights import load_encoder_weights
 
 parser = argparse.ArgumentParser(description="DeepEncoder vs UnlimitedOcrVisionModel forward time")
 parser.add_argument("--runs", type=int, default=10, help="timed runs per model and shape (median reported)")
@@ -32,45 +31,12 @@ parser.add_argument("--ref_attn", type=str, default="sdpa", help="reference atte
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
-from transformers import UnlimitedOcrVisionConfig, UnlimitedOcrVisionModel  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+# the pair (same config, same weights) is built in scripts/bench.py, which `nanoocr bench` also uses
+from scripts.bench import reference_pair, ours_out, ref_out  # noqa: E402
 
-preset = dict(ENCODER_PRESETS["cpu"])
-bench = DeepEncoderConfig(**{**preset, "conv_channels": (preset["conv_channels"][0],) * 2})
-cpu = DeepEncoderConfig(**preset)
-c = bench
-ref_cfg = UnlimitedOcrVisionConfig(
-    sam_config=dict(hidden_size=c.sam_width, num_hidden_layers=c.sam_depth, num_attention_heads=c.sam_heads,
-                    window_size=c.window_size, global_attn_indexes=list(c.global_attn_indexes), image_size=c.image_size,
-                    patch_size=c.patch_size, output_channels=c.neck_channels, downsample_channels=list(c.conv_channels),
-                    mlp_dim=c.sam_mlp),
-    encoder_config=dict(hidden_size=c.clip_width, num_hidden_layers=c.clip_depth, num_attention_heads=c.clip_heads,
-                        intermediate_size=c.clip_mlp, image_size=(c.image_size // c.stride) * 16, patch_size=16))
-ref = UnlimitedOcrVisionModel._from_config(ref_cfg, attn_implementation=args.ref_attn).eval()
-# same weights: re-randomise the reference (its default init is degenerate), load them into ours
-g = torch.Generator().manual_seed(0)
-with torch.no_grad():
-    for m in ref.modules():
-        for name, p in m.named_parameters(recurse=False):
-            if isinstance(m, torch.nn.LayerNorm):
-                p.copy_((1.0 if name == "weight" else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-ours = DeepEncoder(bench).eval()
-with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "ref.safetensors")
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, path)
-    load_encoder_weights(ours, path, verbose=False)
-ours_cpu = DeepEncoder(cpu).eval()
-
-
-def ours_out(model, x):
-    f = model.encode_features(x)  # same output as the reference's (the projector is not in it)
-    return torch.cat([f["clip"], f["compressed"].flatten(2).transpose(1, 2)], dim=-1)
-
-
-def ref_out(model, x):
-    return model(x).last_hidden_state
+ours, refs, bench = reference_pair(attn_impls=(args.ref_attn,))
+ref = refs[args.ref_attn]
+ours_cpu = DeepEncoder(DeepEncoderConfig(**ENCODER_PRESETS["cpu"])).eval()
 
 
 def timed(fn, model, x, backward):

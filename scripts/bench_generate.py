@@ -36,25 +36,14 @@ threads = 0             # torch threads (0 = all cores)
 
 
 def random_model():
+    """A random CPU-recipe model with a vocab_size BPE (the model builders live in scripts/bench.py,
+    which `nanoocr bench` shares)."""
     from nanoocr.tokenizer import Tokenizer
     from nanoocr.synth_text import corpus_iter
-    from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
-    from nanoocr.gpt import GPTConfig
-    from nanoocr.model import build_vlm
+    from scripts.bench import random_vlm
     tok = Tokenizer.train_from_iterator(corpus_iter(max_chars=2_000_000), vocab_size)
-    enc = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
-    gpt = GPTConfig(sequence_len=512, vocab_size=tok.get_vocab_size(), n_layer=gpt_depth, n_head=4, n_kv_head=4,
-                    n_embd=enc.out_dim)
-    torch.manual_seed(0)
-    net = build_vlm(enc, gpt, tok.image_id, proj_std=0.02)
+    net = random_vlm(tok, "cpu", seq_len=512, gpt_overrides=dict(n_layer=gpt_depth))
     return net.eval(), tok
-
-
-def never_end(net, tok):
-    """Make <|assistant_end|> lose every argmax (its head row -> 0 while the best other logit is > 0
-    for all practical purposes), so generations run to max_tokens."""
-    with torch.no_grad():
-        net.gpt.lm_head.weight[tok.encode_special("<|assistant_end|>")] = 0.0
 
 
 def timed(fn, repeats=1):
@@ -72,6 +61,7 @@ def main():
     from nanoocr.common import set_cpu_threads
     from nanoocr.checkpoint_manager import load_model
     from nanoocr.engine import generate, naive_generate, parse_mode, preprocess, encode
+    from scripts.bench import never_end
 
     n_threads = set_cpu_threads(threads or None)
     if model:

@@ -1,0 +1,633 @@
+"""
+Speed on this machine, measured against its own limits and against reference code, in one process:
+
+    nanoocr bench                      # the full suite (~10 minutes on 2 CPU cores)
+    nanoocr bench --quick              # smaller repeats and sizes (~1 minute)
+    nanoocr bench --json bench.json --threads 1
+    nanoocr bench --only train --profile
+
+1. matmul peak: the best median FLOP/s over square fp32 matmuls, N = 512 .. 4096 (bf16 too where
+   the CPU multiplies it natively; GPUs always) -- the denominator of MFU;
+2. training steps (Stage 1: all trainable; Stage 2: SAM frozen, 10% text rows) at the CPU preset
+   and a 2x-wider one: samples/s, tokens/s, MFU = analytic model FLOPs (nanoocr/flops.py, checked
+   here against FlopCounterMode) / step time / the peak of 1 in the same dtype;
+3. our DeepEncoder's forward time / transformers' UnlimitedOcrVisionModel's (same config, same
+   weights), for its sdpa and eager attention (skipped, with a message, without transformers);
+4. generation tokens/s with the vision + KV cache against the naive loop that re-encodes the image
+   and re-runs the sequence for every token (256 new tokens; 64 with --quick);
+5. the renderer's images/s (and the whole data pipeline's samples/s: render + preprocess +
+   tokenize + collate) against what the training step consumes;
+6. peak resident memory of every measurement (VmHWM, reset before each one).
+
+Everything is a median over repeats with its min-max; ratios of two programs are taken run by
+run with the two alternating, so background load hits both alike. Shared machines drift: the
+load average at start and end is part of the output. The model weights are random (speed does
+not depend on them) and the tokenizer is a 512-id BPE trained on the built-in corpus in a second.
+"""
+
+import os
+import gc
+import sys
+import json
+import time
+import argparse
+import platform
+import statistics
+from contextlib import nullcontext
+
+import torch
+
+from nanoocr.common import cpu_has_fast_bf16, autocast_dtype, tune_malloc
+from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS
+from nanoocr.gpt import GPTConfig
+from nanoocr.model import build_vlm
+from nanoocr import flops as flopcount
+
+# -----------------------------------------------------------------------------
+# The two model sizes trained here. "cpu" is the CPU recipe (DeepEncoder cpu preset, 32x256 line
+# strips, a 3-layer 192-wide GPT); "cpu2x" doubles every width and the depths, which shows how MFU
+# grows with the matrices (a 2x wider Linear has 4x the work per memory-bound op around it).
+MODEL_PRESETS = {
+    "cpu": dict(encoder=ENCODER_PRESETS["cpu"], gpt=dict(n_layer=3, n_head=4)),
+    "cpu2x": dict(encoder=dict(ENCODER_PRESETS["cpu"], sam_width=256, sam_depth=6, sam_heads=8, sam_mlp=1024,
+                               global_attn_indexes=(2, 5), neck_channels=128, conv_channels=(256,), clip_width=256,
+                               clip_depth=4, clip_heads=8, clip_mlp=1024, out_dim=384),
+                  gpt=dict(n_layer=6, n_head=6)),
+}
+STRIP = (32, 256)       # the CPU recipe's mode: one text line per 32 x 256 image
+BATCH = 16              # the CPU recipe's device_batch_size
+SEQ_LEN = 256
+
+
+# -----------------------------------------------------------------------------
+# Measurement helpers
+
+def summary(values, scale=1.0):
+    """{median, min, max, n} of a list of measurements (times scale)."""
+    v = [x * scale for x in values]
+    return dict(median=statistics.median(v), min=min(v), max=max(v), n=len(v))
+
+
+def _proc_status_mb(key):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _malloc_trim():
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+class PeakRSS:
+    """Peak resident memory (MB) of what runs inside the block. VmHWM is per process and only ever
+    grows, so it is reset first (writing 5 to /proc/self/clear_refs, Linux >= 4.0): the peak is then
+    this measurement's own, on top of whatever the process already held (start_mb). Where the reset
+    is impossible the value is the process's peak so far (monotonic) and says so."""
+
+    def __enter__(self):
+        gc.collect()
+        _malloc_trim()  # hand freed heap memory back first, so the start is what is really live
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.reset = True
+        except OSError:
+            self.reset = False
+        self.start_mb = _proc_status_mb("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        peak = _proc_status_mb("VmHWM")
+        if peak is None:  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS), monotonic
+            import resource
+            r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak = r / 2**20 if sys.platform == "darwin" else r / 1024
+        self.result = dict(peak_mb=round(peak, 1), start_mb=None if self.start_mb is None else round(self.start_mb, 1),
+                           reset=self.reset)
+        return False
+
+
+def alternate(fns, runs, warmup):
+    """Time each of fns (name -> zero-argument callable) `warmup + runs` times, interleaved so that
+    drift in background load hits every one alike. Returns name -> list of seconds (timed runs)."""
+    times = {name: [] for name in fns}
+    for i in range(warmup + runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def machine_info(threads):
+    model = platform.processor() or platform.machine()
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        for line in text.splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
+    return dict(cpu=model, cores=os.cpu_count(), isa=isa, threads=threads, torch=torch.__version__,
+                python=platform.python_version(), fast_bf16=cpu_has_fast_bf16(),
+                cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+
+
+# -----------------------------------------------------------------------------
+# 1. Peak matmul FLOP/s
+
+def matmul_peak(device, dtype, sizes, repeats):
+    """Max over N of the median FLOP/s of an N x N x N matmul (min-max of that N's runs)."""
+    by_size = {}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        out = torch.empty(n, n, device=device, dtype=dtype)
+        torch.mm(a, b, out=out)  # warm-up: first-touch pages, kernel selection
+        runs, share = [], []
+        for _ in range(repeats):
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            torch.mm(a, b, out=out)
+            sync()
+            dt = time.perf_counter() - t0
+            runs.append(2 * n ** 3 / dt / 1e9)
+            share.append((time.process_time() - c0) / (dt * torch.get_num_threads()))
+        by_size[n] = dict(summary(runs), cpu_share=round(statistics.median(share), 3))
+        del a, b, out
+    best = max(by_size, key=lambda n: by_size[n]["median"])
+    return dict(by_size[best], gflops=by_size[best]["median"], best_n=best,
+                by_size={str(n): round(s["median"], 2) for n, s in by_size.items()})
+
+
+# -----------------------------------------------------------------------------
+# Models and data
+
+def bench_tokenizer(vocab_size=512, max_chars=300_000):
+    """A small BPE trained on the renderer's own text in about a second (the CPU recipe's size)."""
+    from nanoocr.tokenizer import Tokenizer
+    from nanoocr.synth_text import corpus_iter
+    return Tokenizer.train_from_iterator(corpus_iter(max_chars=max_chars), vocab_size)
+
+
+def random_vlm(tok, preset="cpu", seq_len=SEQ_LEN, device="cpu", gpt_overrides=None):
+    """A randomly initialised VLM of MODEL_PRESETS[preset] with tok's vocabulary (proj_std 0.02 as
+    the CPU recipe, so every part is live from the first step)."""
+    p = MODEL_PRESETS[preset]
+    enc = DeepEncoderConfig(**p["encoder"])
+    g = dict(p["gpt"], **(gpt_overrides or {}))
+    gpt = GPTConfig(sequence_len=seq_len, vocab_size=tok.get_vocab_size(), n_layer=g["n_layer"], n_head=g["n_head"],
+                    n_kv_head=g.get("n_kv_head", g["n_head"]), n_embd=enc.out_dim)
+    torch.manual_seed(0)
+    return build_vlm(enc, gpt, tok.image_id, device=device, proj_std=0.02)
+
+
+def never_end(net, tok):
+    """Make <|assistant_end|> lose every argmax (its lm_head row -> 0 while the best other logit is > 0
+    for all practical purposes), so a generation runs to max_tokens."""
+    with torch.no_grad():
+        net.gpt.lm_head.weight[tok.encode_special("<|assistant_end|>")] = 0.0
+
+
+def training_batches(model, tok, n, stage, batch_size=BATCH, seq_len=SEQ_LEN, seed=0):
+    """n real training batches of rendered line strips (Stage 2: 10% text-only rows), prepared
+    before any timing: the data pipeline is measured on its own in part 5."""
+    from tasks.sources import synth_source, synth_text_source
+    from nanoocr.vision_dataloader import vision_data_generator
+    gen = vision_data_generator(synth_source("train", "line", seed, mode=STRIP), tok, model.encoder.config,
+                                batch_size, seq_len, STRIP, text_ratio=0.1 if stage == 2 else 0.0,
+                                get_text=synth_text_source("train", seed), seed=seed, log=lambda *a: None)
+    return [next(gen)[0] for _ in range(n)]
+
+
+def make_optimizer(model, lr=1e-3, weight_decay=0.01):
+    """scripts/vis_tok_train.py's AdamW: per-part groups, no decay on vectors, fused off on CPU."""
+    groups = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = "gpt" if name.startswith("gpt.") else \
+            "projector" if name.startswith(("encoder.projector", "encoder.image_newline", "encoder.view_separator")) else "encoder"
+        groups.setdefault((part, p.dim() >= 2), []).append(p)
+    param_groups = [dict(params=ps, lr=lr, weight_decay=weight_decay if decay else 0.0)
+                    for (part, decay), ps in groups.items()]
+    device_type = next(model.parameters()).device.type
+    return torch.optim.AdamW(param_groups, betas=(0.9, 0.95), eps=1e-8, fused=False if device_type != "cuda" else None)
+
+
+def train_step(model, optimizer, batch, amp_ctx, grad_clip=1.0):
+    """scripts/vis_tok_train.py's step, one micro-batch: sum-loss / answer-token count, backward,
+    clip, AdamW, zero_grad. Returns the loss (a float, which also waits for the step to finish)."""
+    n_tokens = max(float(batch["n_answer_tokens"]), 1.0)
+    with amp_ctx:
+        loss_sum = model(batch["input_ids"], targets=batch["targets"], images=batch["images"], loss_reduction="sum")
+    (loss_sum / n_tokens).backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss_sum.detach()) / n_tokens
+
+
+def to_device(batch, device):
+    out = dict(batch)
+    for k in ("input_ids", "targets", "images"):
+        if torch.is_tensor(out[k]):
+            out[k] = out[k].to(device)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# 2. Training steps
+
+def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtype, check_flops=True):
+    model = random_vlm(tok, preset, device=device).train()
+    freeze_sam = stage == 2
+    if freeze_sam:
+        model.encoder.sam.requires_grad_(False)  # Stage 2: SAM + neck + compressor frozen
+    optimizer = make_optimizer(model)
+    batches = [to_device(b, device) for b in training_batches(model, tok, warmup + steps, stage)]
+    amp_ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    out = {}
+    if check_flops:  # the analytic count against torch's own, on the first batch (math attention: see flops.py)
+        counted = flopcount.counted_flops(model, batches[0])
+        analytic = flopcount.batch_flops(model, batches[0], freeze_sam)["total"]
+        model.zero_grad(set_to_none=True)
+        out["flops_check"] = dict(analytic=analytic, flop_counter=counted, ratio=round(analytic / counted, 4))
+    sps, tps, mfu, step_s, flops_sample, share = [], [], [], [], [], []
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i, batch in enumerate(batches):
+        sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        train_step(model, optimizer, batch, amp_ctx)
+        sync()
+        dt = time.perf_counter() - t0
+        if i < warmup:
+            continue
+        share.append((time.process_time() - c0) / (dt * torch.get_num_threads()))
+        B, T = batch["input_ids"].shape
+        f = flopcount.batch_flops(model, batch, freeze_sam)["total"]
+        step_s.append(dt)
+        sps.append(B / dt)
+        tps.append(B * T / dt)
+        mfu.append(f / dt / (peak_gflops * 1e9))
+        flops_sample.append(f / B)
+    n_params = sum(p.numel() for p in model.parameters())
+    out.update(samples_per_s=summary(sps), tokens_per_s=summary(tps), mfu=summary(mfu), step_ms=summary(step_s, 1000),
+               gflops_per_sample=round(statistics.mean(flops_sample) / 1e9, 3), params_m=round(n_params / 1e6, 2),
+               cpu_share=round(statistics.median(share), 3), batch=BATCH, mean_T=round(statistics.mean(b["input_ids"].shape[1] for b in batches[warmup:]), 1))
+    return out
+
+
+# -----------------------------------------------------------------------------
+# 3. Encoder against transformers' UnlimitedOcrVisionModel
+
+def reference_pair(attn_impls=("sdpa", "eager")):
+    """(our DeepEncoder, {attn_implementation: UnlimitedOcrVisionModel}, config) with the same config
+    and the same random weights, in eval mode. UnlimitedOcrVisionModel always has two stride-2
+    convs while the CPU preset has one, so the pair uses the CPU preset with a second 128->128 conv
+    (SAM, the dominant cost, is unchanged). Raises ImportError without transformers."""
+    import tempfile
+    from transformers import UnlimitedOcrVisionConfig, UnlimitedOcrVisionModel
+    from safetensors.torch import save_file
+    from nanoocr.encoder_weights import load_encoder_weights
+    preset = dict(ENCODER_PRESETS["cpu"])
+    c = DeepEncoderConfig(**{**preset, "conv_channels": (preset["conv_channels"][0],) * 2})
+    ref_cfg = UnlimitedOcrVisionConfig(
+        sam_config=dict(hidden_size=c.sam_width, num_hidden_layers=c.sam_depth, num_attention_heads=c.sam_heads,
+                        window_size=c.window_size, global_attn_indexes=list(c.global_attn_indexes),
+                        image_size=c.image_size, patch_size=c.patch_size, output_channels=c.neck_channels,
+                        downsample_channels=list(c.conv_channels), mlp_dim=c.sam_mlp),
+        encoder_config=dict(hidden_size=c.clip_width, num_hidden_layers=c.clip_depth, num_attention_heads=c.clip_heads,
+                            intermediate_size=c.clip_mlp, image_size=(c.image_size // c.stride) * 16, patch_size=16))
+    refs = {impl: UnlimitedOcrVisionModel._from_config(ref_cfg, attn_implementation=impl).eval() for impl in attn_impls}
+    first = refs[attn_impls[0]]
+    # re-randomise the reference (its default init is degenerate) and give every model these weights
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in first.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if isinstance(m, torch.nn.LayerNorm):
+                    p.copy_((1.0 if name == "weight" else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+                else:
+                    p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    for ref in refs.values():
+        if ref is not first:
+            ref.load_state_dict(first.state_dict())
+    ours = DeepEncoder(c).eval()
+    with tempfile.TemporaryDirectory() as tmp:  # through the public loader, as a user's checkpoint would go
+        path = os.path.join(tmp, "ref.safetensors")
+        save_file({k: v.contiguous() for k, v in first.state_dict().items()}, path)
+        load_encoder_weights(ours, path, verbose=False)
+    return ours, refs, c
+
+
+def ours_out(model, x):
+    """Our encoder's output in the reference's layout: [CLIP tokens, SAM grid tokens] (no projector)."""
+    f = model.encode_features(x)
+    return torch.cat([f["clip"], f["compressed"].flatten(2).transpose(1, 2)], dim=-1)
+
+
+def ref_out(model, x):
+    return model(x).last_hidden_state
+
+
+def bench_encoder(shapes, runs, warmup):
+    try:
+        ours, refs, cfg = reference_pair()
+    except ImportError as e:
+        return dict(skipped=f"transformers is not installed ({e}); pip install transformers==5.24.0 to compare")
+    out = dict(config="CPU preset + a second stride-2 conv " + str(cfg.conv_channels))
+    for label, shape in shapes.items():
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        with torch.inference_mode():
+            a = ours_out(ours, x)
+            err = max(((a - ref_out(r, x)).abs().max() / a.std()).item() for r in refs.values())
+            fns = {"ours": lambda: ours_out(ours, x)}
+            fns.update({impl: (lambda r=r: ref_out(r, x)) for impl, r in refs.items()})
+            times = alternate(fns, runs, warmup)
+        entry = dict(ours_ms=summary(times["ours"], 1000), max_rel_diff=err)
+        for impl in refs:
+            entry[f"{impl}_ms"] = summary(times[impl], 1000)
+            entry[impl] = summary([o / r for o, r in zip(times["ours"], times[impl])])  # run-by-run ratios
+        out[label] = entry
+    return out
+
+
+# -----------------------------------------------------------------------------
+# 4. Cached against naive generation
+
+def bench_generate(tok, mode, new_tokens, cached_runs, naive_runs):
+    """Batch 1, greedy, one random image in `mode` (STRIP or a named mode such as "base")."""
+    import numpy as np
+    from PIL import Image
+    from nanoocr.engine import generate, naive_generate, preprocess, encode
+    net = random_vlm(tok, "cpu", seq_len=512).eval()
+    never_end(net, tok)
+    rng = np.random.default_rng(0)
+    size = mode if isinstance(mode, tuple) else (256, 256)
+    view = preprocess(net, Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)), mode)
+    n_img = encode(net, [view])[0].size(0)
+    generate(net, tok, [view], max_tokens=8)  # warm-up
+    cached, naive, ids = [], [], None
+    for i in range(max(cached_runs, naive_runs)):  # alternate, as everywhere
+        if i < cached_runs:
+            t0 = time.perf_counter()
+            out = generate(net, tok, [view], max_tokens=new_tokens)
+            cached.append(time.perf_counter() - t0)
+            assert out[0]["num_tokens"] == new_tokens, "the benchmark model stopped early"
+            ids = out[0]["ids"]
+        if i < naive_runs:
+            t0 = time.perf_counter()
+            out_n = naive_generate(net, tok, [view], max_tokens=new_tokens)
+            naive.append(time.perf_counter() - t0)
+            assert out_n[0]["ids"] == ids, "naive and cached generation disagree"
+    c, n = statistics.median(cached), statistics.median(naive)
+    return dict(speedup=n / c, new_tokens=new_tokens, image_placeholders=n_img, vocab=tok.get_vocab_size(),
+                cached_tokens_per_s=summary([new_tokens / t for t in cached]),
+                naive_tokens_per_s=summary([new_tokens / t for t in naive]),
+                speedup_range=[min(naive) / max(cached), max(naive) / min(cached)])
+
+
+# -----------------------------------------------------------------------------
+# 5. Renderer and data pipeline against the training step
+
+def bench_render(tok, encoder_config, chunks, per_chunk, train_samples_per_s):
+    from nanoocr.synth import render
+    from tasks.sources import synth_source
+    from nanoocr.vision_dataloader import vision_data_generator
+    for i in range(20):  # warm-up: fonts load and glyph caches fill on first use
+        render(0, 10_000_000 + i, "line", "train", height=STRIP[0], width=STRIP[1])
+    render_rate, k = [], 0
+    for _ in range(chunks):
+        t0 = time.perf_counter()
+        for _ in range(per_chunk):
+            render(0, k, "line", "train", height=STRIP[0], width=STRIP[1])
+            k += 1
+        render_rate.append(per_chunk / (time.perf_counter() - t0))
+    # the whole preparation the training loop waits for (num_workers=0): render, resize + normalise,
+    # tokenize, pad and stack -- batches of the training size
+    gen = vision_data_generator(synth_source("train", "line", 1, mode=STRIP), tok, encoder_config, BATCH, SEQ_LEN,
+                                STRIP, seed=1, log=lambda *a: None)
+    next(gen)
+    pipe_rate = []
+    for _ in range(max(1, chunks * per_chunk // BATCH)):
+        t0 = time.perf_counter()
+        next(gen)
+        pipe_rate.append(BATCH / (time.perf_counter() - t0))
+    out = dict(render_images_per_s=summary(render_rate), pipeline_samples_per_s=summary(pipe_rate))
+    if train_samples_per_s:
+        out.update(train_samples_per_s=train_samples_per_s,
+                   ratio=statistics.median(render_rate) / train_samples_per_s,
+                   pipeline_ratio=statistics.median(pipe_rate) / train_samples_per_s)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Profiles (--profile): where the time of the weak numbers goes
+
+def profile_sections(tok, device, amp_dtype, row_limit=18):
+    from torch.profiler import profile, ProfilerActivity
+    from nanoocr.engine import generate, preprocess
+    import numpy as np
+    from PIL import Image
+    model = random_vlm(tok, "cpu", device=device).train()
+    optimizer = make_optimizer(model)
+    batches = [to_device(b, device) for b in training_batches(model, tok, 3, 1)]
+    amp_ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    train_step(model, optimizer, batches[0], amp_ctx)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for b in batches[1:]:
+            train_step(model, optimizer, b, amp_ctx)
+    print("\n== profile: 2 training steps, cpu preset (self CPU time) ==")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit))
+    net = random_vlm(tok, "cpu", seq_len=512).eval()
+    never_end(net, tok)
+    view = preprocess(net, Image.fromarray(np.random.default_rng(0).integers(0, 256, STRIP + (3,), dtype=np.uint8)), STRIP)
+    generate(net, tok, [view], max_tokens=8)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        generate(net, tok, [view], max_tokens=64)
+    print("\n== profile: cached generation, 64 tokens (self CPU time) ==")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit))
+
+
+# -----------------------------------------------------------------------------
+# Report
+
+def fmt(s, digits=1):
+    if not isinstance(s, dict) or "median" not in s:
+        return "-"
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+
+
+def print_report(r):
+    print("\n== nanoocr bench ==")
+    m = r["machine"]
+    print(f"{m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), {m['threads']} torch thread(s), torch {m['torch']}; "
+          f"load average {r['loadavg_start'][0]:.2f} at start, {r['loadavg_end'][0]:.2f} at end")
+    rows = []
+    if "matmul_peak_gflops" in r:
+        p = r["matmul_peak_gflops"]
+        rows.append(("matmul peak fp32, GFLOP/s", f"{fmt(p['fp32'])} at N={p['fp32']['best_n']}"
+                     + (f"; {fmt(p['fp32_at_end'])} at the end" if "fp32_at_end" in p else "")))
+        rows.append(("matmul peak bf16, GFLOP/s", fmt(p["bf16"]) if p.get("bf16") else p.get("bf16_skipped", "-")))
+    for key in r.get("train_samples_per_s", {}):
+        t = r["train"][key]
+        rows.append((f"train {key}: samples/s | tokens/s | MFU %",
+                     f"{fmt(t['samples_per_s'])} | {fmt(t['tokens_per_s'], 0)} | "
+                     f"{fmt({k: 100 * v if k != 'n' else v for k, v in t['mfu'].items()})} "
+                     f"({t['gflops_per_sample']} GFLOP/sample, {t['params_m']}M params"
+                     + (f", analytic/FlopCounter {t['flops_check']['ratio']}" if "flops_check" in t else "") + ")"))
+    enc = r.get("encoder_vs_reference")
+    if enc:
+        if "skipped" in enc:
+            rows.append(("encoder / reference", enc["skipped"]))
+        for label, e in enc.items():
+            if isinstance(e, dict) and "ours_ms" in e:
+                rows.append((f"encoder / reference, {label}",
+                             " | ".join(f"{k} {fmt(e[k], 2)}" for k in ("sdpa", "eager") if k in e)
+                             + f" (ours {fmt(e['ours_ms'])} ms)"))
+    for label, g in r.get("generation_cache_speedup", {}).items():
+        rows.append((f"cached / naive generation, {label}, {g['new_tokens']} tokens",
+                     f"{g['speedup']:.1f}x ({fmt(g['cached_tokens_per_s'])} vs {fmt(g['naive_tokens_per_s'])} tok/s)"))
+    rv = r.get("render_vs_train")
+    if rv:
+        rows.append(("renderer images/s | pipeline samples/s", f"{fmt(rv['render_images_per_s'])} | {fmt(rv['pipeline_samples_per_s'])}"))
+        if "ratio" in rv:
+            rows.append(("renderer / training consumption", f"{rv['ratio']:.1f}x (pipeline {rv['pipeline_ratio']:.1f}x)"))
+    for name, mem in r.get("peak_rss_mb", {}).items():
+        rows.append((f"peak RSS, {name}", f"{mem['peak_mb']:.0f} MB" + ("" if mem["reset"] else " (process peak)")))
+    width = max(len(a) for a, _ in rows) if rows else 0
+    for a, b in rows:
+        print(f"{a:<{width}}  {b}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="nanoocr bench", description="speed benchmarks on this machine (see the module docstring)")
+    parser.add_argument("--json", default="", help="also write the results to this JSON file")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes (~1 minute)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
+    parser.add_argument("--only", default="", help="comma-separated parts: matmul,train,encoder,generate,render")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of a training step and of generation")
+    parser.add_argument("--device", default="", help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--malloc", default="tuned", choices=["tuned", "default"],
+                        help="tuned: keep freed memory in the process as training does (common.tune_malloc); default: glibc's own")
+    args = parser.parse_args(argv)
+    malloc_tuned = tune_malloc() if args.malloc == "tuned" else False
+    parts = set(args.only.split(",")) if args.only else {"matmul", "train", "encoder", "generate", "render"}
+    unknown = parts - {"matmul", "train", "encoder", "generate", "render"}
+    assert not unknown, f"--only: unknown parts {sorted(unknown)}; choose from matmul,train,encoder,generate,render"
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp_dtype = autocast_dtype("auto", device.type)
+    q = args.quick
+    t_start = time.time()
+    r = dict(quick=q, loadavg_start=list(os.getloadavg()), machine=dict(machine_info(threads), malloc_tuned=malloc_tuned))
+    print(f"nanoocr bench{' --quick' if q else ''}: {r['machine']['cpu']}, {threads} thread(s), "
+          f"load average {r['loadavg_start'][0]:.2f}", flush=True)
+    rss = r["peak_rss_mb"] = {}
+
+    # 1. the peak, in fp32 always and in bf16 where the hardware multiplies it natively
+    peak = None
+    if parts & {"matmul", "train"}:
+        with PeakRSS() as mem:
+            sizes, reps = ((512, 1024, 2048), 3) if q else ((512, 1024, 2048, 4096), 5)
+            res = {"fp32": matmul_peak(device, torch.float32, sizes, reps)}
+            if device.type == "cuda" or cpu_has_fast_bf16():
+                res["bf16"] = matmul_peak(device, torch.bfloat16, sizes, reps)
+            else:
+                res["bf16_skipped"] = "skipped: this CPU has no native bf16 (no avx512_bf16 / amx_bf16); its bf16 matmuls are emulated and far slower than fp32"
+        r["matmul_peak_gflops"] = res
+        rss["matmul peak"] = mem.result
+        peak = res["bf16" if amp_dtype == torch.bfloat16 else "fp32"]["gflops"]
+        print(f"matmul peak fp32 {res['fp32']['gflops']:.1f} GFLOP/s (N={res['fp32']['best_n']})", flush=True)
+
+    tok = bench_tokenizer() if parts & {"train", "generate", "render"} or args.profile else None
+
+    # 2. training steps
+    if "train" in parts:
+        r["train"] = {}
+        runs = [("cpu", 1), ("cpu", 2), ("cpu2x", 1)] + ([] if q else [("cpu2x", 2)])
+        for preset, stage in runs:
+            key = f"{preset}/stage{stage}"
+            steps, warmup = (3, 1) if q else (10, 2)
+            if preset == "cpu2x" and q:
+                steps = 2
+            with PeakRSS() as mem:
+                r["train"][key] = bench_train(tok, preset, stage, steps, warmup, peak, device, amp_dtype)
+            rss[f"train {key}"] = mem.result
+            t = r["train"][key]
+            print(f"train {key}: {t['samples_per_s']['median']:.1f} samples/s, MFU {100 * t['mfu']['median']:.1f}%, "
+                  f"FLOP check {t['flops_check']['ratio']}", flush=True)
+        r["train_samples_per_s"] = {k: v["samples_per_s"] for k, v in r["train"].items()}
+        r["train_tokens_per_s"] = {k: v["tokens_per_s"] for k, v in r["train"].items()}
+        r["train_mfu"] = {k: v["mfu"] for k, v in r["train"].items()}
+
+    # 3. encoder against the reference
+    if "encoder" in parts:
+        shapes = {"strips 16x3x32x256": (16, 3, 32, 256)}
+        if not q:
+            shapes["base 4x3x256x256"] = (4, 3, 256, 256)
+        with PeakRSS() as mem:
+            r["encoder_vs_reference"] = bench_encoder(shapes, runs=3 if q else 10, warmup=1 if q else 2)
+        rss["encoder vs reference"] = mem.result
+        print("encoder vs reference: done", flush=True)
+
+    # 4. generation: the CPU recipe's line strips, and (full run) a base-mode page, whose 273 image
+    # placeholders are what the naive loop re-encodes and re-runs for every token
+    if "generate" in parts:
+        r["generation_cache_speedup"] = {}
+        modes = [("32x256", STRIP, 2)] + ([] if q else [("base", "base", 1)])
+        for label, mode, naive_runs in modes:
+            with PeakRSS() as mem:
+                g = bench_generate(tok, mode, new_tokens=64 if q else 256, cached_runs=3 if q else 5,
+                                   naive_runs=1 if q else naive_runs)
+            r["generation_cache_speedup"][label] = g
+            rss[f"generation {label}"] = mem.result
+            print(f"generation {label}: cached {g['speedup']:.1f}x naive", flush=True)
+
+    # 5. renderer against the training step
+    if "render" in parts:
+        train_sps = r["train"]["cpu/stage1"]["samples_per_s"]["median"] if "train" in r else None
+        with PeakRSS() as mem:
+            r["render_vs_train"] = bench_render(tok, DeepEncoderConfig(**ENCODER_PRESETS["cpu"]),
+                                                chunks=3 if q else 5, per_chunk=40 if q else 100,
+                                                train_samples_per_s=train_sps)
+        rss["renderer + pipeline"] = mem.result
+
+    if args.profile:
+        profile_sections(tok, device, amp_dtype)
+    if "matmul_peak_gflops" in r:  # the same peak again: how far the machine drifted during the run
+        best = r["matmul_peak_gflops"]["fp32"]["best_n"]
+        r["matmul_peak_gflops"]["fp32_at_end"] = matmul_peak(device, torch.float32, (best,), 3)
+    r["loadavg_end"] = list(os.getloadavg())
+    r["wall_s"] = round(time.time() - t_start, 1)
+    print_report(r)
+    print(f"wall time {r['wall_s']:.0f}s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=1, default=str)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""
+The benchmark suite's correctness (never its timings): the analytic FLOP count that MFU divides
+by matches torch's FlopCounterMode on real forward + backward passes, and `nanoocr bench --quick
+--json` writes every key the README table is built from.
+"""
+
+import os
+import sys
+import json
+import subprocess
+
+import pytest
+import torch
+
+from conftest import REPO
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS, num_image_tokens
+from nanoocr.gpt import GPTConfig
+from nanoocr.model import build_vlm
+from nanoocr.flops import batch_flops, counted_flops, train_step_flops
+
+VOCAB = 330  # padded to 384 in the lm_head: the count must use the padded size
+
+# DeepSeek-OCR's structure at toy widths: patch 16, two stride-2 convs, window 5 on a 14-wide grid
+# (so windows are zero-padded), four blocks with two global, CLIP's frozen patch conv present
+FULL_LIKE = dict(image_size=224, patch_size=16, sam_width=64, sam_depth=4, sam_heads=2, sam_mlp=128, window_size=5,
+                 global_attn_indexes=(1, 3), neck_channels=32, conv_channels=(48, 64), clip_width=64, clip_depth=2,
+                 clip_heads=2, clip_mlp=128, clip_patch=14, out_dim=96)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # toy models: thread hand-offs cost more than the matmuls; give the old setting back afterwards
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_case(encoder, gpt_kw, height, width, batch=2, text_rows=0, answer=12, freeze_sam=False):
+    """A VLM and a training batch laid out as the dataloader lays it out: rows of
+    <|bos|> <|image|>xN prompt+answer, padded, with text-only rows (no image) last."""
+    enc = DeepEncoderConfig(**encoder)
+    gpt = GPTConfig(sequence_len=512, vocab_size=VOCAB, n_embd=enc.out_dim, **gpt_kw)
+    torch.manual_seed(0)
+    model = build_vlm(enc, gpt, image_token_id=VOCAB - 1, proj_std=0.02).train()
+    if freeze_sam:
+        model.encoder.sam.requires_grad_(False)
+    n = num_image_tokens(enc, (height, width))
+    T = 1 + n + answer
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, VOCAB - 2, (batch, T), generator=g)
+    ids[:batch - text_rows, 1:1 + n] = VOCAB - 1
+    targets = torch.randint(0, VOCAB - 2, (batch, T), generator=g)
+    targets[:, :1 + n] = -1  # the loss covers the answer only, as in training
+    images = torch.randn(batch - text_rows, 3, height, width, generator=g) if batch > text_rows else None
+    return model, dict(input_ids=ids, targets=targets, images=images)
+
+
+@pytest.mark.parametrize("case", [
+    dict(encoder=ENCODER_PRESETS["cpu"], gpt_kw=dict(n_layer=3, n_head=4, n_kv_head=4), height=32, width=256),
+    # Stage 2: SAM frozen (forward only) and a text-only row that skips the encoder
+    dict(encoder=ENCODER_PRESETS["cpu"], gpt_kw=dict(n_layer=3, n_head=4, n_kv_head=4), height=32, width=256,
+         batch=3, text_rows=1, freeze_sam=True),
+    dict(encoder=ENCODER_PRESETS["cpu"], gpt_kw=dict(n_layer=2, n_head=4, n_kv_head=2), height=128, width=128),
+    dict(encoder=FULL_LIKE, gpt_kw=dict(n_layer=2, n_head=3, n_kv_head=1), height=224, width=224),
+    # off the native grid: resampled position tables, a padded window row and column
+    dict(encoder=FULL_LIKE, gpt_kw=dict(n_layer=2, n_head=3, n_kv_head=1), height=160, width=288, freeze_sam=True),
+], ids=["cpu-stage1", "cpu-stage2-text-row", "cpu-gqa-square", "full-like", "full-like-offgrid-frozen"])
+def test_analytic_flops_match_flop_counter(case):
+    model, batch = make_case(**case)
+    analytic = batch_flops(model, batch, freeze_sam=case.get("freeze_sam", False))
+    counted = counted_flops(model, batch)
+    assert counted > 0
+    assert abs(analytic["total"] / counted - 1) < 0.05, (analytic, counted)
+    # forward + backward is about 3x the forward (2x for the pixels' patch conv, 1x for frozen parts)
+    assert analytic["forward"] < analytic["total"] <= 3 * analytic["forward"]
+
+
+def test_flop_count_scales_and_counts_backward():
+    """Guards against a count that matches by accident: twice the rows is twice the FLOPs, freezing
+    SAM removes exactly 2x SAM's forward work (1x for the patch conv, whose input needs no gradient)."""
+    enc = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+    gpt = GPTConfig(sequence_len=256, vocab_size=VOCAB, n_layer=3, n_head=4, n_kv_head=4, n_embd=enc.out_dim)
+    one = train_step_flops(enc, gpt, 1, 60)
+    two = train_step_flops(enc, gpt, 2, 60)
+    assert two["total"] == 2 * one["total"]
+    frozen = train_step_flops(enc, gpt, 1, 60, freeze_sam=True)
+    sam_fwd = sum(one[f"encoder.{k}"] / m for k, m in (("sam", 3), ("neck", 3), ("compressor", 3)))
+    patch_fwd = one["encoder.patch_embed"] / 2
+    assert one["total"] - frozen["total"] == pytest.approx(2 * sam_fwd + patch_fwd)
+
+
+def test_bench_quick_writes_every_key(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "scripts.cli", "bench", "--quick", "--threads", "1", "--json", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    for key in ("matmul_peak_gflops", "train_mfu", "train_samples_per_s", "encoder_vs_reference",
+                "generation_cache_speedup", "render_vs_train", "peak_rss_mb", "loadavg_start", "loadavg_end"):
+        assert key in r, f"missing {key}"
+    assert r["matmul_peak_gflops"]["fp32"]["gflops"] > 0
+    assert "bf16" in r["matmul_peak_gflops"] or "bf16_skipped" in r["matmul_peak_gflops"]
+    for key in ("cpu/stage1", "cpu/stage2", "cpu2x/stage1"):
+        assert r["train_samples_per_s"][key]["median"] > 0
+        s = r["train_mfu"][key]
+        assert 0 < s["min"] <= s["median"] <= s["max"]
+        assert abs(r["train"][key]["flops_check"]["ratio"] - 1) < 0.05
+    enc = r["encoder_vs_reference"]
+    if "skipped" not in enc:
+        entry = enc["strips 16x3x32x256"]
+        assert entry["sdpa"]["median"] > 0 and entry["eager"]["median"] > 0
+        assert entry["max_rel_diff"] < 1e-3  # the two encoders compute the same function
+    gen = r["generation_cache_speedup"]["32x256"]
+    assert gen["speedup"] > 0 and gen["new_tokens"] == 64
+    rv = r["render_vs_train"]
+    assert rv["render_images_per_s"]["median"] > 0 and rv["ratio"] > 0 and rv["pipeline_ratio"] > 0
+    assert r["peak_rss_mb"] and all(m["peak_mb"] > 0 for m in r["peak_rss_mb"].values())
+    assert "nanoocr bench" in proc.stdout and "MFU" in proc.stdout
