@@ -1,8 +1,8 @@
 """
 Speed on this machine, measured against its own limits and against reference code, in one process:
 
-    nanoocr bench                      # the full suite (~10 minutes on 2 CPU cores)
-    nanoocr bench --quick              # smaller repeats and sizes (~1 minute)
+    nanoocr bench                      # the full suite (~3 minutes on 2 CPU cores at 1 thread)
+    nanoocr bench --quick              # smaller repeats and sizes (~40 seconds)
     nanoocr bench --json bench.json --threads 1
     nanoocr bench --only train --profile
 
@@ -20,9 +20,13 @@ Speed on this machine, measured against its own limits and against reference cod
 6. peak resident memory of every measurement (VmHWM, reset before each one).
 
 Everything is a median over repeats with its min-max; ratios of two programs are taken run by
-run with the two alternating, so background load hits both alike. Shared machines drift: the
-load average at start and end is part of the output. The model weights are random (speed does
-not depend on them) and the tokenizer is a 512-id BPE trained on the built-in corpus in a second.
+run with the two alternating, so background load hits both alike. Shared machines drift, so the
+output also has the load average at start and end, the peak measured again at the end, MFU
+against a peak probed right after every step (mfu_vs_peak_now), and cpu_share: the fraction of
+the wall time this process's threads were on a CPU (below 1: other processes took the cores; with
+a busy neighbour use --threads 1, as every parallel region otherwise waits for a descheduled
+thread). The model weights are random (speed does not depend on them) and the tokenizer is a
+512-id BPE trained on the built-in corpus in a second.
 """
 
 import os
@@ -104,9 +108,11 @@ class PeakRSS:
         except OSError:
             self.reset = False
         self.start_mb = _proc_status_mb("VmRSS")
+        self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
+        self.seconds = round(time.perf_counter() - self.t0, 1)
         peak = _proc_status_mb("VmHWM")
         if peak is None:  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS), monotonic
             import resource
@@ -271,7 +277,8 @@ def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtyp
         analytic = flopcount.batch_flops(model, batches[0], freeze_sam)["total"]
         model.zero_grad(set_to_none=True)
         out["flops_check"] = dict(analytic=analytic, flop_counter=counted, ratio=round(analytic / counted, 4))
-    sps, tps, mfu, step_s, flops_sample, share = [], [], [], [], [], []
+    sps, tps, mfu, mfu_now, step_s, flops_sample, share = [], [], [], [], [], [], []
+    probe = [torch.randn(512, 512, device=device) for _ in range(3)]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i, batch in enumerate(batches):
         sync()
@@ -283,14 +290,29 @@ def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtyp
             continue
         share.append((time.process_time() - c0) / (dt * torch.get_num_threads()))
         B, T = batch["input_ids"].shape
-        f = flopcount.batch_flops(model, batch, freeze_sam)["total"]
+        counts = flopcount.batch_flops(model, batch, freeze_sam)
+        f = counts["total"]
+        if "gflops_by_part" not in out:  # where the work is, per sample (first timed batch)
+            out["gflops_by_part"] = {k: round(v / B / 1e9, 4) for k, v in counts.items() if k not in ("total", "forward")}
         step_s.append(dt)
         sps.append(B / dt)
         tps.append(B * T / dt)
         mfu.append(f / dt / (peak_gflops * 1e9))
         flops_sample.append(f / B)
+        # the machine's limit right now: shared hosts drift (neighbours on the same physical cores
+        # slow the FMA units while this process stays on its CPU), so also divide by a peak taken
+        # right after each step -- a 512^3 matmul, which runs at the square-matmul peak here
+        runs = []
+        for _ in range(5):
+            sync()
+            t1 = time.perf_counter()
+            torch.mm(probe[0], probe[1], out=probe[2])
+            sync()
+            runs.append(2 * 512 ** 3 / (time.perf_counter() - t1))
+        mfu_now.append(f / dt / statistics.median(runs))
     n_params = sum(p.numel() for p in model.parameters())
-    out.update(samples_per_s=summary(sps), tokens_per_s=summary(tps), mfu=summary(mfu), step_ms=summary(step_s, 1000),
+    out.update(samples_per_s=summary(sps), tokens_per_s=summary(tps), mfu=summary(mfu), mfu_vs_peak_now=summary(mfu_now),
+               step_ms=summary(step_s, 1000),
                gflops_per_sample=round(statistics.mean(flops_sample) / 1e9, 3), params_m=round(n_params / 1e6, 2),
                cpu_share=round(statistics.median(share), 3), batch=BATCH, mean_T=round(statistics.mean(b["input_ids"].shape[1] for b in batches[warmup:]), 1))
     return out
@@ -493,6 +515,7 @@ def print_report(r):
         rows.append((f"train {key}: samples/s | tokens/s | MFU %",
                      f"{fmt(t['samples_per_s'])} | {fmt(t['tokens_per_s'], 0)} | "
                      f"{fmt({k: 100 * v if k != 'n' else v for k, v in t['mfu'].items()})} "
+                     f"[vs the peak right after each step {fmt({k: 100 * v if k != 'n' else v for k, v in t['mfu_vs_peak_now'].items()})}] "
                      f"({t['gflops_per_sample']} GFLOP/sample, {t['params_m']}M params"
                      + (f", analytic/FlopCounter {t['flops_check']['ratio']}" if "flops_check" in t else "") + ")"))
     enc = r.get("encoder_vs_reference")
@@ -522,13 +545,14 @@ def print_report(r):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="nanoocr bench", description="speed benchmarks on this machine (see the module docstring)")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes (~1 minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes (~40 seconds)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
     parser.add_argument("--only", default="", help="comma-separated parts: matmul,train,encoder,generate,render")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of a training step and of generation")
     parser.add_argument("--device", default="", help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--malloc", default="tuned", choices=["tuned", "default"],
-                        help="tuned: keep freed memory in the process as training does (common.tune_malloc); default: glibc's own")
+                        help="tuned: keep freed memory in the process, as every CPU entry point does (common.tune_malloc); "
+                             "default: glibc's own (whose adaptive thresholds this run's big matmul buffers then raise)")
     args = parser.parse_args(argv)
     malloc_tuned = tune_malloc() if args.malloc == "tuned" else False
     parts = set(args.only.split(",")) if args.only else {"matmul", "train", "encoder", "generate", "render"}
@@ -544,6 +568,7 @@ def main(argv=None):
     print(f"nanoocr bench{' --quick' if q else ''}: {r['machine']['cpu']}, {threads} thread(s), "
           f"load average {r['loadavg_start'][0]:.2f}", flush=True)
     rss = r["peak_rss_mb"] = {}
+    secs = r["section_s"] = {}  # wall seconds of each measurement (what --quick / the full run cost)
 
     # 1. the peak, in fp32 always and in bf16 where the hardware multiplies it natively
     peak = None
@@ -557,6 +582,7 @@ def main(argv=None):
                 res["bf16_skipped"] = "skipped: this CPU has no native bf16 (no avx512_bf16 / amx_bf16); its bf16 matmuls are emulated and far slower than fp32"
         r["matmul_peak_gflops"] = res
         rss["matmul peak"] = mem.result
+        secs["matmul peak"] = mem.seconds
         peak = res["bf16" if amp_dtype == torch.bfloat16 else "fp32"]["gflops"]
         print(f"matmul peak fp32 {res['fp32']['gflops']:.1f} GFLOP/s (N={res['fp32']['best_n']})", flush=True)
 
@@ -574,6 +600,7 @@ def main(argv=None):
             with PeakRSS() as mem:
                 r["train"][key] = bench_train(tok, preset, stage, steps, warmup, peak, device, amp_dtype)
             rss[f"train {key}"] = mem.result
+            secs[f"train {key}"] = mem.seconds
             t = r["train"][key]
             print(f"train {key}: {t['samples_per_s']['median']:.1f} samples/s, MFU {100 * t['mfu']['median']:.1f}%, "
                   f"FLOP check {t['flops_check']['ratio']}", flush=True)
@@ -589,6 +616,7 @@ def main(argv=None):
         with PeakRSS() as mem:
             r["encoder_vs_reference"] = bench_encoder(shapes, runs=3 if q else 10, warmup=1 if q else 2)
         rss["encoder vs reference"] = mem.result
+        secs["encoder vs reference"] = mem.seconds
         print("encoder vs reference: done", flush=True)
 
     # 4. generation: the CPU recipe's line strips, and (full run) a base-mode page, whose 273 image
@@ -602,6 +630,7 @@ def main(argv=None):
                                    naive_runs=1 if q else naive_runs)
             r["generation_cache_speedup"][label] = g
             rss[f"generation {label}"] = mem.result
+            secs[f"generation {label}"] = mem.seconds
             print(f"generation {label}: cached {g['speedup']:.1f}x naive", flush=True)
 
     # 5. renderer against the training step
@@ -612,6 +641,7 @@ def main(argv=None):
                                                 chunks=3 if q else 5, per_chunk=40 if q else 100,
                                                 train_samples_per_s=train_sps)
         rss["renderer + pipeline"] = mem.result
+        secs["renderer + pipeline"] = mem.seconds
 
     if args.profile:
         profile_sections(tok, device, amp_dtype)
