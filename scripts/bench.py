@@ -362,9 +362,10 @@ def reference_pair(attn_impls=("sdpa", "eager")):
 
 
 def ours_out(model, x):
-    """Our encoder's output in the reference's layout: [CLIP tokens, SAM grid tokens] (no projector)."""
-    f = model.encode_features(x)
-    return torch.cat([f["clip"], f["compressed"].flatten(2).transpose(1, 2)], dim=-1)
+    """Our encoder's output in the reference's layout: [CLIP tokens, SAM grid tokens], the same
+    function as encode_features minus the projector (the reference has none, so neither side pays for it)."""
+    _, compressed = model.sam(x)
+    return torch.cat([model.clip(compressed)[:, 1:], compressed.flatten(2).transpose(1, 2)], dim=-1)
 
 
 def ref_out(model, x):
