@@ -85,7 +85,8 @@ for name in evals.split(","):
     if not os.path.exists(path):
         lines.append(f"| {name} | — | (not run) | | | | |")
         continue
-    m = json.load(open(path))
+    full = json.load(open(path))
+    m = dict(full.get("model", {}), mode=full.get("mode"))  # vision_eval nests the model's metrics
     lines.append(f"| {name} ({m.get('mode')}) | {m.get('n')} | {m.get('cer', float('nan')):.4f} | {m.get('wer', float('nan')):.4f} | "
                  f"{m.get('ned', float('nan')):.4f} | {m.get('exact_match', float('nan')):.3f} | {m.get('fox_f1', float('nan')):.3f} |")
     preds = os.path.join(base, "eval", f"{name}.jsonl")

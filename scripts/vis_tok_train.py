@@ -36,6 +36,7 @@ from nanoocr.checkpoint_manager import (save_checkpoint, load_checkpoint, find_l
                                         save_tokenizer_once, load_nanochat_gpt, CheckpointError)
 from nanoocr.vision_dataloader import vision_data_generator
 from nanoocr.diagnostics import encoder_collapse, loss_and_gap
+from nanoocr.flops import batch_flops
 from tasks.sources import training_sources, parse_mode
 
 # -----------------------------------------------------------------------------
@@ -317,16 +318,6 @@ def save(final=False):
 # -----------------------------------------------------------------------------
 # The loop
 
-def measure_flops_per_row(batch):
-    """Forward+backward FLOPs of one row, counted by torch on a real micro-batch (x3 for backward)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        raw_model(batch["input_ids"][:1], targets=batch["targets"][:1],
-                  images=batch["images"][:1] if batch["images"] is not None else None)
-    return 3 * counter.get_total_flops()
-
-
 interrupted = False
 
 
@@ -344,8 +335,7 @@ n_params = sum(p.numel() for p in raw_model.parameters())
 print0(f"model: {n_params / 1e6:.2f}M parameters (encoder {sum(p.numel() for p in raw_model.encoder.parameters()) / 1e6:.2f}M), "
        f"mode {mode}, {grad_accum_steps} micro-batch(es) of {device_batch_size} x {world_size} rank(s) per step")
 peak = peak_flops(device_type, amp_dtype or torch.float32)
-flops_per_row = None
-t_start, t_last, rows_since, tokens_since = time.time(), time.time(), 0, 0
+t_start, t_last, rows_since, tokens_since, flops_since = time.time(), time.time(), 0, 0, 0.0
 start_step = step
 while step < num_steps:
     # fetch the step's micro-batches first: the global answer-token count normalises the loss
@@ -357,8 +347,6 @@ while step < num_steps:
     if is_ddp:
         dist.all_reduce(n_tokens)
     n_tokens = max(float(n_tokens), 1.0)
-    if flops_per_row is None:
-        flops_per_row = measure_flops_per_row(micro[0])
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * lr_multiplier(step, group["part"])
     step_loss = 0.0
@@ -374,6 +362,8 @@ while step < num_steps:
         step_loss += float(loss_sum.detach())
         rows_since += b["input_ids"].size(0)
         tokens_since += b["input_ids"].numel()
+        # analytic model FLOPs (nanoocr/flops.py, checked against FlopCounterMode); Gundam tile lists: n/a
+        flops_since += batch_flops(raw_model, b, freeze_sam)["total"] if not isinstance(b["images"], list) else float("nan")
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
     optimizer.step()
@@ -388,7 +378,7 @@ while step < num_steps:
     if master and (step % log_every == 0 or step == num_steps):
         dt = time.time() - t_last
         rows_s = rows_since * world_size / dt
-        mfu = 100 * flops_per_row * rows_s / (peak * world_size)
+        mfu = 100 * flops_since / dt / peak  # per rank: every rank does the same work
         elapsed = time.time() - t_start
         eta = elapsed / max(1, step - start_step) * (num_steps - step)
         print0(f"step {step:05d}/{num_steps} | loss {train_loss:.4f} (ema {ema_loss:.4f}) | "
@@ -396,7 +386,7 @@ while step < num_steps:
                f"{rows_s:.1f} samples/s | {tokens_since * world_size / dt:,.0f} tok/s | mfu {mfu:.1f}% | "
                f"{elapsed / 60:.1f}m elapsed, eta {eta / 60:.1f}m", flush=True)
         wandb_run.log(dict(step=step, train_loss=train_loss, ema_loss=ema_loss, samples_per_s=rows_s, mfu=mfu))
-        t_last, rows_since, tokens_since = time.time(), 0, 0
+        t_last, rows_since, tokens_since, flops_since = time.time(), 0, 0, 0.0
     time_up = (time_limit_min > 0 and (time.time() - t_start) / 60 >= time_limit_min) or step == stop_after
     last_step = step == num_steps or time_up or interrupted
     if master and ((eval_every > 0 and step % eval_every == 0) or last_step):
@@ -431,3 +421,5 @@ if master and final_samples > 0 and step == num_steps:
     print0(f"{final_label}: {exact}/{len(records)} exact")
 wandb_run.finish()
 compute_cleanup()
+if interrupted:
+    sys.exit(130)  # like a shell's Ctrl-C status, so `set -e` pipelines (speedrun.sh) stop here too
