@@ -223,4 +223,10 @@ def vision_data_generator(get_sample, tokenizer, encoder_config, batch_size, seq
             yield collate(examples, seq_len, pad_id), dict(state)
     finally:
         if pool is not None:
-            pool.terminate()
+            try:
+                pool.terminate()
+            except AssertionError:
+                # CPython's teardown refuses to run when its result thread has already exited with
+                # jobs still queued (seen in long pytest sessions); the workers still must go
+                for p in pool._pool:
+                    p.kill()

@@ -27,13 +27,7 @@ FULL_LIKE = dict(image_size=224, patch_size=16, sam_width=64, sam_depth=4, sam_h
                  clip_heads=2, clip_mlp=128, clip_patch=14, out_dim=96)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # toy models: thread hand-offs cost more than the matmuls; give the old setting back afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_case(encoder, gpt_kw, height, width, batch=2, text_rows=0, answer=12, freeze_sam=False):

@@ -12,6 +12,7 @@ import torch
 
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
 from nanoocr.encoder_weights import load_encoder_weights
+from reference import randomize_, rel_err
 
 TOL = 1e-4
 
@@ -21,23 +22,6 @@ VISION_KW = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, int
 OURS = DeepEncoderConfig(image_size=64, patch_size=8, sam_width=32, sam_depth=1, sam_heads=2, sam_mlp=64,
                          window_size=4, global_attn_indexes=(), neck_channels=32, conv_channels=(64,),
                          clip_width=64, clip_depth=2, clip_heads=4, clip_mlp=128, clip_patch=8, out_dim=16)
-
-
-def randomize_(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            for name, p in m.named_parameters(recurse=False):
-                if isinstance(m, torch.nn.LayerNorm):
-                    p.copy_((1.0 if name == "weight" else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-                elif "embedding" in name or isinstance(m, torch.nn.Embedding):
-                    p.copy_(0.5 * torch.randn(p.shape, generator=g))
-                else:
-                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
-
-
-def rel_err(ours, ref):
-    return ((ours - ref).abs().max() / ref.std()).item()
 
 
 @pytest.fixture(scope="module")

@@ -14,35 +14,13 @@ import torch
 from nanoocr.deepencoder import (DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS, grid_size, num_image_tokens)
 from nanoocr.encoder_weights import load_encoder_weights
 from nanoocr.image_process import process_image
+from reference import randomize_, rel_err, UNLIMITED_SAM_KW, UNLIMITED_CLIP_KW, UNLIMITED_TEXT_KW
 
 TOL = 1e-4
 
-SAM_KW = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, window_size=3, global_attn_indexes=[1],
-              image_size=128, patch_size=16, output_channels=32, downsample_channels=[64, 128], mlp_dim=128)
-CLIP_KW = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
-               image_size=32, patch_size=16)  # its 2 x 2 grid = the SAM grid / 4
-TEXT_KW = dict(vocab_size=256, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, n_routed_experts=4,
-               num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=64, sliding_window=128)
 OURS = DeepEncoderConfig(image_size=128, patch_size=16, sam_width=64, sam_depth=2, sam_heads=2, sam_mlp=128,
                          window_size=3, global_attn_indexes=(1,), neck_channels=32, conv_channels=(64, 128),
                          clip_width=128, clip_depth=2, clip_heads=2, clip_mlp=256, clip_patch=0, out_dim=128)
-
-
-def randomize_(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            for name, p in m.named_parameters(recurse=False):
-                if isinstance(m, torch.nn.LayerNorm):
-                    p.copy_((1.0 if name == "weight" else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-                elif "pos" in name or "embedding" in name:
-                    p.copy_(0.5 * torch.randn(p.shape, generator=g))
-                else:
-                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
-
-
-def rel_err(ours, ref):
-    return ((ours - ref).abs().max() / ref.std()).item()
 
 
 def pixels(*shape, seed=0):
@@ -55,7 +33,7 @@ def ref(tmp_path_factory):
     UnlimitedOcrVisionModel, saved on its own (sam_encoder.*, vision_encoder.*) and as the whole model."""
     from transformers import UnlimitedOcrConfig, UnlimitedOcrModel
     from safetensors.torch import save_file
-    cfg = UnlimitedOcrConfig(vision_config=dict(sam_config=SAM_KW, encoder_config=CLIP_KW), text_config=TEXT_KW)
+    cfg = UnlimitedOcrConfig(vision_config=dict(sam_config=UNLIMITED_SAM_KW, encoder_config=UNLIMITED_CLIP_KW), text_config=UNLIMITED_TEXT_KW)
     model = UnlimitedOcrModel._from_config(cfg, attn_implementation="eager").eval()
     randomize_(model, seed=11)
     model = model.double()

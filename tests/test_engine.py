@@ -21,14 +21,7 @@ CORPUS = ["the quick brown fox jumps over the lazy dog 0123456789 Free OCR. rece
           "Convert the document to markdown. OCR this image. hello world, lines of text"] * 30
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # these models are tiny: per-op thread hand-offs cost more than the matmuls, and much more on a
-    # busy machine, so decode single-threaded and give the old setting back afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

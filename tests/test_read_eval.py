@@ -31,18 +31,7 @@ MODE = [32, 128]  # the "training" mode stored in the checkpoint: read/eval must
 WORDS = ["hello world", "total cash", "the lazy dog", "OCR this"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models decode faster on one thread (see test_engine.py); read/eval honour OMP_NUM_THREADS
-    n, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(n)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def text_image(text, size=(256, 48)):

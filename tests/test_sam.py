@@ -13,27 +13,9 @@ import torch
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
 from nanoocr.encoder_weights import load_encoder_weights
 from nanoocr.sam import window_partition, window_unpartition, resize_pos_embed, rel_pos_table
+from reference import randomize_, rel_err
 
 TOL = 1e-4  # max |ours - ref| / std(ref)
-
-
-def randomize_(model, seed=0):
-    """Every parameter to a non-degenerate value: LayerNorms near identity, embeddings and
-    relative-position tables large enough to matter, weights N(0, 0.1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            for name, p in m.named_parameters(recurse=False):
-                if isinstance(m, torch.nn.LayerNorm) or "layer_norm" in type(m).__name__.lower():
-                    p.copy_((1.0 if name == "weight" else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-                elif "pos" in name:
-                    p.copy_(0.5 * torch.randn(p.shape, generator=g))
-                else:
-                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
-
-
-def rel_err(ours, ref):
-    return ((ours - ref).abs().max() / ref.std()).item()
 
 
 # grid 80/8 = 10 with window 3: the window blocks zero-pad 10 -> 12; block 1 is global

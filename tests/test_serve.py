@@ -36,18 +36,7 @@ PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n" * 20
 CORRUPT_PNG = b"\x89PNG\r\n\x1a\n" + b"not really a png" * 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models decode faster on one thread, and the tests share 2 cores; `read` honours the variable
-    n, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(n)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,21 +19,9 @@ from serve_fixtures import WORDS, make_checkpoint, text_image, server_process, r
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CAP = 24  # --max-tokens-cap, which the page shows as its default max tokens
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason="needs Debian's chromium: apt-get install -y chromium")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(n)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
+pytestmark = [pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                 reason="needs Debian's chromium: apt-get install -y chromium"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 def wait_done(page, timeout_ms=60_000):
