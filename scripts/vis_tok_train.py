@@ -37,7 +37,8 @@ from nanoocr.checkpoint_manager import (save_checkpoint, load_checkpoint, find_l
 from nanoocr.vision_dataloader import vision_data_generator
 from nanoocr.diagnostics import encoder_collapse, loss_and_gap
 from nanoocr.flops import batch_flops
-from tasks.sources import training_sources, parse_mode
+from nanoocr.engine import parse_mode
+from tasks.sources import training_sources
 
 # -----------------------------------------------------------------------------
 # config (override with --key=value, or --preset=NAME for presets/NAME.py)
@@ -292,18 +293,19 @@ def evaluate():
     return out
 
 
-def greedy_cer(records):
-    from nanoocr.engine import generate
-    from nanoocr.metrics import cer
-    from nanoocr.image_process import process_image
-    images = [process_image(r["image_pil"], mode_value, image_size=raw_model.encoder.config.image_size,
-                            multiple=raw_model.encoder.config.stride) for r in records]
+def greedy_read(records, max_tokens):
+    """Greedy answers for records with decoded images ("image_pil"), batched: one encoder call per image."""
+    from nanoocr.engine import generate, preprocess
+    images = [preprocess(raw_model, r["image_pil"], mode_value) for r in records]
     with autocast_ctx:
-        outs = generate(raw_model, tokenizer, images, [r["prompt"] for r in records], max_tokens=max_new_tokens)
-    preds = [o["text"] for o in outs]
-    refs = [r["answer"] for r in records]
-    distinct = len(set(preds))
-    return dict(val_cer=cer(preds, refs), distinct_outputs=distinct, example_pred=preds[0], example_ref=refs[0])
+        outs = generate(raw_model, tokenizer, images, [r["prompt"] for r in records], max_tokens=max_tokens)
+    return [o["text"] for o in outs]
+
+
+def greedy_cer(records):
+    from nanoocr.metrics import cer
+    preds, refs = greedy_read(records, max_new_tokens), [r["answer"] for r in records]
+    return dict(val_cer=cer(preds, refs), distinct_outputs=len(set(preds)), example_pred=preds[0], example_ref=refs[0])
 
 
 def save(final=False):
@@ -406,18 +408,12 @@ while step < num_steps:
         break
 
 if master and final_samples > 0 and step == num_steps:
-    from nanoocr.engine import generate
-    from nanoocr.image_process import process_image
     records = val_records[:final_samples]
     raw_model.eval()
-    images = [process_image(r["image_pil"], mode_value, image_size=raw_model.encoder.config.image_size,
-                            multiple=raw_model.encoder.config.stride) for r in records]
-    exact = 0
-    for r, img in zip(records, images):
-        with autocast_ctx:
-            out = generate(raw_model, tokenizer, [img], [r["prompt"]], max_tokens=seq_len)[0]["text"]
-        exact += out.strip() == r["answer"].strip()
+    preds = greedy_read(records, seq_len)
+    for r, out in zip(records, preds):
         print0(f"--- {r.get('id', '')}\nEXPECTED:  {r['answer']!r}\nGENERATED: {out!r}")
+    exact = sum(out.strip() == r["answer"].strip() for r, out in zip(records, preds))
     print0(f"{final_label}: {exact}/{len(records)} exact")
 wandb_run.finish()
 compute_cleanup()

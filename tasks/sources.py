@@ -22,16 +22,6 @@ from nanoocr.vision_dataloader import records_source
 SOURCE_KINDS = ("json", "jsonl", "folder", "parquet", "fox", "omnidocbench")
 
 
-def parse_mode(mode):
-    """'base' -> 'base'; '32x256' -> (32, 256) (a fixed H x W input for one-line strips)."""
-    if isinstance(mode, (tuple, list)):
-        return tuple(int(v) for v in mode)
-    if "x" in mode:
-        h, w = mode.lower().split("x")
-        return int(h), int(w)
-    return mode
-
-
 def open_source(kind, path, image_col="image", text_col="text", prompt_col="", id_col="", image_dir="",
                 strict=False, skips=None):
     """The reader for a source kind, as a sample iterator."""
