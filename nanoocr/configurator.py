@@ -89,8 +89,18 @@ def read_preset(name):
 
 def configure(scope, argv=None):
     """Apply --preset and --key=value overrides to `scope` (a script's globals()) in place and
-    return the resolved {key: value} dict."""
-    argv = sys.argv[1:] if argv is None else argv
+    return the resolved {key: value} dict. On the real command line (argv None) a bad argument
+    exits with the message (status 2) instead of a traceback; with an explicit argv it raises."""
+    if argv is None:
+        try:
+            return _configure(scope, sys.argv[1:])
+        except ConfigError as e:
+            print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+            sys.exit(2)
+    return _configure(scope, argv)
+
+
+def _configure(scope, argv):
     keys = config_keys(scope)
     defaults = {k: scope[k] for k in keys}
     overrides, preset = {}, None

@@ -45,7 +45,10 @@ def main(argv=None):
     try:
         runpy.run_module(SUBCOMMANDS[name][0], run_name="__main__")
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):  # sys.exit("message"): show it, as the interpreter would
+            print(e.code, file=sys.stderr)
+            return 1
+        return 0 if e.code is None else e.code
     return 0
 
 
