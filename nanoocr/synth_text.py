@@ -301,7 +301,14 @@ def entity(rng):
         label = rng.choice(("Invoice No.", "Order #", "Ref:", "ID", "Account", "SKU", "Serial No."))
         code = faker_call(rng, rng.choice(("ean8", "isbn13", "license_plate", "swift", "ssn", "bothify")))
         return f"{label} {code}"
-    return faker_call(rng, rng.choice(("country", "color_name", "ipv4", "time", "day_of_week", "iban")))
+    method = rng.choice(("country", "color_name", "ipv4", "time", "day_of_week", "iban"))
+    # Faker's date/time providers draw between the epoch and *now*, so their strings change from one
+    # second to the next: draw these two from our rng instead, to keep samples reproducible
+    if method == "time":
+        return f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+    if method == "day_of_week":
+        return rng.choice(("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"))
+    return faker_call(rng, method)
 
 
 def line_text(rng, mix, max_words):
