@@ -22,6 +22,7 @@ the file, or with strict=True an error — a silently dropped sample is how a da
 """
 
 import os
+import json
 import sys
 import bisect
 import random
@@ -114,6 +115,21 @@ def make_sample(sample_id, image, prompt, answer, source, where, skips, strict):
     if before.strip():
         sample["prompt_before"] = before
     return sample
+
+
+def load_json_list(path, kind, expected):
+    """A JSON file that must hold a list (Fox, OmniDocBench): the list, or a DataError naming the
+    file — missing, not JSON, or not a list (`expected` says what it should contain)."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such {kind} JSON file")
+    with open(path, encoding="utf-8-sig") as f:  # -sig: tolerate a BOM from Windows editors
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of {expected}")
+    return data
 
 
 def resolve_image(image, base_dir):

@@ -19,7 +19,7 @@ with the authors' own script): a JSON list of {"image", "question", "label" (gro
 import json
 import os
 
-from tasks.common import DataError, join_prompt, make_sample, new_skips, resolve_image, skip
+from tasks.common import DataError, join_prompt, load_json_list, make_sample, new_skips, resolve_image, skip
 
 HUMAN_ROLES = ("human", "user")
 MODEL_ROLES = ("gpt", "assistant")
@@ -28,15 +28,7 @@ MODEL_ROLES = ("gpt", "assistant")
 def read(path, image_dir=None, strict=False, skips=None, source=None):
     """Yield samples from a Fox ground-truth JSON. The sample id is the image name exactly as the
     JSON writes it, which is what write_predictions puts back in "image"."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such Fox JSON file")
-    with open(path, encoding="utf-8-sig") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of {{'image', 'conversations'}} records")
+    data = load_json_list(path, "Fox", "{'image', 'conversations'} records")
     skips = new_skips() if skips is None else skips
     base_dir = os.path.abspath(image_dir) if image_dir else os.path.dirname(os.path.abspath(path))
     source = source or os.path.splitext(os.path.basename(path))[0]

@@ -20,11 +20,10 @@ Predictions: one markdown file per page, named like the image with .md (what Omn
 end-to-end evaluator reads from its prediction directory).
 """
 
-import json
 import os
 import sys
 
-from tasks.common import DataError, make_sample, new_skips, resolve_image, skip
+from tasks.common import load_json_list, make_sample, new_skips, resolve_image, skip
 
 # No grounding tag: the assembled answers carry no boxes, so "<|grounding|>..." would be a lie.
 DEFAULT_PROMPT = "Convert the document to markdown."
@@ -73,15 +72,7 @@ def read(path, image_dir=None, prompt=DEFAULT_PROMPT, skip_categories=(), strict
     """Yield one sample per page of an OmniDocBench JSON. Images are looked up in image_dir, by
     default images/ beside the JSON (the dataset's layout) or else the JSON's own directory. The id
     is page_info.image_path, which write_predictions turns into the .md name."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such OmniDocBench JSON file")
-    with open(path, encoding="utf-8-sig") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of pages with 'layout_dets' and 'page_info'")
+    data = load_json_list(path, "OmniDocBench", "pages with 'layout_dets' and 'page_info'")
     skips = new_skips() if skips is None else skips
     json_dir = os.path.dirname(os.path.abspath(path))
     if image_dir is None:
