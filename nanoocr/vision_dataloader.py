@@ -88,7 +88,7 @@ def prepare_vision(sample, tokenizer, encoder_config, mode, max_pixels=DEFAULT_M
     # holds any text that came before it, see tasks/common.py)
     user = sample.get("prompt_before", "") + IMAGE_MARKER + "\n" + (sample.get("prompt") or "Free OCR.")
     ids, mask = tokenizer.render_conversation(ocr_conversation(user, answer), n_img)
-    return dict(ids=ids, mask=mask, image=processed, n_image_tokens=n_img, name=name)
+    return dict(ids=ids, mask=mask, image=processed, n_image_tokens=n_img, name=name, answer=answer)
 
 
 def prepare_text(text, tokenizer):
@@ -150,6 +150,7 @@ def collate(examples, seq_len, pad_id):
                 n_image_tokens=[e["n_image_tokens"] for e in examples],
                 n_answer_tokens=int((targets != -1).sum()),
                 is_text=[e["image"] is None for e in examples],
+                answers=[e["answer"] for e in examples if e["image"] is not None],  # in image order
                 names=[e["name"] for e in examples])
 
 

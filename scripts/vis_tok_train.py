@@ -92,6 +92,7 @@ step_size = 2000            # step: multiply by step_gamma every step_size steps
 step_gamma = 0.1
 encoder_freeze_steps = 0    # keep the encoder + projector lr at 0 for these first steps (CPU recipe) ...
 encoder_rewarmup = 100      # ... then re-warm it up over this many steps
+ctc_weight = 0.0            # auxiliary CTC loss on the SAM neck (nanoocr/ctc.py; one-line strips only; 0 = off)
 freeze_sam = False          # freeze SAM + neck + convs (Stage 2)
 freeze_clip = False
 freeze_projector = False
@@ -168,6 +169,15 @@ for name, flag in (("sam", freeze_sam), ("clip", freeze_clip), ("projector", fre
             model.encoder.view_separator.requires_grad_(False)
 mode_value = parse_mode(mode)
 
+# The auxiliary CTC head (off unless ctc_weight > 0) reads the neck map that SAM's forward hands to
+# the hook below, so the loss rides on the model's own forward (and DDP's) with no second encoder pass.
+ctc_head, neck_seen = None, {}
+if ctc_weight > 0:
+    from nanoocr.ctc import CTCHead, ctc_loss_sum
+    assert isinstance(mode_value, tuple), f"ctc_weight needs fixed one-line strips (mode=HxW), not mode={mode!r}"
+    ctc_head = CTCHead(model.encoder.config.neck_channels).to(device)
+    model.encoder.sam.register_forward_hook(lambda module, inputs, output: neck_seen.__setitem__("neck", output[0]))
+
 # -----------------------------------------------------------------------------
 # Optimiser: AdamW with one learning rate per component; no weight decay on vectors (norms,
 # biases, newline/separator) — decaying them only fights their purpose.
@@ -183,7 +193,9 @@ def param_groups():
             parts["projector"].append(p)
         else:
             parts["encoder"].append(p)
-    lrs = {"encoder": lr_encoder, "projector": lr_projector, "gpt": lr_gpt}
+    if ctc_head is not None:
+        parts["ctc"] = list(ctc_head.parameters())
+    lrs = {"encoder": lr_encoder, "projector": lr_projector, "gpt": lr_gpt, "ctc": lr_encoder}
     groups = []
     for part, params in parts.items():
         for decay in (True, False):
@@ -256,6 +268,9 @@ if resume:
     else:
         model_data, optim_data, meta = load_checkpoint(checkpoint_dir, last, device, load_optimizer=True, rank=rank)
         model.load_state_dict(model_data)
+        if ctc_head is not None:
+            assert "ctc_head" in optim_data, f"{checkpoint_dir} step {last} was trained without ctc_weight; resume with --ctc_weight=0"
+            ctc_head.load_state_dict(optim_data["ctc_head"])
         optimizer.load_state_dict(optim_data["optimizer"])
         loader_state = optim_data["loader"]
         torch.set_rng_state(optim_data["rng"]["torch"])
@@ -310,6 +325,8 @@ def greedy_cer(records):
 
 def save(final=False):
     optim_data = dict(optimizer=optimizer.state_dict(), loader=loader_state, rng=dict(torch=torch.get_rng_state()))
+    if ctc_head is not None:
+        optim_data["ctc_head"] = ctc_head.state_dict()
     meta = dict(model_config=raw_model.config, user_config=config, step=step, stage=stage, mode=mode,
                 loop=dict(ema_loss=ema_loss, losses=losses), history=history, final=final,
                 val=history[-1] if history else None)
@@ -351,7 +368,7 @@ while step < num_steps:
     n_tokens = max(float(n_tokens), 1.0)
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * lr_multiplier(step, group["part"])
-    step_loss = 0.0
+    step_loss, step_ctc = 0.0, 0.0
     for i, b in enumerate(micro):
         sync = nullcontext() if (not is_ddp or i == len(micro) - 1) else model.no_sync()
         with sync:
@@ -359,15 +376,24 @@ while step < num_steps:
                 loss_sum = model(b["input_ids"].to(device), targets=b["targets"].to(device),
                                  images=b["images"].to(device) if torch.is_tensor(b["images"]) else b["images"],
                                  loss_reduction="sum")
-            # DDP averages gradients over ranks; scaling by world_size makes it a global sum
-            (loss_sum * world_size / n_tokens).backward()
+                loss = loss_sum * world_size / n_tokens  # DDP averages over ranks: x world_size = a global sum
+                if ctc_head is not None and b["images"] is not None:  # (a text-only micro-batch has no neck)
+                    assert torch.is_tensor(b["images"]), "ctc_weight needs same-size strips in every batch"
+                    ctc_sum, _ = ctc_loss_sum(ctc_head, neck_seen.pop("neck"), b["answers"])
+                    loss = loss + ctc_weight * ctc_sum * world_size / total_batch_size
+                    step_ctc += float(ctc_sum.detach()) / total_batch_size
+            loss.backward()
         step_loss += float(loss_sum.detach())
         rows_since += b["input_ids"].size(0)
         tokens_since += b["input_ids"].numel()
         # analytic model FLOPs (nanoocr/flops.py, checked against FlopCounterMode); Gundam tile lists: n/a
         flops_since += batch_flops(raw_model, b, freeze_sam)["total"] if not isinstance(b["images"], list) else float("nan")
+    if ctc_head is not None and is_ddp:  # the head is outside DDP: average its gradient by hand
+        for p in ctc_head.parameters():
+            dist.all_reduce(p.grad)
+            p.grad /= world_size
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+        torch.nn.utils.clip_grad_norm_(list(raw_model.parameters()) + list(ctc_head.parameters() if ctc_head else []), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     loss_t = torch.tensor(step_loss, dtype=torch.float64, device=device)
@@ -385,6 +411,7 @@ while step < num_steps:
         eta = elapsed / max(1, step - start_step) * (num_steps - step)
         print0(f"step {step:05d}/{num_steps} | loss {train_loss:.4f} (ema {ema_loss:.4f}) | "
                f"lr x{lr_multiplier(step - 1, 'gpt'):.3f} enc x{lr_multiplier(step - 1, 'encoder'):.3f} | "
+               + (f"ctc {step_ctc:.3f} | " if ctc_head is not None else "") +
                f"{rows_s:.1f} samples/s | {tokens_since * world_size / dt:,.0f} tok/s | mfu {mfu:.1f}% | "
                f"{elapsed / 60:.1f}m elapsed, eta {eta / 60:.1f}m", flush=True)
         wandb_run.log(dict(step=step, train_loss=train_loss, ema_loss=ema_loss, samples_per_s=rows_s, mfu=mfu))

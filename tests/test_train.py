@@ -47,17 +47,21 @@ def losses(base, tag, phase="vis_tok"):
     return load_meta(d, committed_steps(d)[-1])["loop"]["losses"]
 
 
-def test_resume_equals_uninterrupted(base):
-    run(base, ["--tag=full", "--num_steps=4", "--save_every=0"])
-    run(base, ["--tag=split", "--num_steps=4", "--save_every=0", "--stop_after=2"])
-    assert committed_steps(os.path.join(base, "vis_tok_checkpoints", "split")) == [2]
-    out = run(base, ["--tag=split", "--num_steps=4", "--save_every=0", "--resume=True"])
+@pytest.mark.parametrize("ctc", ["0", "1"])  # with the auxiliary CTC head, whose state lives in the checkpoint too
+def test_resume_equals_uninterrupted(base, ctc):
+    args = ["--num_steps=4", "--save_every=0", f"--ctc_weight={ctc}", "--mode=32x128"]
+    run(base, args + [f"--tag=full{ctc}"])
+    run(base, args + [f"--tag=split{ctc}", "--stop_after=2"])
+    assert committed_steps(os.path.join(base, "vis_tok_checkpoints", f"split{ctc}")) == [2]
+    out = run(base, args + [f"--tag=split{ctc}", "--resume=True"])
     assert "resumed from" in out and "step 2" in out
-    a, b = losses(base, "full"), losses(base, "split")
+    a, b = losses(base, f"full{ctc}"), losses(base, f"split{ctc}")
     assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
     for (_, x), (_, y) in zip(a, b):
         assert abs(x - y) <= 1e-6, (a, b)
     assert a[0][1] != a[-1][1]  # it trained
+    if ctc == "1":
+        assert "| ctc " in out
 
 
 def _torchrun(base, args, nproc=2):
@@ -71,16 +75,23 @@ def _torchrun(base, args, nproc=2):
 
 @pytest.mark.slow  # ~1 minute: three small runs, two of them under torchrun
 def test_ddp_matches_single_process(base):
-    common = ["--num_steps=3", "--save_every=0", "--total_batch_size=8"]
+    # with the CTC head on: it sits outside DDP and its gradient is averaged by hand
+    common = ["--num_steps=3", "--save_every=0", "--total_batch_size=8", "--ctc_weight=1", "--mode=32x128"]
     run(base, common + ["--tag=single", "--device_batch_size=4"])  # 1 rank, 2 accumulation steps
     _torchrun(base, common + ["--tag=ddp", "--device_batch_size=4"])  # 2 ranks x 4
     _torchrun(base, common + ["--tag=ddp_accum", "--device_batch_size=2"])  # 2 ranks x 2 x 2 accumulation
     single = losses(base, "single")
+    model_1, optim_1, _ = load_checkpoint(os.path.join(base, "vis_tok_checkpoints", "single"), load_optimizer=True)
     for tag in ("ddp", "ddp_accum"):
         other = losses(base, tag)
         assert len(other) == 3
         for (_, x), (_, y) in zip(single, other):
             assert abs(x - y) <= 1e-5, (tag, single, other)
+        model_n, optim_n, _ = load_checkpoint(os.path.join(base, "vis_tok_checkpoints", tag), load_optimizer=True)
+        for name in ("encoder.sam.patch_embed.weight", "gpt.lm_head.weight"):
+            assert torch.allclose(model_1[name], model_n[name], atol=1e-5), (tag, name)
+        for name, w in optim_1["ctc_head"].items():
+            assert torch.allclose(w, optim_n["ctc_head"][name], atol=1e-5), (tag, name)
 
 
 def test_stage2_freezes_sam_and_trains_the_rest(base):

@@ -1,0 +1,61 @@
+"""
+An auxiliary CTC loss on the SAM neck: a training-time crutch for the from-scratch CPU recipe,
+off by default (ctc_weight=0) and never part of the model.
+
+Why: trained only through the GPT's next-token loss, a freshly initialised encoder gets a weak,
+late signal — the decoder first learns to guess text without looking (notes/cpu-recipe-probe.md:
+the image-ablation gap stays near zero for hundreds of steps, and the encoder can collapse). A
+CTC head reading characters left to right straight off the neck grid tells SAM, from step 0,
+which strokes matter. The head is a single linear layer, so the neck itself must carry the
+character identity: what CTC teaches lands where the GPT needs it.
+
+    neck [B, C, h, w] --mean over h--> [B, w, C] --Linear--> per-column character log-probs
+    loss = CTC(log-probs, the answer's characters), one frame per neck column
+
+One frame per column means a w-column neck can hold at most ~w/2 characters with repeats (CTC
+needs a blank between equal neighbours); rows it cannot align contribute zero (zero_infinity),
+they are not errors. Only for one-line strips — a page's characters are not a left-to-right
+sequence over columns. The head lives in the training script's optimiser and checkpoints.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# printable ASCII; anything else (accents, symbols) shares one "other" class
+CHARSET = "".join(chr(c) for c in range(32, 127))
+_INDEX = {ch: i + 1 for i, ch in enumerate(CHARSET)}   # 0 is CTC's blank
+OTHER = len(CHARSET) + 1
+NUM_CLASSES = len(CHARSET) + 2
+
+
+def char_ids(text):
+    """Text -> CTC target ids (1..95 printable ASCII, OTHER for the rest)."""
+    return [_INDEX.get(ch, OTHER) for ch in text]
+
+
+class CTCHead(nn.Module):
+    def __init__(self, neck_channels):
+        super().__init__()
+        self.proj = nn.Linear(neck_channels, NUM_CLASSES)
+        nn.init.normal_(self.proj.weight, std=neck_channels ** -0.5)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, neck):
+        """neck [B, C, h, w] -> log-probs [w, B, NUM_CLASSES] (CTC's time-major layout)."""
+        cols = neck.float().mean(dim=2).transpose(1, 2)  # [B, w, C]
+        return F.log_softmax(self.proj(cols), dim=-1).transpose(0, 1)
+
+
+def ctc_loss_sum(head, neck, answers):
+    """Sum over rows of each row's CTC loss divided by its character count (so a long line does
+    not outweigh a short one), plus the number of rows that took part. answers: one string per
+    image row, in the batch's image order."""
+    assert neck.size(0) == len(answers), f"{neck.size(0)} neck maps for {len(answers)} answers"
+    log_probs = head(neck)
+    targets = [char_ids(a) for a in answers]
+    lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+    frames = torch.full((len(answers),), log_probs.size(0), dtype=torch.long)
+    per_row = F.ctc_loss(log_probs, flat, frames, lengths, blank=0, reduction="none", zero_infinity=True)
+    return (per_row / lengths.clamp_min(1)).sum(), len(answers)

@@ -1,0 +1,48 @@
+"""The auxiliary CTC loss (nanoocr/ctc.py): targets, a hand-made perfect alignment, rows that cannot
+align, and that the gradient reaches the features it reads."""
+import math
+
+import torch
+
+from nanoocr.ctc import CTCHead, ctc_loss_sum, char_ids, NUM_CLASSES, OTHER
+
+
+def test_char_ids_cover_ascii_and_share_one_class_for_the_rest():
+    ids = char_ids("Az 9~é€")
+    assert ids[:5] == [ord("A") - 31, ord("z") - 31, 1, ord("9") - 31, ord("~") - 31]
+    assert ids[5] == ids[6] == OTHER == NUM_CLASSES - 1
+    assert 0 not in ids  # 0 is the blank
+
+
+def _peaked_head(neck_channels):
+    """A head that maps one-hot channel c straight to class c (log-prob ~0 for it)."""
+    head = CTCHead(neck_channels)
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.bias.zero_()
+        head.proj.weight[:, :].copy_(torch.eye(NUM_CLASSES, neck_channels) * 50)
+    return head
+
+
+def test_a_perfect_alignment_costs_almost_nothing_and_a_wrong_text_costs_a_lot():
+    head = _peaked_head(NUM_CLASSES)
+    text = "abba"  # a repeat needs a blank between the two b's
+    frames = [char_ids("a")[0], char_ids("b")[0], 0, char_ids("b")[0], char_ids("a")[0], 0]
+    neck = torch.zeros(1, NUM_CLASSES, 2, len(frames))
+    for t, c in enumerate(frames):
+        neck[0, c, :, t] = 1.0  # both rows of the neck agree; the head averages them
+    with torch.no_grad():
+        good, n = ctc_loss_sum(head, neck, [text])
+        bad, _ = ctc_loss_sum(head, neck, ["abcd"])
+    assert n == 1 and float(good) < 1e-3
+    assert float(bad) > 10
+
+
+def test_rows_that_cannot_align_add_zero_not_inf():
+    head = CTCHead(8)
+    neck = torch.randn(2, 8, 4, 3, requires_grad=True)  # 3 frames
+    loss, n = ctc_loss_sum(head, neck, ["ab", "aaaa"])  # "aaaa" needs 7 frames
+    assert n == 2 and math.isfinite(float(loss)) and float(loss) > 0
+    loss.backward()
+    assert torch.isfinite(neck.grad).all()
+    assert neck.grad[0].abs().sum() > 0 and neck.grad[1].abs().sum() == 0
