@@ -35,24 +35,31 @@ def char_ids(text):
 
 
 class CTCHead(nn.Module):
-    def __init__(self, neck_channels):
+    """Per-column character log-probs from a feature map: average the rows, then one linear layer
+    giving frames_per_column CTC frames per column (2 for the compressed token grid, whose columns
+    are twice as wide as the neck's)."""
+
+    def __init__(self, channels, frames_per_column=1):
         super().__init__()
-        self.proj = nn.Linear(neck_channels, NUM_CLASSES)
-        nn.init.normal_(self.proj.weight, std=neck_channels ** -0.5)
+        self.frames_per_column = frames_per_column
+        self.proj = nn.Linear(channels, frames_per_column * NUM_CLASSES)
+        nn.init.normal_(self.proj.weight, std=channels ** -0.5)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, neck):
-        """neck [B, C, h, w] -> log-probs [w, B, NUM_CLASSES] (CTC's time-major layout)."""
-        cols = neck.float().mean(dim=2).transpose(1, 2)  # [B, w, C]
-        return F.log_softmax(self.proj(cols), dim=-1).transpose(0, 1)
+    def forward(self, features):
+        """features [B, C, h, w] -> log-probs [w * frames_per_column, B, NUM_CLASSES] (CTC's time-major layout)."""
+        B, _, _, w = features.shape
+        cols = features.float().mean(dim=2).transpose(1, 2)  # [B, w, C]
+        logits = self.proj(cols).view(B, w * self.frames_per_column, NUM_CLASSES)
+        return F.log_softmax(logits, dim=-1).transpose(0, 1)
 
 
-def ctc_loss_sum(head, neck, answers):
+def ctc_loss_sum(head, features, answers):
     """Sum over rows of each row's CTC loss divided by its character count (so a long line does
     not outweigh a short one), plus the number of rows that took part. answers: one string per
     image row, in the batch's image order."""
-    assert neck.size(0) == len(answers), f"{neck.size(0)} neck maps for {len(answers)} answers"
-    log_probs = head(neck)
+    assert features.size(0) == len(answers), f"{features.size(0)} feature maps for {len(answers)} answers"
+    log_probs = head(features)
     targets = [char_ids(a) for a in answers]
     lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
     flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)

@@ -92,7 +92,8 @@ step_size = 2000            # step: multiply by step_gamma every step_size steps
 step_gamma = 0.1
 encoder_freeze_steps = 0    # keep the encoder + projector lr at 0 for these first steps (CPU recipe) ...
 encoder_rewarmup = 100      # ... then re-warm it up over this many steps
-ctc_weight = 0.0            # auxiliary CTC loss on the SAM neck (nanoocr/ctc.py; one-line strips only; 0 = off)
+ctc_weight = 0.0            # auxiliary CTC loss (nanoocr/ctc.py; one-line strips only; 0 = off) ...
+ctc_features = "neck"       # ... read off the SAM neck map, or the projected "tokens" the GPT reads
 freeze_sam = False          # freeze SAM + neck + convs (Stage 2)
 freeze_clip = False
 freeze_projector = False
@@ -171,12 +172,26 @@ mode_value = parse_mode(mode)
 
 # The auxiliary CTC head (off unless ctc_weight > 0) reads the neck map that SAM's forward hands to
 # the hook below, so the loss rides on the model's own forward (and DDP's) with no second encoder pass.
-ctc_head, neck_seen = None, {}
+ctc_head, ctc_seen = None, {}
 if ctc_weight > 0:
     from nanoocr.ctc import CTCHead, ctc_loss_sum
+    from nanoocr.deepencoder import grid_size
     assert isinstance(mode_value, tuple), f"ctc_weight needs fixed one-line strips (mode=HxW), not mode={mode!r}"
-    ctc_head = CTCHead(model.encoder.config.neck_channels).to(device)
-    model.encoder.sam.register_forward_hook(lambda module, inputs, output: neck_seen.__setitem__("neck", output[0]))
+    enc_cfg = model.encoder.config
+    if ctc_features == "neck":  # [B, neck, H/p, W/p]: one frame per neck column
+        ctc_head = CTCHead(enc_cfg.neck_channels).to(device)
+        model.encoder.sam.register_forward_hook(lambda module, inputs, output: ctc_seen.__setitem__("f", output[0]))
+    else:  # the projector's [B, qh*qw, D] as a [B, D, qh, qw] map: two frames per (twice as wide) column
+        assert ctc_features == "tokens", f"ctc_features={ctc_features!r}: neck | tokens"
+        qh, qw = grid_size(enc_cfg, *mode_value)
+        ctc_head = CTCHead(enc_cfg.out_dim, frames_per_column=2 ** enc_cfg.num_convs).to(device)
+        model.encoder.projector.register_forward_hook(lambda module, inputs, output: ctc_seen.__setitem__("f", output))
+
+
+def ctc_feature_map():
+    """The features the last training forward handed to the hook, as a [B, C, h, w] map."""
+    f = ctc_seen.pop("f")
+    return f if ctc_features == "neck" else f.transpose(1, 2).reshape(f.size(0), -1, qh, qw)
 
 # -----------------------------------------------------------------------------
 # Optimiser: AdamW with one learning rate per component; no weight decay on vectors (norms,
@@ -379,7 +394,7 @@ while step < num_steps:
                 loss = loss_sum * world_size / n_tokens  # DDP averages over ranks: x world_size = a global sum
                 if ctc_head is not None and b["images"] is not None:  # (a text-only micro-batch has no neck)
                     assert torch.is_tensor(b["images"]), "ctc_weight needs same-size strips in every batch"
-                    ctc_sum, _ = ctc_loss_sum(ctc_head, neck_seen.pop("neck"), b["answers"])
+                    ctc_sum, _ = ctc_loss_sum(ctc_head, ctc_feature_map(), b["answers"])
                     loss = loss + ctc_weight * ctc_sum * world_size / total_batch_size
                     step_ctc += float(ctc_sum.detach()) / total_batch_size
             loss.backward()

@@ -42,7 +42,25 @@ def test_rows_that_cannot_align_add_zero_not_inf():
     head = CTCHead(8)
     neck = torch.randn(2, 8, 4, 3, requires_grad=True)  # 3 frames
     loss, n = ctc_loss_sum(head, neck, ["ab", "aaaa"])  # "aaaa" needs 7 frames
-    assert n == 2 and math.isfinite(float(loss)) and float(loss) > 0
+    assert n == 2 and math.isfinite(float(loss.detach())) and float(loss.detach()) > 0
     loss.backward()
     assert torch.isfinite(neck.grad).all()
     assert neck.grad[0].abs().sum() > 0 and neck.grad[1].abs().sum() == 0
+
+
+def test_two_frames_per_column_read_a_twice_denser_sequence():
+    """frames_per_column=2 (the compressed token grid): column j yields frames 2j and 2j+1, in order."""
+    head = CTCHead(2 * NUM_CLASSES, frames_per_column=2)
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.bias.zero_()
+        head.proj.weight.copy_(torch.eye(2 * NUM_CLASSES) * 50)  # channel k*NUM_CLASSES + c -> frame k, class c
+    text = "xyz"
+    frames = [char_ids("x")[0], char_ids("y")[0], char_ids("z")[0], 0]
+    feats = torch.zeros(1, 2 * NUM_CLASSES, 1, 2)
+    for t, c in enumerate(frames):
+        feats[0, (t % 2) * NUM_CLASSES + c, 0, t // 2] = 1.0
+    with torch.no_grad():
+        good, _ = ctc_loss_sum(head, feats, [text])
+        swapped, _ = ctc_loss_sum(head, feats, ["yxz"])
+    assert float(good) < 1e-3 and float(swapped) > 10
