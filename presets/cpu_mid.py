@@ -1,5 +1,5 @@
 """The CPU recipe, Stage 2: from this tag's Stage 1 result, SAM + neck + conv frozen, 10% text-only
-rows and DESIGN §5's learning rate 3e-5 (Stage 1 ends its cosine at 5e-5; restarting at 3e-4, the
+rows and DESIGN §5's learning rate 3e-5 (Stage 1 ends its cosine at 1e-4; restarting at 3e-4, the
 first recipe's choice, measured no better: test CER 0.227 vs 0.218 with Stage 1 alone, 0.228 at
 1e-4). At this scale Stage 2 is short: it exists to freeze SAM and mix text as the full recipe does."""
 tag = "cpu"

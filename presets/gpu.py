@@ -1,5 +1,7 @@
 """The speedrun on one or more CUDA GPUs (Stage 1): the CPU recipe's architecture and data, wider
-and longer — a 6-layer 384-wide GPT, 4x the batch, 5x the steps, bf16 autocast, data workers."""
+and longer — a 6-layer 384-wide GPT, 4x the batch, 5x the steps, bf16 autocast, data workers.
+The CPU recipe's auxiliary CTC loss on the vision tokens replaces the encoder freeze (dev/LOG.md c1-c3:
+it read ~2x sooner per step on CPU). Not yet run on a GPU."""
 tag = "gpu"
 encoder_preset = "cpu"
 gpt_depth = 6
@@ -19,7 +21,9 @@ lr_encoder = 1e-3
 lr_projector = 1e-3
 lr_gpt = 1e-3
 warmup_steps = 200
-encoder_freeze_steps = 300
+encoder_freeze_steps = 0
+ctc_weight = 1.0
+ctc_features = "tokens"
 eval_every = 1000
 cer_samples = 64
 max_new_tokens = 40
