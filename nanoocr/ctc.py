@@ -1,21 +1,25 @@
 """
-An auxiliary CTC loss on the SAM neck: a training-time crutch for the from-scratch CPU recipe,
+An auxiliary CTC loss for one-line strips: a training-time crutch for the from-scratch CPU recipe,
 off by default (ctc_weight=0) and never part of the model.
 
 Why: trained only through the GPT's next-token loss, a freshly initialised encoder gets a weak,
 late signal — the decoder first learns to guess text without looking (notes/cpu-recipe-probe.md:
 the image-ablation gap stays near zero for hundreds of steps, and the encoder can collapse). A
-CTC head reading characters left to right straight off the neck grid tells SAM, from step 0,
-which strokes matter. The head is a single linear layer, so the neck itself must carry the
-character identity: what CTC teaches lands where the GPT needs it.
+CTC head reading characters left to right straight off the encoder's features tells it, from
+step 0, which strokes matter. The head is a single linear layer, so the features themselves must
+carry the character identity. Two places to read (the training script's ctc_features):
 
-    neck [B, C, h, w] --mean over h--> [B, w, C] --Linear--> per-column character log-probs
-    loss = CTC(log-probs, the answer's characters), one frame per neck column
+    neck   [B, C, h, w]  the SAM neck, one frame per column
+    tokens [B, D, qh, qw] the projected vision tokens the GPT reads, 2**num_convs frames per column
+    features --mean over rows--> [B, w, C] --Linear--> per-frame character log-probs
+    loss = CTC(log-probs, the answer's characters)
 
-One frame per column means a w-column neck can hold at most ~w/2 characters with repeats (CTC
-needs a blank between equal neighbours); rows it cannot align contribute zero (zero_infinity),
-they are not errors. Only for one-line strips — a page's characters are not a left-to-right
-sequence over columns. The head lives in the training script's optimiser and checkpoints.
+On the tokens the CTC gradient also trains the compressor, CLIP and projector, which the neck
+version leaves to the GPT's loss alone (dev/LOG.md c3: it reads ~300-500 steps sooner).
+A w-frame sequence holds at most ~w/2 characters with repeats (CTC needs a blank between equal
+neighbours); rows it cannot align contribute zero (zero_infinity), they are not errors. Only for
+one-line strips — a page's characters are not a left-to-right sequence over columns. The head
+lives in the training script's optimiser and checkpoints.
 """
 
 import torch
@@ -56,8 +60,7 @@ class CTCHead(nn.Module):
 
 def ctc_loss_sum(head, features, answers):
     """Sum over rows of each row's CTC loss divided by its character count (so a long line does
-    not outweigh a short one), plus the number of rows that took part. answers: one string per
-    image row, in the batch's image order."""
+    not outweigh a short one). answers: one string per image row, in the batch's image order."""
     assert features.size(0) == len(answers), f"{features.size(0)} feature maps for {len(answers)} answers"
     log_probs = head(features)
     targets = [char_ids(a) for a in answers]
@@ -65,4 +68,4 @@ def ctc_loss_sum(head, features, answers):
     flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
     frames = torch.full((len(answers),), log_probs.size(0), dtype=torch.long)
     per_row = F.ctc_loss(log_probs, flat, frames, lengths, blank=0, reduction="none", zero_infinity=True)
-    return (per_row / lengths.clamp_min(1)).sum(), len(answers)
+    return (per_row / lengths.clamp_min(1)).sum()

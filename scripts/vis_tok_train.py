@@ -170,8 +170,8 @@ for name, flag in (("sam", freeze_sam), ("clip", freeze_clip), ("projector", fre
             model.encoder.view_separator.requires_grad_(False)
 mode_value = parse_mode(mode)
 
-# The auxiliary CTC head (off unless ctc_weight > 0) reads the neck map that SAM's forward hands to
-# the hook below, so the loss rides on the model's own forward (and DDP's) with no second encoder pass.
+# The auxiliary CTC head (off unless ctc_weight > 0) reads the neck map or the projected tokens that a
+# forward hook keeps, so the loss rides on the model's own forward (and DDP's): no second encoder pass.
 ctc_head, ctc_seen = None, {}
 if ctc_weight > 0:
     from nanoocr.ctc import CTCHead, ctc_loss_sum
@@ -394,7 +394,7 @@ while step < num_steps:
                 loss = loss_sum * world_size / n_tokens  # DDP averages over ranks: x world_size = a global sum
                 if ctc_head is not None and b["images"] is not None:  # (a text-only micro-batch has no neck)
                     assert torch.is_tensor(b["images"]), "ctc_weight needs same-size strips in every batch"
-                    ctc_sum, _ = ctc_loss_sum(ctc_head, ctc_feature_map(), b["answers"])
+                    ctc_sum = ctc_loss_sum(ctc_head, ctc_feature_map(), b["answers"])
                     loss = loss + ctc_weight * ctc_sum * world_size / total_batch_size
                     step_ctc += float(ctc_sum.detach()) / total_batch_size
             loss.backward()

@@ -75,8 +75,9 @@ def _torchrun(base, args, nproc=2):
 
 @pytest.mark.slow  # ~1 minute: three small runs, two of them under torchrun
 def test_ddp_matches_single_process(base):
-    # with the CTC head on: it sits outside DDP and its gradient is averaged by hand
-    common = ["--num_steps=3", "--save_every=0", "--total_batch_size=8", "--ctc_weight=1", "--mode=32x128"]
+    # with the CTC head on the vision tokens (the CPU recipe): it sits outside DDP, its gradient averaged by hand
+    common = ["--num_steps=3", "--save_every=0", "--total_batch_size=8", "--ctc_weight=1", "--ctc_features=tokens",
+              "--mode=32x128"]
     run(base, common + ["--tag=single", "--device_batch_size=4"])  # 1 rank, 2 accumulation steps
     _torchrun(base, common + ["--tag=ddp", "--device_batch_size=4"])  # 2 ranks x 4
     _torchrun(base, common + ["--tag=ddp_accum", "--device_batch_size=2"])  # 2 ranks x 2 x 2 accumulation
