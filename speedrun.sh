@@ -63,8 +63,11 @@ stage stage2 $RUN scripts.vis_mid_train --preset="$PRESET" --resume=True
 MODEL="$BASE/vis_mid_checkpoints/$PRESET"
 stage eval_lines python -m scripts.vision_eval --model="$MODEL" --data=synth --split=test --limit=256 \
   --out="$BASE/eval/lines.jsonl"
+# real prose in font families the recipe never trains on, read the way `nanoocr read` reads a
+# paragraph (cut into lines and word groups): how far the model generalises beyond the renderer
+stage eval_prose python -m scripts.vision_eval --model="$MODEL" --data=prose --out="$BASE/eval/prose.jsonl"
 python -m scripts.vision_sample --model="$MODEL" --data=synth --split=test --limit=6
-python -m scripts.report --tag="$PRESET" --evals=lines
+python -m scripts.report --tag="$PRESET" --evals=lines,prose
 echo
 echo "done: report at $BASE/report/report.md"
 echo "try:  . $VENV/bin/activate && nanoocr read $BASE/data/test_lines/images/"

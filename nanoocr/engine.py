@@ -30,6 +30,7 @@ import torch
 
 from nanoocr.tokenizer import ocr_conversation
 from nanoocr.image_process import MODES, process_image
+from nanoocr.layout import text_strips
 from nanoocr.deepencoder import grid_size
 
 DEFAULT_PROMPT = "Free OCR."  # DeepSeek-OCR's plain-text prompt
@@ -357,6 +358,22 @@ def preprocess(model, image, mode):
     """A loaded PIL image -> process_image's dict for this model's encoder."""
     cfg = model.encoder.config
     return process_image(image, mode, image_size=cfg.image_size, multiple=cfg.stride)
+
+
+def strip_views(model, image, mode, max_words=0):
+    """The inputs one image becomes for this model: [(line index, processed)]. Square modes and an
+    image already at a fixed mode's exact size (a strip as the renderer draws them) are one input;
+    any other image read at a fixed (H, W) strip size is cut into lines and word groups first
+    (layout.text_strips; join the texts with layout.join_lines). A blank image gives []."""
+    if not isinstance(mode, tuple) or image.size == (mode[1], mode[0]):
+        return [(0, preprocess(model, image, mode))]
+    return [(li, preprocess(model, strip, mode)) for li, strip in text_strips(image, *mode, max_words=max_words)]
+
+
+def trained_max_words(meta):
+    """The renderer's words-per-line cap the model trained with (0 = none): strips cut for it hold
+    no more words than it has seen in one line."""
+    return int((meta.get("user_config") or {}).get("synth_max_words") or 0)
 
 
 def count_vision_tokens(encoder_config, processed):

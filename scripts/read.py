@@ -14,6 +14,12 @@ image prints its plain text; several print one JSON line per image,
 
 --model: a checkpoint directory or a `nanoocr export` directory; default the newest trained model
 under the base dir. --mode: default the mode the model was trained with.
+
+A model trained on fixed HxW strips (the CPU recipe's 32x256 lines) reads an image of exactly that
+size as it is; any other image (a long line, a paragraph, a crop of a page) is first cut into lines
+and word groups the size the model trained on (nanoocr/layout.py), and the pieces' texts are joined
+back into lines. --whole reads the image stretched to the strip instead (the model then sees what
+it never trained on). "strips" in a JSON line counts the pieces.
 """
 
 import os
@@ -77,6 +83,8 @@ def parse_args(argv):
                         help="ban repeating any n-gram of this many tokens (0 = off; default %(default)s, as DeepSeek-OCR)")
     parser.add_argument("--no-repeat-window", type=int, default=90,
                         help="... within the last this many generated tokens (0 = all; default %(default)s)")
+    parser.add_argument("--whole", action="store_true",
+                        help="strip models: stretch the whole image to the strip instead of cutting it into lines and words")
     parser.add_argument("--device", default="", help="cuda | mps | cpu (default: autodetect)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -93,7 +101,8 @@ def main(argv=None):
     from nanoocr.checkpoint_manager import load_model, CheckpointError
     from nanoocr.image_process import load_image, ImageError
     from nanoocr.engine import (generate, find_model, parse_mode, default_mode, check_mode, preprocess,
-                                NoModelError)
+                                strip_views, trained_max_words, NoModelError)
+    from nanoocr.layout import join_lines
 
     device_type = args.device or autodetect_device_type()
     if device_type == "cpu":
@@ -110,6 +119,7 @@ def main(argv=None):
         print(f"nanoocr read: {e}", file=sys.stderr)
         return 2
     max_tokens = args.max_tokens or model.gpt.config.sequence_len
+    max_words = trained_max_words(meta)
     # bf16 autocast on CUDA (what the model trained in); exact fp32 elsewhere
     autocast_dtype = torch.bfloat16 if device_type == "cuda" else None
 
@@ -137,33 +147,48 @@ def main(argv=None):
         for start in range(0, len(items), args.batch_size):
             batch = items[start:start + args.batch_size]
             records = [None] * len(batch)  # keep input order in the output
-            ready = []  # (index in batch, path, processed image, load seconds)
+            ready = []  # (index in batch, path, [(line index, processed)], load seconds)
             for i, (path, err) in enumerate(batch):
                 if err is not None:
                     records[i] = {"image": path, "error": err}
                     continue
                 t0 = time.time()
                 try:
-                    processed = preprocess(model, load_image(path, name=path), mode)
+                    image = load_image(path, name=path)
+                    if args.whole:
+                        views = [(0, preprocess(model, image, mode))]
+                    else:
+                        views = strip_views(model, image, mode, max_words=max_words)
                 except ImageError as e:
                     records[i] = {"image": path, "error": str(e)}
                     continue
                 except OSError as e:  # permission denied, a directory that vanished, ...
                     records[i] = {"image": path, "error": f"{type(e).__name__}: {e}"}
                     continue
-                ready.append((i, path, processed, time.time() - t0))
-            if ready:
+                ready.append((i, path, views, time.time() - t0))
+            inputs = [p for r in ready for _, p in r[2]]
+            outs, share = [], 0.0
+            if inputs:
                 t0 = time.time()
-                outs = generate(model, tokenizer, [r[2] for r in ready], args.prompt, max_tokens=max_tokens,
-                                no_repeat_ngram_size=args.no_repeat_ngram, no_repeat_window=args.no_repeat_window,
-                                autocast_dtype=autocast_dtype)
-                share = (time.time() - t0) / len(ready)
-                for (i, path, _, load_s), out in zip(ready, outs):
-                    rec = {"image": path, "text": out["text"], "tokens": out["num_tokens"],
-                           "seconds": round(load_s + share, 4)}
-                    if out["finish_reason"] == "length":
-                        rec["truncated"] = True
-                    records[i] = rec
+                for k in range(0, len(inputs), args.batch_size):  # a paragraph can be dozens of strips
+                    outs += generate(model, tokenizer, inputs[k:k + args.batch_size], args.prompt,
+                                     max_tokens=max_tokens, no_repeat_ngram_size=args.no_repeat_ngram,
+                                     no_repeat_window=args.no_repeat_window, autocast_dtype=autocast_dtype)
+                share = (time.time() - t0) / len(inputs)
+            k = 0
+            for i, path, views, load_s in ready:
+                mine, k = outs[k:k + len(views)], k + len(views)
+                if len(views) == 1 and views[0][0] == 0:
+                    text = mine[0]["text"]
+                else:
+                    text = join_lines([o["text"] for o in mine], [li for li, _ in views])
+                rec = {"image": path, "text": text, "tokens": sum(o["num_tokens"] for o in mine),
+                       "seconds": round(load_s + share * len(views), 4)}
+                if len(views) != 1:
+                    rec["strips"] = len(views)
+                if any(o["finish_reason"] == "length" for o in mine):
+                    rec["truncated"] = True
+                records[i] = rec
             for rec in records:
                 emit(rec)
     finally:

@@ -77,17 +77,20 @@ if os.path.exists(times_path):
     lines += [f"| {name} | {sec / 60:.1f} |" for name, sec in seconds.items()]
     lines += [f"| **total** | **{total / 60:.1f}** |", ""]
 # ---- metrics ---------------------------------------------------------------------------------------------
-lines += ["## Results on unseen synthetic test samples", "",
-          "| eval | n | CER | WER | norm. edit dist. | exact | word F1 (Fox) |", "|---|---|---|---|---|---|---|"]
+lines += ["## Results", "",
+          "Every sample unseen in training. `lines`: the renderer's test split (the training distribution); "
+          "`prose`: real book passages in font families the CPU recipe never draws (tasks/prose.py), "
+          "read as `nanoocr read` reads them (cut into lines and word groups).", "",
+          "| eval | data | n | CER | WER | norm. edit dist. | exact | word F1 (Fox) |", "|---|---|---|---|---|---|---|---|"]
 examples = []
 for name in evals.split(","):
     path = os.path.join(base, "eval", f"{name}.metrics.json")
     if not os.path.exists(path):
-        lines.append(f"| {name} | — | (not run) | | | | |")
+        lines.append(f"| {name} | — | — | (not run) | | | | |")
         continue
     full = json.load(open(path))
     m = dict(full.get("model", {}), mode=full.get("mode"))  # vision_eval nests the model's metrics
-    lines.append(f"| {name} ({m.get('mode')}) | {m.get('n')} | {m.get('cer', float('nan')):.4f} | {m.get('wer', float('nan')):.4f} | "
+    lines.append(f"| {name} ({m.get('mode')}) | {full.get('data', '')} | {m.get('n')} | {m.get('cer', float('nan')):.4f} | {m.get('wer', float('nan')):.4f} | "
                  f"{m.get('ned', float('nan')):.4f} | {m.get('exact_match', float('nan')):.3f} | {m.get('fox_f1', float('nan')):.3f} |")
     preds = os.path.join(base, "eval", f"{name}.jsonl")
     if os.path.exists(preds):

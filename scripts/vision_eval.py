@@ -9,6 +9,7 @@ vision tokens, DeepSeek-OCR's Fox table). Optionally Tesseract on the same image
         --fox_out=fox_preds.json
     nanoocr eval --data=OmniDocBench/OmniDocBench.json --md_dir=omnidoc_md     # per-image .md files
     nanoocr eval --data=synth --limit=64 --tesseract=True                     # the renderer's val split
+    nanoocr eval --data=prose                                                 # real prose, unseen fonts
 
 --data "" evaluates the model's own validation data (its training config's val_data, else data;
 "synth" means the renderer's val split). Images that cannot be read are recorded with their error
@@ -40,6 +41,7 @@ mode = ""               # resolution mode ("" = the mode the model was trained w
 prompt = ""             # instruction after the image ("" = each sample's own prompt)
 max_tokens = -1         # most answer tokens per image (-1 = the model's training sequence length)
 batch_size = 8
+whole = False           # strip models: stretch every image to the strip (True) instead of cutting it into lines
 no_repeat_ngram = 30    # DeepSeek-OCR's repetition guard (0 = off) ...
 no_repeat_window = 90   # ... over this many recent tokens
 out = ""                # predictions JSONL ("" = <base>/eval/<model>-<data>.jsonl); metrics go beside it
@@ -68,6 +70,10 @@ def open_samples(data, source="", image_dir="", split="val", limit=-1, user_conf
         src = sources.synth_source(split, kinds, seed=int(user_config.get("seed", 0)), mode=mode,
                                    **sources.synth_options(**user_config))
         return [src(i) for i in range(n)], f"synth:{kinds} ({split})"
+    if data == "prose":
+        from tasks.prose import prose_samples
+        samples = prose_samples(limit)
+        return samples, f"prose ({len(samples)} paragraphs, unseen fonts)"
     if not os.path.exists(data) and "*" not in data:
         raise FileNotFoundError(f"--data: {data} does not exist")
     kind = source or sources.detect_kind(data)
@@ -100,38 +106,56 @@ def load_pil(sample):
 
 
 def run_model(model, tokenizer, samples, mode, prompt="", max_tokens=256, batch_size=8, no_repeat_ngram=0,
-              no_repeat_window=0, autocast_dtype=None):
+              no_repeat_window=0, autocast_dtype=None, max_words=0, whole=False):
     """Predict every sample. -> one record per sample, in order: {id, image, prompt, pred, ref, tokens,
     answer_tokens, vision_tokens, seconds, finish_reason}, or {id, image, error} for an unreadable
-    image. seconds = the image's loading time + its share of its batch's generation time."""
+    image. seconds = the image's loading time + its share of its batch's generation time.
+    A strip model reads images of another size the way `nanoocr read` does: cut into lines and word
+    groups (engine.strip_views, at most max_words words each), the texts joined back (layout.join_lines);
+    vision_tokens then counts all strips. whole=True stretches every image to the strip instead."""
     from nanoocr.image_process import ImageError
-    from nanoocr.engine import generate, preprocess, count_vision_tokens
+    from nanoocr.engine import generate, preprocess, strip_views, count_vision_tokens
+    from nanoocr.layout import join_lines
     records = []
     for start in range(0, len(samples), batch_size):
         batch = samples[start:start + batch_size]
         batch_records = [None] * len(batch)
-        ready = []  # (index in batch, sample, processed image, load seconds)
+        ready = []  # (index in batch, sample, [(line index, processed)], load seconds)
         for i, s in enumerate(batch):
             t0 = time.time()
             try:
-                processed = preprocess(model, load_pil(s), mode)
+                image = load_pil(s)
+                views = [(0, preprocess(model, image, mode))] if whole else strip_views(model, image, mode, max_words)
             except (ImageError, OSError) as e:
                 batch_records[i] = {"id": s.get("id"), "image": sample_name(s), "error": str(e)}
                 continue
-            ready.append((i, s, processed, time.time() - t0))
-        if ready:
+            ready.append((i, s, views, time.time() - t0))
+        inputs = [(p, sample_prompt(s, prompt)) for _, s, views, _ in ready for _, p in views]
+        outs, share = [], 0.0
+        if inputs:
             t0 = time.time()
-            outs = generate(model, tokenizer, [r[2] for r in ready], [sample_prompt(r[1], prompt) for r in ready],
-                            max_tokens=max_tokens, no_repeat_ngram_size=no_repeat_ngram,
-                            no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype)
-            share = (time.time() - t0) / len(ready)
-            for (i, s, processed, load_s), o in zip(ready, outs):
-                batch_records[i] = {
-                    "id": s.get("id"), "image": sample_name(s), "prompt": sample_prompt(s, prompt),
-                    "pred": o["text"], "ref": s["answer"], "tokens": o["num_tokens"],
-                    "answer_tokens": len(tokenizer.encode(s["answer"])),
-                    "vision_tokens": count_vision_tokens(model.encoder.config, processed),
-                    "seconds": load_s + share, "finish_reason": o["finish_reason"]}
+            for k in range(0, len(inputs), batch_size):  # a paragraph can be dozens of strips
+                chunk = inputs[k:k + batch_size]
+                outs += generate(model, tokenizer, [p for p, _ in chunk], [q for _, q in chunk], max_tokens=max_tokens,
+                                 no_repeat_ngram_size=no_repeat_ngram, no_repeat_window=no_repeat_window,
+                                 autocast_dtype=autocast_dtype)
+            share = (time.time() - t0) / len(inputs)
+        k = 0
+        for i, s, views, load_s in ready:
+            mine, k = outs[k:k + len(views)], k + len(views)
+            if len(views) == 1 and views[0][0] == 0:
+                pred = mine[0]["text"]
+            else:
+                pred = join_lines([o["text"] for o in mine], [li for li, _ in views])
+            batch_records[i] = {
+                "id": s.get("id"), "image": sample_name(s), "prompt": sample_prompt(s, prompt),
+                "pred": pred, "ref": s["answer"], "tokens": sum(o["num_tokens"] for o in mine),
+                "answer_tokens": len(tokenizer.encode(s["answer"])),
+                "vision_tokens": max(1, sum(count_vision_tokens(model.encoder.config, p) for _, p in views)),
+                "seconds": load_s + share * len(views),
+                "finish_reason": "length" if any(o["finish_reason"] == "length" for o in mine) else "stop"}
+            if len(views) != 1:
+                batch_records[i]["strips"] = len(views)
         records.extend(batch_records)
     return records
 
@@ -230,7 +254,7 @@ def default_out_path(model_dir, data_desc):
 def main():
     from nanoocr.common import autodetect_device_type, set_cpu_threads
     from nanoocr.checkpoint_manager import load_model
-    from nanoocr.engine import find_model, parse_mode, default_mode, check_mode
+    from nanoocr.engine import find_model, parse_mode, default_mode, check_mode, trained_max_words
 
     dev = device_type or autodetect_device_type()
     if dev == "cpu":
@@ -251,7 +275,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     autocast_dtype = torch.bfloat16 if dev == "cuda" else None
     records = run_model(net, tokenizer, samples, run_mode, prompt, n_tokens, batch_size, no_repeat_ngram,
-                        no_repeat_window, autocast_dtype)
+                        no_repeat_window, autocast_dtype, trained_max_words(meta), whole)
     for r in records:
         if "error" in r:
             print(f"unreadable: {r['image']}: {r['error']}", file=sys.stderr)

@@ -20,7 +20,8 @@ from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr.checkpoint_manager import save_checkpoint, save_tokenizer_once, load_model, is_export_dir
 from nanoocr.image_process import process_image
-from nanoocr.engine import generate
+from nanoocr.engine import generate, strip_views, trained_max_words
+from nanoocr.layout import join_lines
 from nanoocr import metrics
 from scripts import read as read_script
 from scripts import export as export_script
@@ -71,13 +72,19 @@ def images(tmp_path_factory):
     return d
 
 
-def expected_text(ckpt, path, max_tokens):
-    """What read must print: generate() on the image in the checkpoint's training mode."""
-    model, tok, _ = load_model(ckpt)
-    cfg = model.encoder.config
-    view = process_image(Image.open(path).convert("RGB"), tuple(MODE), image_size=cfg.image_size, multiple=cfg.stride)
-    return generate(model, tok, [view], "Free OCR.", max_tokens=max_tokens, no_repeat_ngram_size=30,
-                    no_repeat_window=90)[0]["text"]
+def expected_text(ckpt, path, max_tokens, whole=False):
+    """What read must print: generate() on the image in the checkpoint's training mode. These images
+    are not 32x128, so read first cuts them into strips (engine.strip_views) unless --whole."""
+    model, tok, meta = load_model(ckpt)
+    image = Image.open(path).convert("RGB")
+    if whole:
+        views = [(0, process_image(image, tuple(MODE), image_size=model.encoder.config.image_size,
+                                   multiple=model.encoder.config.stride))]
+    else:
+        views = strip_views(model, image, tuple(MODE), trained_max_words(meta))
+    outs = generate(model, tok, [p for _, p in views], "Free OCR.", max_tokens=max_tokens, no_repeat_ngram_size=30,
+                    no_repeat_window=90)
+    return outs[0]["text"] if len(views) == 1 else join_lines([o["text"] for o in outs], [li for li, _ in views])
 
 
 def test_read_one_image_prints_plain_text_with_the_newest_model(base, images, monkeypatch, capsys):
@@ -85,6 +92,25 @@ def test_read_one_image_prints_plain_text_with_the_newest_model(base, images, mo
     assert read_script.main([str(images / "a.png"), "--max-tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert out == expected_text(base[1], images / "a.png", 8) + "\n"
+
+
+def test_read_whole_stretches_the_image_to_the_strip(base, images, capsys):
+    assert read_script.main([str(images / "a.png"), "--model", base[1], "--max-tokens", "8", "--whole"]) == 0
+    assert capsys.readouterr().out == expected_text(base[1], images / "a.png", 8, whole=True) + "\n"
+
+
+def test_read_cuts_a_paragraph_into_strips(base, tmp_path, capsys):
+    # three lines of two words: read reports how many strips it read and keeps the line breaks
+    im = Image.new("RGB", (300, 130), "white")
+    font = ImageFont.load_default(size=22)
+    for i, line in enumerate(["hello world", "total cash", "lazy dog"]):
+        ImageDraw.Draw(im).text((10, 10 + 40 * i), line, fill="black", font=font)
+    im.save(tmp_path / "para.png")
+    assert read_script.main([str(tmp_path / "para.png"), "--model", base[1], "--max-tokens", "3",
+                             "--jsonl", str(tmp_path / "o.jsonl")]) == 0
+    rec = json.loads((tmp_path / "o.jsonl").read_text())
+    assert rec["strips"] >= 3 and rec["text"].count("\n") == 2
+    assert rec["text"] == expected_text(base[1], tmp_path / "para.png", 3)
 
 
 def test_read_directory_with_a_corrupt_image(base, images, tmp_path):
@@ -244,6 +270,16 @@ def test_eval_tesseract_side_by_side(base, dataset, tmp_path, monkeypatch, capsy
     # clean large text: Tesseract really read these images (a random model cannot)
     assert m["tesseract"]["cer"] < 0.3, [r["tesseract_pred"] for r in recs]
     assert m["tesseract"]["cer"] == pytest.approx(metrics.cer([r["tesseract_pred"] for r in recs], WORDS[:3]))
+
+
+def test_eval_prose_reads_paragraphs_through_the_strip_cutter(base, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "prose.jsonl"
+    assert run_cli(monkeypatch, "eval", f"--model={base[1]}", "--data=prose", "--limit=2", "--max_tokens=3",
+                   f"--out={out}") == 0
+    recs = read_jsonl(out)
+    assert len(recs) == 2 and all(r["strips"] >= 2 and r["ref"].count("\n") == r["pred"].count("\n") for r in recs)
+    # vision tokens count every strip read (2 x 8 per 32x128 strip)
+    assert all(r["vision_tokens"] == 16 * r["strips"] for r in recs)
 
 
 def test_sample_prints_expected_generated_loss_and_exact_count(base, dataset, monkeypatch, capsys):

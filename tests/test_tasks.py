@@ -370,3 +370,24 @@ def test_prepare_keeps_text_before_the_image(tmp_path):
     summary = prepare_data.prepare("json", str(tmp_path / "d.json"), str(tmp_path / "o"))
     assert json.loads(open(summary["out"]).readline())["prompt"] == "Page: <image>\nFree OCR."
     assert_same(list(ocr_json.read(str(tmp_path / "d.json"))), list(ocr_json.read(summary["out"])))
+
+
+def test_prose_samples_are_real_passages_in_unseen_fonts():
+    from tasks.prose import prose_samples, PASSAGES, FONTS
+    from nanoocr.synth import list_fonts
+    import presets.cpu as cpu
+    samples = prose_samples()
+    installed = {f.family for f in list_fonts()}
+    fonts = [f for f in FONTS if f in installed]
+    assert fonts, "CI installs these families (.ci/run)"
+    trained = set(cpu.synth_fonts.split(","))
+    assert not trained & set(FONTS), "the prose check must use families the CPU recipe never draws"
+    # every passage in every installed font, each cut into paragraphs that rejoin to the passage
+    for pi, passage in enumerate(PASSAGES):
+        for fam in fonts:
+            paras = [s for s in samples if s["id"].startswith(f"prose-{pi}-{fam.replace(' ', '_')}-")]
+            assert paras and " ".join(p["answer"].replace("\n", " ") for p in paras) == passage
+            for p in paras:
+                w, h = p["image"].size
+                assert w > h > 30 and 1 <= p["answer"].count("\n") + 1 <= 4
+    assert [s["id"] for s in prose_samples(limit=5)] == [s["id"] for s in samples[:5]]
