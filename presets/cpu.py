@@ -7,7 +7,10 @@ tells the encoder from step 0 which characters each token holds: without it the 
 collapses within ~50 steps (notes/cpu-recipe-probe.md) or, frozen for the first 300 steps,
 learns slowly (CER 0.83 after 2400 steps; with CTC 0.52 on the neck, better on the tokens).
 The first 600 steps render clean DejaVu Sans only (a curriculum), then six fonts with mild
-degradations."""
+degradations.
+The GPT blocks' matrices train with Muon (nanoocr/muon.py, lr 0.02; the rest AdamW 1e-3): at step
+1200 val CER 0.50 vs 0.65 with AdamW alone (about 1.45x fewer steps for the same loss) for ~21%
+more time per step on 2 cores, so Stage 1 runs 2800 steps instead of 3600 in the same time."""
 tag = "cpu"
 encoder_preset = "cpu"
 gpt_depth = 3
@@ -23,11 +26,12 @@ synth_degrade = "val"
 mode = "32x256"
 device_batch_size = 16
 total_batch_size = 16
-num_steps = 3600
+num_steps = 2800
 lr_encoder = 1e-3
 lr_projector = 1e-3
 lr_gpt = 1e-3
 weight_decay = 0.01
+matrix_lr = 0.02
 schedule = "cosine"
 warmup_steps = 100
 final_lr_frac = 0.1

@@ -37,6 +37,7 @@ from nanoocr.checkpoint_manager import (save_checkpoint, load_checkpoint, find_l
 from nanoocr.vision_dataloader import vision_data_generator
 from nanoocr.diagnostics import encoder_collapse, loss_and_gap
 from nanoocr.flops import batch_flops
+from nanoocr.muon import Muon
 from nanoocr.engine import parse_mode
 from tasks.sources import training_sources
 
@@ -82,6 +83,9 @@ lr_encoder = 1e-3           # SAM + neck + convs + CLIP
 lr_projector = 1e-3         # projector + image_newline + view_separator
 lr_gpt = 1e-3
 weight_decay = 0.01
+matrix_lr = 0.0             # > 0: Muon (nanochat's optimiser for matrices) at this lr for the GPT blocks' linear weights
+muon_encoder = False        # ... and for the encoder's + projector's linear weights too (conv kernels stay AdamW)
+muon_ns_steps = 5           # Newton-Schulz iterations per Muon update (on a CPU they cost ~10% of a step each)
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0             # 0 = off
@@ -197,10 +201,37 @@ def ctc_feature_map():
 # Optimiser: AdamW with one learning rate per component; no weight decay on vectors (norms,
 # biases, newline/separator) — decaying them only fights their purpose.
 
+def muon_params():
+    """The matrices Muon updates (matrix_lr > 0): weights of nn.Linear layers in the GPT's blocks
+    (not the embedding or the lm_head: nanochat keeps those on AdamW), and with muon_encoder those
+    of the encoder and projector. Muon orthogonalises each 2-D update, which suits weights that map
+    one hidden space to another; embeddings, heads, norms, biases, conv kernels and position
+    tables stay on AdamW."""
+    if matrix_lr <= 0:
+        return {}
+    out = {}
+    for mname, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.Linear) or not mod.weight.requires_grad:
+            continue
+        in_gpt_blocks = mname.startswith("gpt.") and ".h." in f".{mname}." and "lm_head" not in mname
+        if in_gpt_blocks or (muon_encoder and mname.startswith("encoder.")):
+            out[id(mod.weight)] = f"{mname}.weight"
+    return out
+
+
+def part_of(name):
+    if name.startswith("gpt."):
+        return "gpt"
+    if name.startswith(("encoder.projector", "encoder.image_newline", "encoder.view_separator")):
+        return "projector"
+    return "encoder"
+
+
 def param_groups():
     parts = {"encoder": [], "projector": [], "gpt": []}
+    skip = muon_params()
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or id(p) in skip:
             continue
         if name.startswith("gpt."):
             parts["gpt"].append(p)
@@ -223,6 +254,18 @@ def param_groups():
 
 optimizer = torch.optim.AdamW(param_groups(), betas=(beta1, beta2), eps=1e-8,
                               fused=False if device_type != "cuda" else None)
+muon = None
+if matrix_lr > 0:  # one Muon group per part, so each follows its part's schedule (freeze, re-warmup)
+    by_part = {}
+    for name, p in model.named_parameters():
+        if id(p) in muon_params():
+            by_part.setdefault(part_of(name), []).append(p)
+    muon = Muon([dict(params=ps, lr=matrix_lr, initial_lr=matrix_lr, part=part) for part, ps in by_part.items()],
+                lr=matrix_lr, weight_decay=weight_decay, ns_steps=muon_ns_steps)
+optimizers = [optimizer] + ([muon] if muon is not None else [])
+if muon is not None:
+    n_mat = sum(len(g["params"]) for g in muon.param_groups)
+    print0(f"Muon (lr {matrix_lr}) for {n_mat} matrices of {', '.join(g['part'] for g in muon.param_groups)}; AdamW for the rest")
 
 
 def lr_multiplier(step, part):
@@ -287,6 +330,9 @@ if resume:
             assert "ctc_head" in optim_data, f"{checkpoint_dir} step {last} was trained without ctc_weight; resume with --ctc_weight=0"
             ctc_head.load_state_dict(optim_data["ctc_head"])
         optimizer.load_state_dict(optim_data["optimizer"])
+        if muon is not None:
+            assert "muon" in optim_data, f"{checkpoint_dir} step {last} was trained without Muon; resume with --matrix_lr=0"
+            muon.load_state_dict(optim_data["muon"])
         loader_state = optim_data["loader"]
         torch.set_rng_state(optim_data["rng"]["torch"])
         ema_loss, losses = meta["loop"]["ema_loss"], meta["loop"]["losses"]
@@ -342,6 +388,8 @@ def save(final=False):
     optim_data = dict(optimizer=optimizer.state_dict(), loader=loader_state, rng=dict(torch=torch.get_rng_state()))
     if ctc_head is not None:
         optim_data["ctc_head"] = ctc_head.state_dict()
+    if muon is not None:
+        optim_data["muon"] = muon.state_dict()
     meta = dict(model_config=raw_model.config, user_config=config, step=step, stage=stage, mode=mode,
                 loop=dict(ema_loss=ema_loss, losses=losses), history=history, final=final,
                 val=history[-1] if history else None)
@@ -381,7 +429,7 @@ while step < num_steps:
     if is_ddp:
         dist.all_reduce(n_tokens)
     n_tokens = max(float(n_tokens), 1.0)
-    for group in optimizer.param_groups:
+    for group in (g for opt in optimizers for g in opt.param_groups):
         group["lr"] = group["initial_lr"] * lr_multiplier(step, group["part"])
     step_loss, step_ctc = 0.0, 0.0
     for i, b in enumerate(micro):
@@ -409,8 +457,9 @@ while step < num_steps:
             p.grad /= world_size
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(list(raw_model.parameters()) + list(ctc_head.parameters() if ctc_head else []), grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    for opt in optimizers:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     loss_t = torch.tensor(step_loss, dtype=torch.float64, device=device)
     if is_ddp:
         dist.all_reduce(loss_t)

@@ -47,21 +47,27 @@ def losses(base, tag, phase="vis_tok"):
     return load_meta(d, committed_steps(d)[-1])["loop"]["losses"]
 
 
-@pytest.mark.parametrize("ctc", ["0", "1"])  # with the auxiliary CTC head, whose state lives in the checkpoint too
-def test_resume_equals_uninterrupted(base, ctc):
-    args = ["--num_steps=4", "--save_every=0", f"--ctc_weight={ctc}", "--mode=32x128"]
-    run(base, args + [f"--tag=full{ctc}"])
-    run(base, args + [f"--tag=split{ctc}", "--stop_after=2"])
-    assert committed_steps(os.path.join(base, "vis_tok_checkpoints", f"split{ctc}")) == [2]
-    out = run(base, args + [f"--tag=split{ctc}", "--resume=True"])
+# with the auxiliary CTC head, whose state lives in the checkpoint too; and with Muon for the matrices
+@pytest.mark.parametrize("ctc,matrix_lr", [("0", "0"), ("1", "0"), ("1", "0.02")])
+def test_resume_equals_uninterrupted(base, ctc, matrix_lr):
+    args = ["--num_steps=4", "--save_every=0", f"--ctc_weight={ctc}", "--mode=32x128", f"--matrix_lr={matrix_lr}",
+            "--muon_encoder=True"]
+    tag = f"{ctc}_{matrix_lr}"
+    run(base, args + [f"--tag=full{tag}"])
+    run(base, args + [f"--tag=split{tag}", "--stop_after=2"])
+    assert committed_steps(os.path.join(base, "vis_tok_checkpoints", f"split{tag}")) == [2]
+    out = run(base, args + [f"--tag=split{tag}", "--resume=True"])
     assert "resumed from" in out and "step 2" in out
-    a, b = losses(base, f"full{ctc}"), losses(base, f"split{ctc}")
+    a, b = losses(base, f"full{tag}"), losses(base, f"split{tag}")
     assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
     for (_, x), (_, y) in zip(a, b):
         assert abs(x - y) <= 1e-6, (a, b)
     assert a[0][1] != a[-1][1]  # it trained
     if ctc == "1":
         assert "| ctc " in out
+    if matrix_lr != "0":  # Muon's momentum is in the checkpoint (and the resumed run needed it)
+        _, optim, _ = load_checkpoint(os.path.join(base, "vis_tok_checkpoints", f"split{tag}"), load_optimizer=True)
+        assert optim["muon"]["state"]
 
 
 def _torchrun(base, args, nproc=2):
