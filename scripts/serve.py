@@ -58,6 +58,7 @@ from nanoocr import engine
 from nanoocr.engine import DEFAULT_PROMPT
 from nanoocr.image_process import MODES, DEFAULT_MAX_PIXELS, load_image, ImageError, _sniff
 from nanoocr.deepencoder import num_image_tokens
+from nanoocr.layout import join_lines
 
 PAGE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page.html")
 # `nanoocr read`'s defaults for the no-repeat rule (DeepSeek-OCR's), so both programs read alike
@@ -190,10 +191,11 @@ class Cancelled(Exception):
 class Job:
     """One image's generation. The worker thread reports through `events` (an asyncio queue filled
     via the event loop, the only thread allowed to touch it): ("token", text_so_far, n),
-    ("done", result), ("error", ApiError)."""
+    ("done", result), ("error", ApiError). views: [(line index, processed image)], one entry unless
+    a strip model's image was cut into pieces (read one after another, texts joined by line)."""
 
-    def __init__(self, loop, image, prompt, max_tokens, deadline, sampling, prep_seconds):
-        self.loop, self.image, self.prompt, self.max_tokens = loop, image, prompt, max_tokens
+    def __init__(self, loop, views, prompt, max_tokens, deadline, sampling, prep_seconds):
+        self.loop, self.views, self.prompt, self.max_tokens = loop, views, prompt, max_tokens
         self.deadline, self.sampling, self.prep_seconds = deadline, sampling, prep_seconds
         self.events = asyncio.Queue()
         self.cancelled = threading.Event()
@@ -226,6 +228,7 @@ class OcrServer:
         self.model, self.tokenizer, self.meta = model.eval(), tokenizer, meta
         self.model_name = os.path.basename(os.path.normpath(model_dir)) if model_dir else "nanoocr"
         self.mode = engine.default_mode(meta)
+        self.max_words = engine.trained_max_words(meta)  # strip models: words per cut piece, as `nanoocr read`
         self.max_tokens = model.gpt.config.sequence_len  # `nanoocr read`'s default
         self.max_tokens_cap = max_tokens_cap or self.max_tokens
         self.max_tokens = min(self.max_tokens, self.max_tokens_cap)
@@ -307,12 +310,14 @@ class OcrServer:
                                 f"(accepted: PNG, JPEG, GIF, BMP, TIFF, WEBP, PNM)")
 
     def decode(self, data, name, mode):
-        """Bytes -> process_image dict (in a decoder thread); a broken or oversized image is a 400."""
+        """Bytes -> [(line index, process_image dict)] (in a decoder thread): one view, or for a strip
+        model an image of another size cut into lines and word groups as `nanoocr read` cuts it
+        (engine.strip_views); a broken or oversized image is a 400."""
         try:
             image = load_image(data, max_pixels=self.max_pixels, name=name)
         except ImageError as e:
             raise ApiError(400, str(e))
-        return engine.preprocess(self.model, image, mode)
+        return engine.strip_views(self.model, image, mode, self.max_words)
 
     async def prepare(self, data, name, mode, prompt, max_tokens, deadline, sampling=None):
         """Validated bytes + parameters -> a Job ready to submit (every input error raised before a
@@ -321,8 +326,8 @@ class OcrServer:
         self.check_bytes(data)
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
-        image = await self.until(loop.run_in_executor(self.decoders, self.decode, data, name, mode), deadline)
-        w, h = image["size"]
+        views = await self.until(loop.run_in_executor(self.decoders, self.decode, data, name, mode), deadline)
+        w, h = views[0][1]["size"] if views else (mode[1], mode[0])  # only a strip cut can come back empty
         n_image = num_image_tokens(self.model.encoder.config, mode, width=w, height=h)
         try:
             prompt_len = len(engine.prompt_ids(self.tokenizer, prompt, n_image))
@@ -331,7 +336,7 @@ class OcrServer:
         if prompt_len + max_tokens > self.positions:
             raise ApiError(400, f"prompt ({prompt_len} tokens, {n_image} of them image) + max_tokens {max_tokens} "
                                 f"exceeds the model's {self.positions} positions; lower max_tokens or use a smaller mode")
-        job = Job(loop, image, prompt, max_tokens, deadline, sampling or {}, time.monotonic() - t0)
+        job = Job(loop, views, prompt, max_tokens, deadline, sampling or {}, time.monotonic() - t0)
         job.prompt_tokens = prompt_len
         return job
 
@@ -372,17 +377,25 @@ class OcrServer:
             job.emit("error", self.timed_out())
             return
 
+        done, line_ids = [], [li for li, _ in job.views]  # finished pieces' texts, in order
+
         def on_token(row, token_id, text):
             if job.expired():
                 raise Cancelled()
             job.n_tokens += 1
+            if len(job.views) > 1:  # the whole text so far: finished pieces + this one, joined by line
+                text = join_lines(done + [text], line_ids[:len(done) + 1])
             job.emit("token", text, job.n_tokens)
 
         t0 = time.monotonic()
+        outs = []
         try:
-            out = engine.generate(self.model, self.tokenizer, [job.image], job.prompt, max_tokens=job.max_tokens,
-                                  no_repeat_ngram_size=NO_REPEAT_NGRAM, no_repeat_window=NO_REPEAT_WINDOW,
-                                  callback=on_token, autocast_dtype=self.autocast_dtype, **job.sampling)[0]
+            for _, view in job.views:
+                out = engine.generate(self.model, self.tokenizer, [view], job.prompt, max_tokens=job.max_tokens,
+                                      no_repeat_ngram_size=NO_REPEAT_NGRAM, no_repeat_window=NO_REPEAT_WINDOW,
+                                      callback=on_token, autocast_dtype=self.autocast_dtype, **job.sampling)[0]
+                outs.append(out)
+                done.append(out["text"])
         except Cancelled:
             job.emit("error", self.timed_out())
             return
@@ -391,7 +404,11 @@ class OcrServer:
             job.emit("error", ApiError(500, f"generation failed: {type(e).__name__}: {e}"))
             return
         finally:
-            job.image = None  # the pixels are not needed any more; free them before the client reads
+            job.views = None  # the pixels are not needed any more; free them before the client reads
+        if len(outs) != 1:  # pieces (or none: a blank image) -> one result, as `nanoocr read` joins them
+            out = dict(text=join_lines(done, line_ids), ids=[i for o in outs for i in o["ids"]],
+                       num_tokens=sum(o["num_tokens"] for o in outs),
+                       finish_reason="length" if any(o["finish_reason"] == "length" for o in outs) else "stop")
         seconds = time.monotonic() - t0
         self.avg_seconds = 0.8 * self.avg_seconds + 0.2 * seconds
         out["seconds"] = round(job.prep_seconds + seconds, 4)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import uvicorn
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from nanoocr import engine
 from nanoocr.checkpoint_manager import load_model
@@ -154,6 +154,22 @@ def test_ocr_stream_adds_up_to_the_same_text(server, files):
     streamed = "".join(e[1]["delta"] for e in events if e[0] == "token")
     assert streamed == events[-1][1]["text"] == whole["text"]
     assert events[-1][1]["tokens"] == whole["tokens"]
+
+
+def test_a_paragraph_is_cut_into_strips_as_read_cuts_it(server, files, tmp_path):
+    # the model reads 32x128 strips: a three-line image is read piece by piece, joined by line
+    _, url = server
+    _, ckpt = files
+    im = Image.new("RGB", (300, 130), "white")
+    for i, line in enumerate(["hello world", "total cash", "lazy dog"]):
+        ImageDraw.Draw(im).text((10, 10 + 40 * i), line, fill="black", font=ImageFont.load_default(size=22))
+    im.save(tmp_path / "para.png")
+    whole = ok_json(post_ocr(url, png_bytes(im), max_tokens=4))
+    assert whole["text"] == read_output(ckpt, tmp_path / "para.png", "--max-tokens", "4")
+    assert whole["text"].count("\n") == 2
+    events = sse_events(post_ocr(url, png_bytes(im), max_tokens=4, stream="true")[2])
+    streamed = "".join(e[1]["delta"] for e in events if e[0] == "token")
+    assert streamed == events[-1][1]["text"] == whole["text"] and events[-1][1]["tokens"] == whole["tokens"]
 
 
 def test_chat_completions_plain_and_streamed(server, files):

@@ -81,9 +81,10 @@ def _torchrun(base, args, nproc=2):
 
 @pytest.mark.slow  # ~1 minute: three small runs, two of them under torchrun
 def test_ddp_matches_single_process(base):
-    # with the CTC head on the vision tokens (the CPU recipe): it sits outside DDP, its gradient averaged by hand
+    # as the CPU recipe trains: the CTC head on the vision tokens (outside DDP, its gradient averaged by
+    # hand) and Muon for the GPT's matrices (it steps on the all-reduced gradients)
     common = ["--num_steps=3", "--save_every=0", "--total_batch_size=8", "--ctc_weight=1", "--ctc_features=tokens",
-              "--mode=32x128"]
+              "--mode=32x128", "--matrix_lr=0.02"]
     run(base, common + ["--tag=single", "--device_batch_size=4"])  # 1 rank, 2 accumulation steps
     _torchrun(base, common + ["--tag=ddp", "--device_batch_size=4"])  # 2 ranks x 4
     _torchrun(base, common + ["--tag=ddp_accum", "--device_batch_size=2"])  # 2 ranks x 2 x 2 accumulation
@@ -95,7 +96,7 @@ def test_ddp_matches_single_process(base):
         for (_, x), (_, y) in zip(single, other):
             assert abs(x - y) <= 1e-5, (tag, single, other)
         model_n, optim_n, _ = load_checkpoint(os.path.join(base, "vis_tok_checkpoints", tag), load_optimizer=True)
-        for name in ("encoder.sam.patch_embed.weight", "gpt.lm_head.weight"):
+        for name in ("encoder.sam.patch_embed.weight", "gpt.lm_head.weight", "gpt.transformer.h.0.attn.c_q.weight"):
             assert torch.allclose(model_1[name], model_n[name], atol=1e-5), (tag, name)
         for name, w in optim_1["ctc_head"].items():
             assert torch.allclose(w, optim_n["ctc_head"][name], atol=1e-5), (tag, name)
