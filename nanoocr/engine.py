@@ -24,13 +24,14 @@ every token. It is slow on purpose and exists for the tests and the cached-vs-na
 """
 
 import os
+import time
 import contextlib
 
 import torch
 
 from nanoocr.tokenizer import ocr_conversation
 from nanoocr.image_process import MODES, process_image
-from nanoocr.layout import text_strips
+from nanoocr.layout import text_strips, join_lines
 from nanoocr.deepencoder import grid_size
 
 DEFAULT_PROMPT = "Free OCR."  # DeepSeek-OCR's plain-text prompt
@@ -360,14 +361,37 @@ def preprocess(model, image, mode):
     return process_image(image, mode, image_size=cfg.image_size, multiple=cfg.stride)
 
 
-def strip_views(model, image, mode, max_words=0):
+def strip_views(model, image, mode, max_words=0, whole=False):
     """The inputs one image becomes for this model: [(line index, processed)]. Square modes and an
     image already at a fixed mode's exact size (a strip as the renderer draws them) are one input;
     any other image read at a fixed (H, W) strip size is cut into lines and word groups first
-    (layout.text_strips; join the texts with layout.join_lines). A blank image gives []."""
-    if not isinstance(mode, tuple) or image.size == (mode[1], mode[0]):
+    (layout.text_strips; generate_views joins the texts back), unless whole=True (stretched into
+    one strip). A blank image gives []."""
+    if whole or not isinstance(mode, tuple) or image.size == (mode[1], mode[0]):
         return [(0, preprocess(model, image, mode))]
     return [(li, preprocess(model, strip, mode)) for li, strip in text_strips(image, *mode, max_words=max_words)]
+
+
+def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, **kwargs):
+    """generate() for images given as strip_views() lists: all their views in batches of batch_size,
+    then one result per image: text (a lone view's own text; pieces joined by line with
+    layout.join_lines), num_tokens, finish_reason ("length" if any piece was cut), views (how many
+    were read) and seconds (its views' share of the generation time). prompts: one per image.
+    kwargs go to generate()."""
+    flat = [(p, prompt) for views, prompt in zip(views_per_image, prompts) for _, p in views]
+    outs, t0 = [], time.time()
+    for k in range(0, len(flat), batch_size):  # a paragraph can be dozens of strips
+        chunk = flat[k:k + batch_size]
+        outs += generate(model, tokenizer, [p for p, _ in chunk], [q for _, q in chunk], **kwargs)
+    share = (time.time() - t0) / max(1, len(flat))
+    results, k = [], 0
+    for views in views_per_image:
+        mine, k = outs[k:k + len(views)], k + len(views)
+        text = mine[0]["text"] if len(views) == 1 else join_lines([o["text"] for o in mine], [li for li, _ in views])
+        results.append(dict(text=text, num_tokens=sum(o["num_tokens"] for o in mine), views=len(views),
+                            finish_reason="length" if any(o["finish_reason"] == "length" for o in mine) else "stop",
+                            seconds=share * len(views)))
+    return results
 
 
 def trained_max_words(meta):

@@ -100,9 +100,8 @@ def main(argv=None):
     from nanoocr.common import autodetect_device_type, set_cpu_threads
     from nanoocr.checkpoint_manager import load_model, CheckpointError
     from nanoocr.image_process import load_image, ImageError
-    from nanoocr.engine import (generate, find_model, parse_mode, default_mode, check_mode, preprocess,
+    from nanoocr.engine import (generate_views, find_model, parse_mode, default_mode, check_mode,
                                 strip_views, trained_max_words, NoModelError)
-    from nanoocr.layout import join_lines
 
     device_type = args.device or autodetect_device_type()
     if device_type == "cpu":
@@ -154,11 +153,7 @@ def main(argv=None):
                     continue
                 t0 = time.time()
                 try:
-                    image = load_image(path, name=path)
-                    if args.whole:
-                        views = [(0, preprocess(model, image, mode))]
-                    else:
-                        views = strip_views(model, image, mode, max_words=max_words)
+                    views = strip_views(model, load_image(path, name=path), mode, max_words, args.whole)
                 except ImageError as e:
                     records[i] = {"image": path, "error": str(e)}
                     continue
@@ -166,27 +161,15 @@ def main(argv=None):
                     records[i] = {"image": path, "error": f"{type(e).__name__}: {e}"}
                     continue
                 ready.append((i, path, views, time.time() - t0))
-            inputs = [p for r in ready for _, p in r[2]]
-            outs, share = [], 0.0
-            if inputs:
-                t0 = time.time()
-                for k in range(0, len(inputs), args.batch_size):  # a paragraph can be dozens of strips
-                    outs += generate(model, tokenizer, inputs[k:k + args.batch_size], args.prompt,
-                                     max_tokens=max_tokens, no_repeat_ngram_size=args.no_repeat_ngram,
-                                     no_repeat_window=args.no_repeat_window, autocast_dtype=autocast_dtype)
-                share = (time.time() - t0) / len(inputs)
-            k = 0
-            for i, path, views, load_s in ready:
-                mine, k = outs[k:k + len(views)], k + len(views)
-                if len(views) == 1 and views[0][0] == 0:
-                    text = mine[0]["text"]
-                else:
-                    text = join_lines([o["text"] for o in mine], [li for li, _ in views])
-                rec = {"image": path, "text": text, "tokens": sum(o["num_tokens"] for o in mine),
-                       "seconds": round(load_s + share * len(views), 4)}
-                if len(views) != 1:
-                    rec["strips"] = len(views)
-                if any(o["finish_reason"] == "length" for o in mine):
+            outs = generate_views(model, tokenizer, [r[2] for r in ready], [args.prompt] * len(ready),
+                                  args.batch_size, max_tokens=max_tokens, no_repeat_ngram_size=args.no_repeat_ngram,
+                                  no_repeat_window=args.no_repeat_window, autocast_dtype=autocast_dtype)
+            for (i, path, views, load_s), out in zip(ready, outs):
+                rec = {"image": path, "text": out["text"], "tokens": out["num_tokens"],
+                       "seconds": round(load_s + out["seconds"], 4)}
+                if out["views"] != 1:
+                    rec["strips"] = out["views"]
+                if out["finish_reason"] == "length":
                     rec["truncated"] = True
                 records[i] = rec
             for rec in records:

@@ -111,11 +111,10 @@ def run_model(model, tokenizer, samples, mode, prompt="", max_tokens=256, batch_
     answer_tokens, vision_tokens, seconds, finish_reason}, or {id, image, error} for an unreadable
     image. seconds = the image's loading time + its share of its batch's generation time.
     A strip model reads images of another size the way `nanoocr read` does: cut into lines and word
-    groups (engine.strip_views, at most max_words words each), the texts joined back (layout.join_lines);
+    groups (engine.strip_views, at most max_words words each), the texts joined back (engine.generate_views);
     vision_tokens then counts all strips. whole=True stretches every image to the strip instead."""
     from nanoocr.image_process import ImageError
-    from nanoocr.engine import generate, preprocess, strip_views, count_vision_tokens
-    from nanoocr.layout import join_lines
+    from nanoocr.engine import generate_views, strip_views, count_vision_tokens
     records = []
     for start in range(0, len(samples), batch_size):
         batch = samples[start:start + batch_size]
@@ -124,38 +123,23 @@ def run_model(model, tokenizer, samples, mode, prompt="", max_tokens=256, batch_
         for i, s in enumerate(batch):
             t0 = time.time()
             try:
-                image = load_pil(s)
-                views = [(0, preprocess(model, image, mode))] if whole else strip_views(model, image, mode, max_words)
+                views = strip_views(model, load_pil(s), mode, max_words, whole)
             except (ImageError, OSError) as e:
                 batch_records[i] = {"id": s.get("id"), "image": sample_name(s), "error": str(e)}
                 continue
             ready.append((i, s, views, time.time() - t0))
-        inputs = [(p, sample_prompt(s, prompt)) for _, s, views, _ in ready for _, p in views]
-        outs, share = [], 0.0
-        if inputs:
-            t0 = time.time()
-            for k in range(0, len(inputs), batch_size):  # a paragraph can be dozens of strips
-                chunk = inputs[k:k + batch_size]
-                outs += generate(model, tokenizer, [p for p, _ in chunk], [q for _, q in chunk], max_tokens=max_tokens,
-                                 no_repeat_ngram_size=no_repeat_ngram, no_repeat_window=no_repeat_window,
-                                 autocast_dtype=autocast_dtype)
-            share = (time.time() - t0) / len(inputs)
-        k = 0
-        for i, s, views, load_s in ready:
-            mine, k = outs[k:k + len(views)], k + len(views)
-            if len(views) == 1 and views[0][0] == 0:
-                pred = mine[0]["text"]
-            else:
-                pred = join_lines([o["text"] for o in mine], [li for li, _ in views])
+        outs = generate_views(model, tokenizer, [r[2] for r in ready], [sample_prompt(r[1], prompt) for r in ready],
+                              batch_size, max_tokens=max_tokens, no_repeat_ngram_size=no_repeat_ngram,
+                              no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype)
+        for (i, s, views, load_s), o in zip(ready, outs):
             batch_records[i] = {
                 "id": s.get("id"), "image": sample_name(s), "prompt": sample_prompt(s, prompt),
-                "pred": pred, "ref": s["answer"], "tokens": sum(o["num_tokens"] for o in mine),
+                "pred": o["text"], "ref": s["answer"], "tokens": o["num_tokens"],
                 "answer_tokens": len(tokenizer.encode(s["answer"])),
                 "vision_tokens": max(1, sum(count_vision_tokens(model.encoder.config, p) for _, p in views)),
-                "seconds": load_s + share * len(views),
-                "finish_reason": "length" if any(o["finish_reason"] == "length" for o in mine) else "stop"}
-            if len(views) != 1:
-                batch_records[i]["strips"] = len(views)
+                "seconds": load_s + o["seconds"], "finish_reason": o["finish_reason"]}
+            if o["views"] != 1:
+                batch_records[i]["strips"] = o["views"]
         records.extend(batch_records)
     return records
 
