@@ -85,7 +85,7 @@ lr_gpt = 1e-3
 weight_decay = 0.01
 matrix_lr = 0.0             # > 0: Muon (nanochat's optimiser for matrices) at this lr for the GPT blocks' linear weights
 muon_encoder = False        # ... and for the encoder's + projector's linear weights too (conv kernels stay AdamW)
-muon_ns_steps = 5           # Newton-Schulz iterations per Muon update (on a CPU they cost ~10% of a step each)
+muon_ns_steps = 5           # Newton-Schulz iterations per Muon update (CPU preset: ~4% of a step each)
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0             # 0 = off
@@ -201,25 +201,26 @@ def ctc_feature_map():
 # Optimiser: AdamW with one learning rate per component; no weight decay on vectors (norms,
 # biases, newline/separator) — decaying them only fights their purpose.
 
-def muon_params():
-    """The matrices Muon updates (matrix_lr > 0): weights of nn.Linear layers in the GPT's blocks
+def muon_param_ids():
+    """ids of the matrices Muon updates (matrix_lr > 0): weights of nn.Linear layers in the GPT's blocks
     (not the embedding or the lm_head: nanochat keeps those on AdamW), and with muon_encoder those
     of the encoder and projector. Muon orthogonalises each 2-D update, which suits weights that map
     one hidden space to another; embeddings, heads, norms, biases, conv kernels and position
     tables stay on AdamW."""
     if matrix_lr <= 0:
-        return {}
-    out = {}
+        return set()
+    out = set()
     for mname, mod in model.named_modules():
         if not isinstance(mod, torch.nn.Linear) or not mod.weight.requires_grad:
             continue
         in_gpt_blocks = mname.startswith("gpt.") and ".h." in f".{mname}." and "lm_head" not in mname
         if in_gpt_blocks or (muon_encoder and mname.startswith("encoder.")):
-            out[id(mod.weight)] = f"{mname}.weight"
+            out.add(id(mod.weight))
     return out
 
 
 def part_of(name):
+    """The component a parameter belongs to: its learning rate, schedule and freeze flag."""
     if name.startswith("gpt."):
         return "gpt"
     if name.startswith(("encoder.projector", "encoder.image_newline", "encoder.view_separator")):
@@ -227,18 +228,14 @@ def part_of(name):
     return "encoder"
 
 
+muon_ids = muon_param_ids()
+
+
 def param_groups():
     parts = {"encoder": [], "projector": [], "gpt": []}
-    skip = muon_params()
     for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in skip:
-            continue
-        if name.startswith("gpt."):
-            parts["gpt"].append(p)
-        elif name.startswith(("encoder.projector", "encoder.image_newline", "encoder.view_separator")):
-            parts["projector"].append(p)
-        else:
-            parts["encoder"].append(p)
+        if p.requires_grad and id(p) not in muon_ids:
+            parts[part_of(name)].append(p)
     if ctc_head is not None:
         parts["ctc"] = list(ctc_head.parameters())
     lrs = {"encoder": lr_encoder, "projector": lr_projector, "gpt": lr_gpt, "ctc": lr_encoder}
@@ -258,7 +255,7 @@ muon = None
 if matrix_lr > 0:  # one Muon group per part, so each follows its part's schedule (freeze, re-warmup)
     by_part = {}
     for name, p in model.named_parameters():
-        if id(p) in muon_params():
+        if id(p) in muon_ids:
             by_part.setdefault(part_of(name), []).append(p)
     muon = Muon([dict(params=ps, lr=matrix_lr, initial_lr=matrix_lr, part=part) for part, ps in by_part.items()],
                 lr=matrix_lr, weight_decay=weight_decay, ns_steps=muon_ns_steps)
