@@ -3,9 +3,9 @@ import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# the project's shared data (DESIGN.md, tier1/, fixtures/) sits beside the repository
-SHARED = os.environ.get("NANOOCR_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
-FIXTURE_D2 = os.path.join(SHARED, "fixtures", "nanochat_d2")
+# a tiny checkpoint + tokenizer written by nanochat's own code: the ground truth for the GPT and
+# tokenizer (tests/fixtures/nanochat_d2/README.md)
+FIXTURE_D2 = os.path.join(REPO, "tests", "fixtures", "nanochat_d2")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
