@@ -1,7 +1,7 @@
-"""The original project's tier-1: overfit the 10 real images of shared/tier1 (receipts, charts,
-scene text) with the CPU-sized model. The original: 10/10 after 300 steps x batch 10 on an A100."""
+"""The original project's tier-1: overfit the 10 real images bundled in tasks/tier1 (receipts,
+charts, scene text) with the CPU-sized model. The original: 10/10 after 300 steps x batch 10 on an A100."""
 tag = "tier1"
-data = "../shared/tier1/overfit_dataset.json"
+data = "tier1"  # the bundled tasks/tier1/overfit_dataset.json (tasks/sources.py NAMED)
 mode = "base"
 seq_len = 1280  # the longest answer is 945 tokens + 273 placeholders
 device_batch_size = 10

@@ -6,7 +6,7 @@ Write N synthetic samples to a folder as images + samples.jsonl, for inspection 
         [--grid=PATH.png]
 
 Each JSONL row is {"id", "image", "prompt", "answer"} with the image path relative to the JSONL and
-"<image>\\n" in front of the prompt: the same fields as shared/tier1/overfit_dataset.json, so the
+"<image>\\n" in front of the prompt: the same fields as tasks/tier1/overfit_dataset.json, so the
 same readers take both. --kind=all (the default) cycles through every kind. --grid also writes a
 contact sheet of the samples (dev/samples_grid.png in the README is made this way).
 """

@@ -2,10 +2,10 @@
 The original project's sanity check: for a few samples, print EXPECTED next to GENERATED with the
 sample's teacher-forced loss (mean over its answer tokens) and its character overlap
 (1 - normalised edit distance), then "K/N exact". A low loss with a wrong generation means decoding
-is broken; every sample generating the same text means the encoder collapsed (DESIGN §5).
+is broken; every sample generating the same text means the encoder collapsed (dev/design.md §5).
 
     nanoocr sample                                                 # the model's val data
-    nanoocr sample --data=../shared/tier1/overfit_dataset.json --limit=10
+    nanoocr sample --data=tier1 --limit=10
     python -m scripts.vision_sample --model=exported/cpu --data=synth --limit=5
 """
 
@@ -19,7 +19,7 @@ from nanoocr.configurator import configure
 # config (override with --key=value)
 model = ""              # checkpoint or export directory ("" = the newest trained model)
 step = -1               # checkpoint step (-1 = the last)
-data = ""               # dataset path or "synth" ("" = the model's val data, like vision_eval)
+data = ""               # dataset path, "synth" or "tier1" ("" = the model's val data, like vision_eval)
 source = ""             # json | jsonl | folder | parquet | fox | omnidocbench ("" = detect)
 image_dir = ""          # fox / omnidocbench image folder ("" = the format's default)
 split = "val"           # renderer split for data=synth
@@ -35,7 +35,7 @@ device_type = ""
 @torch.inference_mode()
 def answer_loss(net, tokenizer, processed, prompt_text, answer):
     """Teacher-forced cross-entropy over the answer tokens and <|assistant_end|> (the training
-    loss of this one sample, DESIGN §3), truncated to the training sequence length as the
+    loss of this one sample, dev/design.md §3), truncated to the training sequence length as the
     dataloader truncates; None when not one answer token fits."""
     from nanoocr.engine import encode
     from nanoocr.tokenizer import ocr_conversation
@@ -56,6 +56,7 @@ def main():
     from nanoocr.engine import find_model, parse_mode, default_mode, check_mode, preprocess
     from nanoocr.metrics import normalized_edit_distance, cer
     from scripts.vision_eval import open_samples, run_model, load_pil, sample_prompt
+    from tasks.sources import resolve  # a bundled dataset's name ("tier1") -> its file
 
     dev = device_type or autodetect_device_type()
     if dev == "cpu":
@@ -63,7 +64,7 @@ def main():
     model_dir = find_model(model)
     net, tokenizer, meta = load_model(model_dir, step=None if step < 0 else step, device=dev)
     run_mode = check_mode(net.encoder.config, parse_mode(mode) if mode else default_mode(meta))
-    samples, desc = open_samples(data, source, image_dir, split, limit, meta.get("user_config"),
+    samples, desc = open_samples(resolve(data), source, image_dir, split, limit, meta.get("user_config"),
                                  run_mode if isinstance(run_mode, tuple) else None)
     samples = samples[:limit] if limit > 0 else samples
     n_tokens = max_tokens if max_tokens > 0 else net.gpt.config.sequence_len

@@ -2,6 +2,7 @@
 From a `--data=...` string to the indexed sample sources the dataloader needs.
 
     data = "synth"                           the built-in renderer (train / val splits)
+    data = "tier1"                           a dataset bundled with the package (NAMED below)
     data = "a.json,b.jsonl,scans/,x.parquet" datasets, format detected from the path
     data = "a.json:3,synth:1"                a weighted mixture (weights after a colon)
 
@@ -20,6 +21,18 @@ from tasks import common, fox, image_folder, ocr_json, omnidocbench, parquet
 from nanoocr.vision_dataloader import records_source
 
 SOURCE_KINDS = ("json", "jsonl", "folder", "parquet", "fox", "omnidocbench")
+
+# Datasets that ship inside the package (pyproject.toml package-data), named so a preset or the
+# command line works from any directory and from an installed wheel alike. tier1: the original
+# project's 10 real images (tasks/tier1/README.md).
+NAMED = {"tier1": os.path.join(os.path.dirname(os.path.abspath(__file__)), "tier1", "overfit_dataset.json")}
+
+
+def resolve(path):
+    """A named dataset ("tier1") -> its bundled file; anything else is returned unchanged. An
+    existing file or folder of the same name in the working directory wins, so no user data is
+    shadowed."""
+    return NAMED[path] if path in NAMED and not os.path.exists(path) else path
 
 
 def open_source(kind, path, image_col="image", text_col="text", prompt_col="", id_col="", image_dir="",
@@ -61,6 +74,7 @@ def detect_kind(path):
 
 
 def load_records(path, strict=False):
+    path = resolve(path)
     if not os.path.exists(path) and "*" not in path:
         raise FileNotFoundError(f"--data: {path} does not exist")
     records = list(open_source(detect_kind(path), path, strict=strict))

@@ -1,6 +1,6 @@
 """
 Dataset readers (tasks/), the weighted mixture, and scripts/prepare_data.py, on small fixtures each
-test writes itself, plus the real shared/tier1 JSON. All CPU, a few seconds in total.
+test writes itself, plus the real tier-1 JSON bundled in tasks/tier1. All CPU, a few seconds in total.
 """
 
 import functools
@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from tasks import common, fox, image_folder, ocr_json, omnidocbench, parquet
+from tasks.sources import build_source, resolve
 from tasks.common import DataError
 from scripts import prepare_data
 
@@ -35,12 +36,10 @@ def write(path, data):
 
 
 def find_tier1():
-    for base in (os.environ.get("NANOOCR_SHARED", ""), os.path.join(REPO, "..", "shared"), os.path.join(REPO, "shared")):
-        p = os.path.join(base, "tier1", "overfit_dataset.json")
-        if base and os.path.isfile(p):
-            return os.path.abspath(p)
-    raise AssertionError("shared/tier1/overfit_dataset.json not found beside or inside the repo "
-                         "(set NANOOCR_SHARED to the shared/ folder)")
+    """The bundled tier-1 set, by the name presets and --data use."""
+    path = resolve("tier1")
+    assert path == os.path.join(REPO, "tasks", "tier1", "overfit_dataset.json") and os.path.isfile(path), path
+    return path
 
 
 # -----------------------------------------------------------------------------
@@ -75,6 +74,21 @@ def test_tier1_json_real_fixture():
     assert Counter(s["prompt"] for s in samples) == {"<|grounding|>OCR this image.": 4, "Parse the figure.": 3,
                                                      "Describe this image in detail.": 3}
     assert samples[0]["id"] == "receipt_000" and samples[0]["answer"].startswith("tan woon yann\n")
+
+
+def test_tier1_by_name(tmp_path, monkeypatch):
+    """--data=tier1 (and presets/tier1.py) name the bundled set from any working directory; a
+    local file of that name is not shadowed."""
+    monkeypatch.chdir(tmp_path)
+    preset = {}
+    exec(open(os.path.join(REPO, "presets", "tier1.py")).read(), preset)
+    assert preset["data"] == "tier1"
+    src = build_source(preset["data"], "train", seed=0)
+    ids = {src(i)["id"] for i in range(10)}  # one epoch: every record once, reshuffled
+    assert len(ids) == 10 and "receipt_000" in ids
+    assert all(os.path.isfile(src(i)["image"]) for i in range(10))
+    write(str(tmp_path / "tier1"), "mine")
+    assert resolve("tier1") == "tier1"
 
 
 def test_json_and_jsonl_read_the_same(tmp_path):
@@ -374,20 +388,20 @@ def test_prepare_keeps_text_before_the_image(tmp_path):
 
 def test_prose_samples_are_real_passages_in_unseen_fonts():
     from tasks.prose import prose_samples, PASSAGES, FONTS
-    from nanoocr.synth import list_fonts
+    from tasks.realistic import TRAIN_FAMILIES, HELD_OUT_FAMILIES
     import presets.cpu as cpu
     samples = prose_samples()
-    installed = {f.family for f in list_fonts()}
-    fonts = [f for f in FONTS if f in installed]
-    assert fonts, "CI installs these families (.ci/run)"
+    assert list(FONTS) == list(HELD_OUT_FAMILIES)
+    assert not set(TRAIN_FAMILIES) & set(HELD_OUT_FAMILIES)
     trained = set(cpu.synth_fonts.split(","))
-    assert not trained & set(FONTS), "the prose check must use families the CPU recipe never draws"
-    # every passage in every installed font, each cut into paragraphs that rejoin to the passage
+    assert not trained & set(HELD_OUT_FAMILIES), "the prose check must use families the CPU recipe never draws"
+    # every passage in every font, each cut into paragraphs that rejoin to the passage
     for pi, passage in enumerate(PASSAGES):
-        for fam in fonts:
+        for fam in FONTS:
             paras = [s for s in samples if s["id"].startswith(f"prose-{pi}-{fam.replace(' ', '_')}-")]
             assert paras and " ".join(p["answer"].replace("\n", " ") for p in paras) == passage
             for p in paras:
+                assert p["family"] == fam
                 w, h = p["image"].size
                 assert w > h > 30 and 1 <= p["answer"].count("\n") + 1 <= 4
     assert [s["id"] for s in prose_samples(limit=5)] == [s["id"] for s in samples[:5]]
