@@ -3,7 +3,7 @@ An auxiliary CTC loss for one-line strips: a training-time crutch for the from-s
 off by default (ctc_weight=0) and never part of the model.
 
 Why: trained only through the GPT's next-token loss, a freshly initialised encoder gets a weak,
-late signal — the decoder first learns to guess text without looking (notes/cpu-recipe-probe.md:
+late signal — the decoder first learns to guess text without looking (dev/design.md §9:
 the image-ablation gap stays near zero for hundreds of steps, and the encoder can collapse). A
 CTC head reading characters left to right straight off the encoder's features tells it, from
 step 0, which strokes matter. The head is a single linear layer, so the features themselves must

@@ -5,7 +5,7 @@ DeepEncoder: DeepSeek-OCR's vision encoder, at any size.
                      -> CLIP over that grid (CLS dropped on output)
     tokens = Linear(concat[CLIP tokens, SAM grid tokens]) -> [B, qh*qw, out_dim]   (row-major)
 
-and the per-image embedding sequence the GPT reads (DESIGN §2):
+and the per-image embedding sequence the GPT reads (dev/design.md §2):
 
     [ Gundam tile mosaic rows, each + image_newline ]  (only with tiles)
     [ global view rows, each + image_newline ]
@@ -79,7 +79,7 @@ class DeepEncoderConfig:
 ENCODER_PRESETS = {
     # DeepSeek-OCR: SAM ViT-B (1024 px, patch 16) + 256->512->1024 convs + CLIP-L/14 (+ projector)
     "full": dict(),
-    # A CPU-trainable size after shared/notes/cpu-recipe-probe.md: patch 8 (a 32-px text strip is
+    # A CPU-trainable size after the probe in dev/design.md §9: patch 8 (a 32-px text strip is
     # 4 patches tall), three 128-wide SAM blocks (two windowed, one global), neck 64, ONE stride-2
     # conv 64->128 (2 x 16 = 32 tokens for a 32 x 256 strip), two 128-wide CLIP blocks, no CLIP
     # patch conv. Base side 256 keeps the mode token counts of the full preset (73/111/273/421).

@@ -1,5 +1,5 @@
 """
-Instruments that tell reading from memorising (DESIGN §5, notes/cpu-recipe-probe.md):
+Instruments that tell reading from memorising (dev/design.md §5 and §9):
 
 - collapse: mean pairwise cosine similarity of different images' features, at the compressed
   SAM grid (net_3, where the original project saw 0.59 -> 0.9998) and after the projector, plus

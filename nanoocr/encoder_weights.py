@@ -1,6 +1,6 @@
 """
 Load real encoder weights into a DeepEncoder, offline, from safetensors files. One module for
-every public layout (DESIGN §7), detected per file from its key names:
+every public layout (dev/design.md §7), detected per file from its key names:
 
   sam            HF facebook/sam-vit-* (SamModel: vision_encoder.*, or SamVisionModel / bare)
   clip           HF openai/clip-vit-* (CLIPModel / CLIPVisionModel: vision_model.*, or bare)

@@ -1,6 +1,6 @@
 """
 The GPT decoder: nanochat's "classic" late-2025 design, kept weight-compatible with its
-checkpoints (see DESIGN §4 and shared/fixtures/nanochat_d2, the ground truth):
+checkpoints (see dev/design.md §4 and tests/fixtures/nanochat_d2, the ground truth):
 - rotary embeddings (base 10000) in nanochat's *half-split* convention, applied before QK-norm
 - parameter-free RMSNorm after the token embedding, before attention / MLP, and before the head
 - QK-norm, ReLU² MLP at 4x width, no biases, untied wte / lm_head

@@ -72,7 +72,7 @@ def gundam_grid(width, height, tile=640):
 # covers a 600-dpi A4 scan with room to spare and stays below Pillow's own limit
 # (Image.MAX_IMAGE_PIXELS, ~89M), so Pillow's warning never fires for an image we accept.
 DEFAULT_MAX_PIXELS = 64_000_000
-PAD_COLOR = (127, 127, 127)  # DeepSeek-OCR pads with mean*255, rounded down (DESIGN §2)
+PAD_COLOR = (127, 127, 127)  # DeepSeek-OCR pads with mean*255, rounded down (dev/design.md §2)
 MEAN = STD = 0.5             # per-channel normalisation: pixels end up in [-1, 1]
 BICUBIC = Image.Resampling.BICUBIC
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -232,7 +232,7 @@ def pad_to(im, width, height):
 
 def square_valid_ratio(w, h):
     """Fraction of a padded square view that holds image, written as the released DeepSeek-OCR
-    code computes it (DESIGN §2), so int(N * ratio) reproduces its "valid" token counts."""
+    code computes it (dev/design.md §2), so int(N * ratio) reproduces its "valid" token counts."""
     return 1 - (max(w, h) - min(w, h)) / max(w, h)
 
 

@@ -1,5 +1,5 @@
 """
-OCR metrics the field reports (DESIGN §6), on plain strings. Edit distance is rapidfuzz's
+OCR metrics the field reports (dev/design.md §6), on plain strings. Edit distance is rapidfuzz's
 Levenshtein (unit-cost insert / delete / substitute; a swap of two characters costs 2), in C and
 fast enough for whole pages.
 
@@ -104,7 +104,7 @@ def _bucket_label(lo, hi):
 def compression_buckets(records, edges=COMPRESSION_EDGES):
     """Group records by compression ratio = answer_tokens / vision_tokens into [edges[i], edges[i+1])
     and report, per non-empty bucket: n, mean ratio, mean Fox precision, CER, mean normalised edit
-    distance. vision_tokens should be the *valid* count for a padded view (DESIGN §2) to match the
+    distance. vision_tokens should be the *valid* count for a padded view (dev/design.md §2) to match the
     paper's accounting."""
     buckets = [[] for _ in range(len(edges) - 1)]
     for r in records:

@@ -1,5 +1,5 @@
 """
-The vision-language model: DeepEncoder + GPT (DESIGN §1).
+The vision-language model: DeepEncoder + GPT (dev/design.md §1).
 
     ids  = <|bos|><|user_start|> <|image|>×N \\n prompt <|user_end|><|assistant_start|> answer ...
     x    = wte(ids); x[ids == <|image|>] = DeepEncoder(image) laid out as rows + newlines + separator
@@ -44,7 +44,7 @@ class VLM(nn.Module):
         return self.gpt.get_device()
 
     def encode_images(self, images):
-        """Vision embeddings, one sequence per image, in DESIGN's layout.
+        """Vision embeddings, one sequence per image, in the layout of dev/design.md §2.
         images: a tensor [B, 3, H, W] of same-size single views -> tensor [B, N, n_embd] (the
         training fast path: one batched encoder call), or a list of dicts from
         image_process.process_image (global_view, tiles, grid) -> list of [N_i, n_embd]."""

@@ -121,7 +121,7 @@ class Tokenizer:
     def id_to_token(self, i):
         return self.enc.decode([i])
 
-    # --- chat rendering (DESIGN §3) ---------------------------------------------------------------
+    # --- chat rendering (dev/design.md §3) ----------------------------------------------------
     def render_conversation(self, conversation, num_image_tokens=0, max_tokens=None):
         """conversation: {"messages": [{"role": "user"|"assistant", "content": str}, ...]} alternating,
         starting with the user. The literal "<image>" in a user message marks where the run of
@@ -174,7 +174,7 @@ class Tokenizer:
 
 
 def ocr_conversation(prompt, answer=None):
-    """The conversation for one OCR sample: the image first, then the prompt (DESIGN §3)."""
+    """The conversation for one OCR sample: the image first, then the prompt (dev/design.md §3)."""
     if IMAGE_MARKER not in prompt:
         prompt = IMAGE_MARKER + "\n" + prompt
     messages = [{"role": "user", "content": prompt}]

@@ -64,7 +64,7 @@ PAGE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page
 # `nanoocr read`'s defaults for the no-repeat rule (DeepSeek-OCR's), so both programs read alike
 NO_REPEAT_NGRAM, NO_REPEAT_WINDOW = 30, 90
 PROMPTS = [DEFAULT_PROMPT, "<|grounding|>Convert the document to markdown.", "<|grounding|>OCR this image.",
-           "Parse the figure.", "Describe this image in detail."]  # DeepSeek-OCR's (DESIGN §3)
+           "Parse the figure.", "Describe this image in detail."]  # DeepSeek-OCR's (dev/design.md §3)
 MAX_PROMPT_CHARS = 4000
 MB = 1024 * 1024
 FORM_SLACK = 64 * 1024  # multipart boundaries, part headers and the small fields around the image

@@ -1,9 +1,9 @@
 """
-Stage 2 (DESIGN §5): continue from a Stage 1 checkpoint with SAM + neck + convs frozen, a step
+Stage 2 (dev/design.md §5): continue from a Stage 1 checkpoint with SAM + neck + convs frozen, a step
 LR schedule, and text-only rows mixed in. The same loop as Stage 1 (scripts/vis_tok_train.py);
 this file only picks Stage 2's preset:
 
-    python -m scripts.vis_mid_train                    # presets/mid.py: DESIGN's Stage 2 defaults
+    python -m scripts.vis_mid_train                    # presets/mid.py: the published Stage 2 defaults
     python -m scripts.vis_mid_train --preset=cpu       # presets/cpu_mid.py: the CPU recipe's Stage 2
 
 A Stage 2 preset is complete on its own (init_from, freezing, schedule, mixing), so --preset=NAME

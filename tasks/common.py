@@ -13,7 +13,7 @@ A reader is a generator function yielding samples, one dict each:
 <|image|> placeholders goes. Almost always it comes first, so the common case is one field; the rare
 prompt with text before the marker keeps that text in "prompt_before" so nothing is lost. The single
 newline after the marker is the format's separator (the dataloader writes `{image run}\n{prompt}`,
-DESIGN §3), so it is dropped here rather than kept as part of the prompt.
+dev/design.md §3), so it is dropped here rather than kept as part of the prompt.
 
 Readers never decode images: that is the dataloader's job (with nanoocr/image_process.py's error
 handling), in background workers. A reader only checks what is cheap and certain: the image file

@@ -1,4 +1,4 @@
-"""Shared by the reference-equivalence tests (DESIGN §7 "Trap"): re-randomise a transformers model
+"""Shared by the reference-equivalence tests (dev/design.md §7, the trap): re-randomise a transformers model
 so it is a meaningful reference, relative error, and the tiny UnlimitedOcr configs that work."""
 import torch
 
@@ -23,7 +23,7 @@ def rel_err(ours, ref):
     return ((ours - ref).abs().max() / ref.std()).item()
 
 
-# A tiny UnlimitedOcr (DeepEncoder + MoE text model) that works (DESIGN §7)
+# A tiny UnlimitedOcr (DeepEncoder + MoE text model) that works (dev/design.md §7)
 UNLIMITED_SAM_KW = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, window_size=3,
                         global_attn_indexes=[1], image_size=128, patch_size=16, output_channels=32,
                         downsample_channels=[64, 128], mlp_dim=128)

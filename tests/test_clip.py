@@ -4,7 +4,7 @@ CLIP vision transformer vs transformers' CLIP (CLIPModel's vision tower / CLIPVi
 Our CLIP never sees pixels: it is fed a feature map as its patch sequence. So the reference runs
 on pixels, a forward hook captures the patch embeddings it computes internally, and ours is fed
 exactly those. Its last_hidden_state is taken before post_layernorm, like ours. Every reference
-parameter is re-randomised first (DESIGN §7 "Trap").
+parameter is re-randomised first (dev/design.md §7, the trap).
 """
 
 import pytest

@@ -3,9 +3,9 @@ The whole DeepEncoder vs transformers' UnlimitedOcrVisionModel (a DeepEncoder: S
 convs + CLIP, interpolating to any grid) and UnlimitedOcrModel.get_image_features (the newline /
 separator / Gundam tile layout), plus the placeholder counts and the full preset's size.
 
-References are re-randomised (DESIGN §7 "Trap"), float64, compared relatively, with negative
-controls. The tiny config follows DESIGN's checked facts, except window 3 (not 4) so the window
-blocks also zero-pad: the native 128 px grid is 8 x 8.
+References are re-randomised (dev/design.md §7, the trap), float64, compared relatively, with
+negative controls. The tiny config follows dev/design.md §7's checked facts, except window 3 (not 4)
+so the window blocks also zero-pad: the native 128 px grid is 8 x 8.
 """
 
 import pytest
@@ -107,7 +107,7 @@ def test_layout_matches_get_image_features(ref, grid):
     assert expected.std() > 0.3
     err = rel_err(got, expected)
     assert err < TOL, f"layout {grid}: {err:.2e} relative"
-    # and the layout itself is not vacuous: newlines / separator sit where DESIGN says
+    # and the layout itself is not vacuous: newlines / separator sit where dev/design.md §2 says
     q = 2
     assert got[-1].equal(enc.view_separator.detach()) and got[-2].equal(enc.image_newline.detach())
     if grid is not None:
@@ -131,7 +131,7 @@ def test_embed_batch_equals_embed_image(ref):
 FULL = DeepEncoderConfig(**ENCODER_PRESETS["full"])
 CPU = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
 MODE_COUNTS = {"tiny": 73, "small": 111, "base": 273, "large": 421}
-GUNDAM_COUNTS = {(2, 2): 693, (3, 2): 893, (2, 3): 903, (3, 3): 1203}  # DESIGN §2 worked numbers
+GUNDAM_COUNTS = {(2, 2): 693, (3, 2): 893, (2, 3): 903, (3, 3): 1203}  # dev/design.md §2 worked numbers
 
 
 def test_full_preset_counts_match_design():

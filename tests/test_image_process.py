@@ -225,7 +225,7 @@ def test_extreme_sizes_every_mode(size):
 
 
 def test_gundam_grid_rule():
-    assert gundam_grid(2000, 1000) == (4, 2)  # DESIGN's example: (2,1) ties on aspect, larger area wins
+    assert gundam_grid(2000, 1000) == (4, 2)  # dev/design.md §2's example: (2,1) ties on aspect, larger area wins
     assert gundam_grid(1300, 650) == (2, 1)   # same tie, area 845k <= 0.5*640^2*8: the larger grid must not win
     assert gundam_grid(1400, 1400) == (3, 3)  # square tie (2,2)/(3,3): area 1.96M > 1.84M
     assert gundam_grid(1000, 1000) == (2, 2)  # area 1M: stays (2,2)

@@ -1,7 +1,7 @@
 """
 SAM image encoder vs transformers' SamVisionModel (an implementation nobody here wrote).
 
-DESIGN §7 "Trap": a freshly built SAM reference outputs ~0 (initializer_range 1e-10, zero
+dev/design.md §7, the trap: a freshly built SAM reference outputs ~0 (initializer_range 1e-10, zero
 pos-embed / rel-pos), so every parameter is re-randomised before saving, the reference output's
 spread is asserted to be far above the tolerance, comparisons are relative, and perturbing single
 loaded weights must break the match.
