@@ -3,14 +3,15 @@ The built-in synthetic document renderer: the training set that needs no downloa
 
     img, prompt, answer = render(seed, index, kind, split="train", height=None, width=None, **overrides)
 
-is a pure function of its arguments (same fonts installed -> same pixels). Kinds:
+is a pure function of its arguments: it draws only the fonts shipped in nanoocr/fonts/, so the
+same call gives the same pixels on every machine. Kinds:
 - "line":      a tight one-line strip (default 32x256 H x W), font size ~0.6 H, small jitter: the data
-               that first made a tiny model read on CPU (shared/notes/cpu-recipe-probe.md).
+               that first made a tiny model read on CPU (dev/design.md §9).
 - "line_page": one line placed somewhere on a page (default 256x256).
 - "page":      Fox-style paragraphs filling a page (default 1024x1024), 1 or 2 columns, optional title.
 - "receipt":   a receipt on a table, rows laid out in columns (default 1024x768); the answer is its
                rows top to bottom, columns joined by as many spaces as the gap is wide in digits
-               (so a monospaced receipt reads back exactly like its layout, as in shared/tier1).
+               (so a monospaced receipt reads back exactly like its layout, as in tasks/tier1).
 Answers: visual lines joined by "\n"; a vertical gap between blocks is an empty line; no leading
 spaces. The prompt is "Free OCR." (the <image> marker is not part of it).
 
@@ -21,19 +22,22 @@ DEGRADATIONS and can be overridden per call with degrade={...} or degrade="none"
 """
 
 import functools
+import glob
+import hashlib
 import io
 import itertools
 import math
 import os
 import random
-import subprocess
 import zlib
 from collections import namedtuple
 
 import numpy as np
+from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from nanoocr import synth_text as T
+from nanoocr.layout import text_strips
 from nanoocr.synth_text import corpus_iter, text_split  # noqa: F401  (re-exported: part of this interface)
 
 KINDS = ("line", "line_page", "page", "receipt")
@@ -50,34 +54,34 @@ SPLIT_SEED_BASE = {"train": 0, "val": 1 << 60, "test": 2 << 60}
 # capped by the font size in _compose so small text stays legible. val/test are a fixed, milder
 # "realistic scan" distribution so their numbers are comparable across runs; train is wider.
 DEGRADATIONS = {
-    "train": dict(rotate_p=0.3, rotate_deg=1.5, shear_p=0.15, shear=0.08,
+    "train": dict(rotate_p=0.4, rotate_deg=3.0, shear_p=0.15, shear=0.08,
                   paper=(180, 255), ink=(0, 100), min_contrast=110, ink_opacity=(0.85, 1.0), invert_p=0.02,
                   gradient_p=0.3, gradient=35, texture_p=0.3, texture=12,
                   blur_p=0.3, blur_sigma=(0.3, 1.2), rescale_p=0.2, rescale=(0.5, 0.9),
-                  noise_p=0.5, noise_sigma=(2.0, 14.0), tint=0.06, jpeg_p=0.3, jpeg_quality=(30, 90)),
+                  noise_p=0.5, noise_sigma=(2.0, 14.0), speckle_p=0.25, speckle=(0.002, 0.01),
+                  tint=0.06, jpeg_p=0.35, jpeg_quality=(20, 90)),
     "val": dict(rotate_p=0.2, rotate_deg=1.0, shear_p=0.0, shear=0.0,
                 paper=(200, 255), ink=(0, 70), min_contrast=130, ink_opacity=(0.9, 1.0), invert_p=0.0,
                 gradient_p=0.2, gradient=20, texture_p=0.2, texture=8,
                 blur_p=0.2, blur_sigma=(0.3, 0.8), rescale_p=0.1, rescale=(0.6, 0.9),
-                noise_p=0.3, noise_sigma=(2.0, 8.0), tint=0.04, jpeg_p=0.2, jpeg_quality=(50, 90)),
+                noise_p=0.3, noise_sigma=(2.0, 8.0), speckle_p=0.0, speckle=(0.0, 0.0),
+                tint=0.04, jpeg_p=0.2, jpeg_quality=(50, 90)),
 }
 DEGRADATIONS["test"] = dict(DEGRADATIONS["val"])
 NO_DEGRADATION = dict(DEGRADATIONS["val"], rotate_p=0.0, paper=(255, 255), ink=(0, 0), ink_opacity=(1.0, 1.0),
                       gradient_p=0.0, texture_p=0.0, blur_p=0.0, rescale_p=0.0, noise_p=0.0, tint=0.0, jpeg_p=0.0)
 
-OVERRIDES = ("font_px", "font_frac", "fonts", "text_mix", "max_words", "degrade", "prompt", "typeset_p", "columns")
+OVERRIDES = ("font_px", "font_frac", "fonts", "text_mix", "max_words", "degrade", "prompt", "typeset_p", "columns",
+             "cut_p")
 
 # -----------------------------------------------------------------------------
 # Fonts
 
 FontSpec = namedtuple("FontSpec", "name path index family style mono covers")
-PILLOW_DEFAULT = "pillow-default"
 _NOTDEF = "\U0010fffd"  # a private-use code point no text font maps: renders the .notdef glyph
 
 
 def _load(path, index, size):
-    if path is None:  # Pillow >= 10.1 bundles a scalable font (Aileron); older Pillows raise here
-        return ImageFont.load_default(size=size)
     # BASIC layout: identical pixels whether or not libraqm is installed, and faster
     return ImageFont.truetype(path, size, index=index, layout_engine=ImageFont.Layout.BASIC)
 
@@ -113,37 +117,38 @@ def _looks_latin(font):
             and area(bb["."]) < 0.15 * area(bb["H"]) and (bb["-"][3] - bb["-"][1]) < 0.35 * (bb["H"][3] - bb["H"][1]))
 
 
+FONT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fonts")
+
+
+def _names(path):
+    """(family, style) from the font's name table: typographic names (ids 16/17) where present,
+    else the legacy ones. Pillow's getname() misreports some (Courier Prime Bold says 'Light')."""
+    with TTFont(path, lazy=True) as tt:
+        name = tt["name"]
+        return name.getBestFamilyName(), name.getBestSubFamilyName()
+
+
 @functools.lru_cache(maxsize=1)
 def list_fonts():
-    """Every usable font: what `fc-list` finds (TrueType / OpenType files; Type 1 and bitmap
-    duplicates skipped) plus Pillow's bundled font, each checked to render all of printable ASCII
-    as Latin letters. Sorted, so that the same installed fonts give the same list everywhere."""
-    try:
-        out = subprocess.run(["fc-list", "--format", "%{file}\t%{index}\t%{family[0]}\t%{style[0]}\t%{spacing}\n"],
-                             capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""  # no fontconfig: Pillow's font alone
-    cands = {}
-    for row in sorted(set(out.splitlines())):
-        path, index, family, style, spacing = (row.split("\t") + [""] * 5)[:5]
-        if os.path.splitext(path)[1].lower() not in (".ttf", ".otf", ".ttc"):
-            continue
-        idx = int(index) if index.isdigit() else 0
-        name = os.path.basename(path) + (f"#{idx}" if idx else "")
-        cands.setdefault(name, (path, idx, family, style, spacing in ("90", "100")))
-    cands[PILLOW_DEFAULT] = (None, 0, "Pillow Aileron", "Regular", False)
+    """Every font the renderer may draw: the files shipped in nanoocr/fonts/ (one folder per source
+    package, each with its licence; README.md there lists them), each checked to render all of
+    printable ASCII as Latin letters. Never the machine's own fonts: the same command must render
+    the same pixels on every machine, and a machine with fewer fonts must not silently train on a
+    different data set. Sorted by file name, which is the font's name everywhere."""
     fonts = []
-    for name, (path, idx, family, style, mono) in sorted(cands.items()):
+    for path in sorted(glob.glob(os.path.join(FONT_DIR, "*", "*.[ot]tf")), key=os.path.basename):
         try:
-            font = _load(path, idx, 32)
-        except (OSError, ValueError, AttributeError, TypeError):
-            continue  # unreadable file, or a Pillow without FreeType / without a bundled scalable font
+            font = _load(path, 0, 32)
+        except (OSError, ValueError) as e:
+            raise RuntimeError(f"shipped font {path} is unreadable ({e}): reinstall nanoocr") from e
+        family, style = _names(path)
+        mono = font.getlength("i") == font.getlength("W")
         covers = _coverage(font)
         if set(T.CORE_CHARS) <= covers and _looks_latin(font):
-            fonts.append(FontSpec(name, path, idx, family, style, mono, frozenset(covers)))
+            fonts.append(FontSpec(os.path.basename(path), path, 0, family, style, mono, frozenset(covers)))
     if not fonts:
-        raise RuntimeError("nanoocr/synth.py found no usable font: install some (Debian: apt-get install "
-                           "fonts-dejavu-core fontconfig) or a Pillow >= 10.1 built with FreeType")
+        raise RuntimeError(f"no usable font in {FONT_DIR}: the package's font files are missing; reinstall "
+                           "nanoocr (pip install .) or check out the repository again")
     return fonts
 
 
@@ -163,14 +168,37 @@ def _font_index():
     return {f.name: f for f in list_fonts()}
 
 
+def check_fonts(fonts_filter):
+    """Raise a ValueError naming every entry of fonts_filter (font file names or family names) that
+    matches no shipped font, with the families there are. Training calls it at start-up: a preset
+    that names a missing family stops, it never draws from the rest."""
+    fonts = list_fonts()
+    missing = [s for s in fonts_filter if not any(s in (f.name, f.family) for f in fonts)]
+    if missing:
+        raise ValueError(f"font(s) {missing} are not among the shipped fonts; families: "
+                         f"{sorted({f.family for f in fonts})} (font files live in {FONT_DIR})")
+
+
+def font_manifest(fonts_filter=None):
+    """[(file name, sha256 prefix)] of the font files fonts_filter selects (None = all): printed at
+    start-up so two machines' runs can be compared file for file."""
+    specs = [f for fam in _families(None if fonts_filter is None else tuple(fonts_filter)).values() for f in fam]
+    out = []
+    for f in sorted(specs, key=lambda f: f.name):
+        with open(f.path, "rb") as fh:
+            out.append((f.name, hashlib.sha256(fh.read()).hexdigest()[:12]))
+    return out
+
+
 @functools.lru_cache(maxsize=64)
 def _families(fonts_filter):
-    """family -> [FontSpec], optionally restricted to names / families / file names in fonts_filter."""
+    """family -> [FontSpec], optionally restricted to font file names / families in fonts_filter."""
+    if fonts_filter is not None:
+        check_fonts(fonts_filter)
     fams = {}
     for f in list_fonts():
-        if fonts_filter is None or any(s in (f.name, f.family, f.path) for s in fonts_filter):
+        if fonts_filter is None or any(s in (f.name, f.family) for s in fonts_filter):
             fams.setdefault(f.family, []).append(f)
-    assert fams, f"no installed font matches fonts={list(fonts_filter)}; see list_fonts()"
     return fams
 
 
@@ -600,6 +628,13 @@ def _compose(rng, nrng, layout, W, H, deg):
     if rng.random() < deg["noise_p"]:
         noise = _noise(nrng, H * W).reshape(H, W) * rng.uniform(*deg["noise_sigma"])
         im = Image.fromarray(np.clip(np.asarray(im, np.float32) + noise + 0.5, 0, 255).astype(np.uint8), "L")
+    if rng.random() < deg["speckle_p"]:  # salt and pepper: dust, toner specks, a fax
+        a = np.array(im)
+        u = nrng.random(a.shape, dtype=np.float32)
+        amount = rng.uniform(*deg["speckle"])
+        a[u < amount / 2] = 0
+        a[u > 1 - amount / 2] = 255
+        im = Image.fromarray(a, "L")
     # grey-ish colour: one lookup table per channel (much cheaper than float RGB arrays)
     tint = np.array([1 + rng.uniform(-1, 1) * deg["tint"] for _ in range(3)], np.float32)
     luts = np.clip(np.rint(np.arange(256, dtype=np.float32)[:, None] * tint), 0, 255).astype(np.uint8)  # (256, 3)
@@ -675,7 +710,20 @@ def render(seed, index, kind, split="train", height=None, width=None, **override
     font_px (int or (lo, hi)), font_frac ((lo, hi) x height, line kind), fonts (names / families /
     paths to draw from), text_mix ({"prose", "random", "entity": weight}), max_words (line kinds),
     degrade (None = the split's preset, "none", a split name, or a dict of preset overrides),
-    prompt, typeset_p (chance of curly quotes / dashes), columns (page kind)."""
+    prompt, typeset_p (chance of curly quotes / dashes), columns (page kind), cut_p (line kind: the
+    chance that the line is drawn 1-2.5x larger and cut back to the strip by layout.text_strips,
+    exactly as `nanoocr read` cuts a user's crop: the model then trains on the reader's own input,
+    cleaned, deskewed, scaled by its ink height; a line the cutter splits in two is resized instead)."""
+    cut_p = overrides.pop("cut_p", 0.0)
+    if kind == "line" and cut_p > 0:
+        rng = random.Random(f"cut:{seed}:{split}:{index}")  # its own stream: the other draws stay as they were
+        if rng.random() < cut_p:
+            H, W = height or DEFAULT_SIZE["line"][0], width or DEFAULT_SIZE["line"][1]
+            f = rng.uniform(1.0, 2.5)
+            img, prompt, answer, _ = render_debug(seed, index, kind, split, round(H * f), round(W * f), boxes=False,
+                                                  **overrides)
+            strips = text_strips(img, H, W)
+            return (strips[0][1] if len(strips) == 1 else img.resize((W, H), Image.BICUBIC)), prompt, answer
     img, prompt, answer, _ = render_debug(seed, index, kind, split, height, width, boxes=False, **overrides)
     return img, prompt, answer
 

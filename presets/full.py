@@ -1,6 +1,6 @@
 """Full size, Stage 1: DeepSeek-OCR's DeepEncoder (SAM ViT-B 1024 px + net_2/net_3 + CLIP-L/14) and a
 d20-class nanochat GPT (20 layers, 1280 wide, 10 heads = the projector's 1280 outputs), Base mode
-(273 placeholders), DESIGN §5's Stage 1 (lr 5e-5, warmup then cosine, seq len 4096). Meant for
+(273 placeholders), dev/design.md §5's Stage 1 (lr 5e-5, warmup then cosine, seq len 4096). Meant for
 GPUs under torchrun (runs/full.sh), optionally from real weights: --encoder_weights=SAM,CLIP files
 and --nanochat_dir / --nanochat_tokenizer."""
 tag = "full"

@@ -1,4 +1,4 @@
-"""Full size, Stage 2 (DESIGN §5): SAM + neck + convs frozen, lr 3e-5 with StepLR x0.1 every 2000
+"""Full size, Stage 2 (dev/design.md §5): SAM + neck + convs frozen, lr 3e-5 with StepLR x0.1 every 2000
 steps, seq len 8192, 90% vision + 10% text."""
 tag = "full"
 init_from = "stage1"

@@ -1,4 +1,4 @@
-"""Stage 2 (vis_mid) per DESIGN §5: start from this tag's Stage 1 result, SAM + neck + convs frozen,
+"""Stage 2 (vis_mid) per dev/design.md §5: start from this tag's Stage 1 result, SAM + neck + convs frozen,
 AdamW 3e-5 with StepLR x0.1 every 2000 steps, 90% vision + 10% text."""
 init_from = "stage1"
 freeze_sam = True
