@@ -1,6 +1,6 @@
 """
 Generation: images + prompts -> text, batched, with the vision embeddings computed once per image
-and the GPT's KV cache (DESIGN §5, inference paragraph).
+and the GPT's KV cache (dev/design.md §5, inference paragraph).
 
     results = generate(model, tokenizer, images, prompts, max_tokens=256)
     results[i] = {"text", "ids", "num_tokens", "finish_reason"}
@@ -73,7 +73,7 @@ def encode(model, images):
 
 
 def prompt_ids(tokenizer, prompt, num_image_tokens):
-    """<|bos|><|user_start|><|image|>×N\\n{prompt}<|user_end|><|assistant_start|> (DESIGN §3)."""
+    """<|bos|><|user_start|><|image|>×N\\n{prompt}<|user_end|><|assistant_start|> (dev/design.md §3)."""
     return tokenizer.render_for_completion(ocr_conversation(prompt), num_image_tokens)
 
 
@@ -164,8 +164,9 @@ class _Decoder:
     """Per-row state shared by the cached and the naive loop: logit rules, stopping, streaming."""
 
     def __init__(self, tokenizer, B, max_tokens, temperature, top_k, top_p, no_repeat_ngram_size,
-                 no_repeat_window, seed, callback, device):
+                 no_repeat_window, seed, callback, device, max_chars=None):
         self.tokenizer = tokenizer
+        self.max_chars = max_chars or [None] * B  # per row: the most characters its image can hold
         self.end_id = tokenizer.encode_special("<|assistant_end|>")
         self.image_id = tokenizer.image_id
         self.max_tokens = max_tokens
@@ -201,8 +202,14 @@ class _Decoder:
                 self.done[b], self.reason[b] = True, "stop"
                 continue
             self.out[b].append(tok)
-            if self.callback is not None:
-                self.callback(b, tok, self.tokenizer.decode(self.out[b]))
+            if self.callback is not None or self.max_chars[b] is not None:
+                text = self.tokenizer.decode(self.out[b])
+                if self.max_chars[b] is not None and len(text) > self.max_chars[b]:
+                    self.out[b].pop()  # more text than the strip's ink can hold: the rest is invented
+                    self.done[b] = True
+                    continue
+                if self.callback is not None:
+                    self.callback(b, tok, text)
             if len(self.out[b]) >= self.max_tokens:
                 self.done[b] = True
         return nxt
@@ -214,6 +221,10 @@ class _Decoder:
     def results(self):
         return [{"text": self.tokenizer.decode(ids), "ids": ids, "num_tokens": len(ids), "finish_reason": r}
                 for ids, r in zip(self.out, self.reason)]
+
+
+def _max_chars(images):
+    return None if torch.is_tensor(images) else [im.get("max_chars") for im in images]
 
 
 def _autocast(model, dtype):
@@ -235,8 +246,10 @@ def generate(model, tokenizer, images, prompts=DEFAULT_PROMPT, max_tokens=256, t
     no_repeat_ngram_size / no_repeat_window: the no-repeat rule (0 = off; window 0 = everything
     generated so far). seed: for sampling (temperature > 0). callback(row, token_id, text_so_far):
     called for every answer token as it is produced. autocast_dtype: e.g. torch.bfloat16 on GPU.
+    A process_image dict with a "max_chars" entry (strips cut by layout.text_strips) ends its row
+    before the answer grows past that many characters.
     Returns one dict per image: text, ids (answer tokens), num_tokens, finish_reason ("stop" when
-    the model ended the answer, "length" when max_tokens cut it)."""
+    the model ended the answer, "length" when max_tokens or max_chars cut it)."""
     was_training = model.training
     model.eval()
     try:
@@ -251,7 +264,7 @@ def generate(model, tokenizer, images, prompts=DEFAULT_PROMPT, max_tokens=256, t
                 f"prompt ({L} tokens, {embeds[0].size(0)} of them image) + max_tokens {max_tokens} exceeds "
                 f"the model's {limit} positions; lower max_tokens or use a smaller mode")
             dec = _Decoder(tokenizer, B, max_tokens, temperature, top_k, top_p, no_repeat_ngram_size,
-                           no_repeat_window, seed, callback, device)
+                           no_repeat_window, seed, callback, device, _max_chars(images))
             if dec.finished:
                 return dec.results()
             kv_cache = model.gpt.new_kv_cache(B, L + max_tokens)  # prompt + every answer token fed back
@@ -282,7 +295,7 @@ def naive_generate(model, tokenizer, images, prompts=DEFAULT_PROMPT, max_tokens=
             device = model.get_device()
             ids, mask = ids.to(device), mask.to(device)
             dec = _Decoder(tokenizer, ids.size(0), max_tokens, temperature, top_k, top_p, no_repeat_ngram_size,
-                           no_repeat_window, seed, callback, device)
+                           no_repeat_window, seed, callback, device, _max_chars(images))
             first = True
             while not dec.finished:
                 if not first:
@@ -369,7 +382,8 @@ def strip_views(model, image, mode, max_words=0, whole=False):
     one strip). A blank image gives []."""
     if whole or not isinstance(mode, tuple) or image.size == (mode[1], mode[0]):
         return [(0, preprocess(model, image, mode))]
-    return [(li, preprocess(model, strip, mode)) for li, strip in text_strips(image, *mode, max_words=max_words)]
+    return [(li, dict(preprocess(model, strip, mode), max_chars=strip.info["max_chars"]))
+            for li, strip in text_strips(image, *mode, max_words=max_words)]
 
 
 def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, **kwargs):
@@ -402,7 +416,7 @@ def trained_max_words(meta):
 
 def count_vision_tokens(encoder_config, processed):
     """Vision tokens of one processed image as DeepSeek-OCR counts them for its compression ratio
-    (DESIGN §2, §6): grid tokens only (no newlines / separator); of a padded square view only the
+    (dev/design.md §2, §6): grid tokens only (no newlines / separator); of a padded square view only the
     "valid" part, int(N * valid_ratio) as its released code does; all tile tokens."""
     gv = processed["global_view"]
     qh, qw = grid_size(encoder_config, gv.shape[-2], gv.shape[-1])

@@ -7,7 +7,7 @@ Three sources, mixed with configurable weights (TEXT_MIX):
             real prose), content words are drawn from Faker's ~1k-word English list, and sentences
             carry proper names, numbers, dates, prices, parentheses, quotes and commas. Word order is
             deliberately not grammatical: a small decoder could otherwise lower its loss by guessing
-            the next word instead of reading the image (measured in shared/notes/cpu-recipe-probe.md).
+            the next word instead of reading the image (measured in dev/design.md §9).
 - "random": random tokens of mixed case, digits and punctuation. The probe needed 30-50% of such
             strings for the encoder to learn to read at all; they cannot be predicted without looking.
 - "entity": one field of a form or letterhead from Faker (names, addresses, phones, e-mails, URLs,
@@ -36,7 +36,12 @@ import threading
 # Every font must render all of CORE_CHARS (printable ASCII, space included) or it is not used.
 # EXTRA_CHARS are typographic characters used only with fonts that render them (typeset()).
 CORE_CHARS = "".join(chr(c) for c in range(32, 127))
-EXTRA_CHARS = "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u20ac\u00a3\u00b0"  # ‘’“”–—…€£°
+# Latin-1 and Latin Extended-A letters of French, German, Spanish, Nordic names and loanwords, the
+# quotes of European typesetting; typeset() puts them into text where the font draws them.
+ACCENTED = {"a": "àáâäå", "e": "èéêë", "i": "íîï", "o": "óôöø", "u": "ùúûü", "c": "ç", "n": "ñ", "s": "ß",
+            "y": "ÿ", "A": "ÀÁÂÄÅ", "E": "ÉÈÊ", "I": "Í", "O": "ÓÖØ", "U": "ÚÜ", "C": "Ç", "N": "Ñ"}
+EXTRA_CHARS = ("\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u20ac\u00a3\u00b0"  # ‘’“”–—…€£°
+               "\u00ab\u00bb\u201e" + "".join(ACCENTED.values()))  # «»„ and the accented letters
 PUNCT = set(string.punctuation)
 
 # Default weights of the three sources. Lines get many random strings (they force reading);
@@ -372,15 +377,26 @@ def typeset(text, rng, covers, p=1.0):
     if "'" in text and ok("\u2018\u2019"):  # after a letter: apostrophe / closing; else opening
         text = "".join("\u2019" if c == "'" and i and text[i - 1].isalnum() else "\u2018" if c == "'" else c
                        for i, c in enumerate(text))
-    if '"' in text and ok("\u201c\u201d"):  # alternate opening / closing
+    if '"' in text and ok("\u201c\u201d\u00ab\u00bb\u201e"):  # alternate opening / closing: English, French, German
+        o, c = rng.choice((("\u201c", "\u201d"), ("\u201c", "\u201d"), ("\u00ab", "\u00bb"), ("\u201e", "\u201c")))
         parts = text.split('"')
-        text = parts[0] + "".join(("\u201c" if i % 2 == 0 else "\u201d") + part for i, part in enumerate(parts[1:]))
+        text = parts[0] + "".join((o if i % 2 == 0 else c) + part for i, part in enumerate(parts[1:]))
     if " - " in text and ok("\u2013"):
         text = text.replace(" - ", " \u2013 ")
     if "..." in text and ok("\u2026"):
         text = text.replace("...", "\u2026")
     if "$" in text and ok("\u20ac\u00a3"):
         text = text.replace("$", rng.choice(("\u20ac", "\u00a3")))
+    if rng.random() < min(1.0, 2.5 * p):  # accents on about a quarter of the words (names, loanwords)
+        words = text.split(" ")
+        for i, w in enumerate(words):
+            spots = [j for j, ch in enumerate(w) if ch in ACCENTED]
+            if spots and rng.random() < 0.25:
+                j = rng.choice(spots)
+                options = [a for a in ACCENTED[w[j]] if a in covers]
+                if options:
+                    words[i] = w[:j] + rng.choice(options) + w[j + 1:]
+        text = " ".join(words)
     return text
 
 

@@ -1,7 +1,7 @@
 """
 Train the vision-language model. Stage 1 (this script's defaults): everything trainable, vision
 samples only. Stage 2 is `scripts/vis_mid_train.py`: the same loop with SAM + neck + convs frozen,
-a step LR schedule and text mixing (DESIGN §5).
+a step LR schedule and text mixing (dev/design.md §5).
 
     python -m scripts.vis_tok_train --preset=cpu                      # the CPU recipe
     python -m scripts.vis_tok_train --preset=tier1                    # overfit the original 10 images
@@ -10,11 +10,12 @@ a step LR schedule and text mixing (DESIGN §5).
 
 The loss is the mean over the answer tokens of the whole global batch: each step prefetches
 its micro-batches, all-reduces their answer-token count, and backpropagates sum-losses divided
-by that count, so 2 ranks x B equals 1 rank x 2B exactly (DESIGN §3). Checkpoints go to
+by that count, so 2 ranks x B equals 1 rank x 2B exactly (dev/design.md §3). Checkpoints go to
 <base>/<stage dir>/<tag>/ in the crash-safe format; --resume=True continues bit-exactly
 (model, optimiser, schedule, data stream, RNG). Ctrl-C saves a checkpoint before exiting.
 """
 
+import hashlib
 import os
 import sys
 import json
@@ -39,6 +40,7 @@ from nanoocr.diagnostics import encoder_collapse, loss_and_gap
 from nanoocr.flops import batch_flops
 from nanoocr.muon import Muon
 from nanoocr.engine import parse_mode
+from nanoocr.synth import check_fonts, font_manifest
 from tasks.sources import training_sources
 
 # -----------------------------------------------------------------------------
@@ -69,6 +71,7 @@ synth_text_mix = -1.0       # renderer: fraction of random-string lines (-1 = th
 synth_fonts = ""            # renderer: comma-separated font names / families to draw from ("" = all fonts)
 synth_degrade = ""          # renderer: "" = the split's degradation preset, "none" = clean
 synth_max_words = 0         # renderer: most words per line (0 = the renderer's default)
+synth_cut_p = 0.0           # renderer: chance a line is drawn larger and cut back by the reader's cutter (synth.render)
 easy_steps = 0              # curriculum: the first easy_steps steps render clean text in easy_fonts only
 easy_fonts = ""             # comma-separated fonts for the curriculum's easy phase ("" = all fonts, clean)
 val_data = ""               # "" = the renderer's val split (synth) or the training data itself
@@ -287,10 +290,17 @@ def lr_multiplier(step, part):
 # -----------------------------------------------------------------------------
 # Data
 
+if "synth" in data.split(","):  # a named family that does not ship stops here, before any step
+    for fonts in (synth_fonts, easy_fonts):
+        if fonts:
+            check_fonts(fonts.split(","))
+    manifest = font_manifest(synth_fonts.split(",") if synth_fonts else None)
+    digest = hashlib.sha256("".join(f"{n}:{h}" for n, h in manifest).encode()).hexdigest()[:12]
+    print0(f"fonts: {len(manifest)} files, manifest sha256 {digest}: " + ", ".join(f"{n}={h}" for n, h in manifest))
 train_source, val_source, text_source, val_records = training_sources(
     data=data, val_data=val_data, synth_kinds=synth_kinds, mode=mode_value, seed=seed,
     synth_text_mix=synth_text_mix, synth_fonts=synth_fonts, synth_degrade=synth_degrade,
-    synth_max_words=synth_max_words, easy_fonts=easy_fonts, easy_samples=easy_steps * total_batch_size,
+    synth_max_words=synth_max_words, synth_cut_p=synth_cut_p, easy_fonts=easy_fonts, easy_samples=easy_steps * total_batch_size,
     n_val_records=max(cer_samples, final_samples))
 loader_kwargs = dict(tokenizer=tokenizer, encoder_config=model.encoder.config, batch_size=device_batch_size,
                      seq_len=seq_len, mode=mode_value)
