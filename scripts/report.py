@@ -2,6 +2,8 @@
 The report card of a speedrun: <base>/report/report.md plus PNG plots (train loss, val CER,
 image-ablation gap, collapse cosine against step) from the Stage 1 / Stage 2 checkpoints'
 histories, the eval metrics, the time of every stage, and sample predictions beside the truth.
+Evals named realistic_<row> (tasks/realistic.py; `nanoocr eval --data=realistic:<row>
+--out=<base>/eval/realistic_<row>.jsonl`) get one table of their own, with CER per font family.
 
     python -m scripts.report --tag=cpu
 """
@@ -12,6 +14,7 @@ import json
 from nanoocr.common import get_base_dir
 from nanoocr.configurator import configure
 from nanoocr.checkpoint_manager import committed_steps, load_meta
+from tasks.realistic import ROWS
 
 tag = "cpu"                 # the training tag (speedrun: the preset name)
 evals = "lines,pages"       # eval names: <base>/eval/<name>.metrics.json + <name>.jsonl
@@ -97,6 +100,36 @@ for name in evals.split(","):
         recs = [json.loads(l) for l in open(preds)][:n_examples]
         examples.append((name, recs))
 lines.append("")
+# ---- realistic rows (tasks/realistic.py: issue 18's kinds of image, one eval per row) --------------------------
+real = {}
+for row in ROWS:  # in the table's order: each row one step further from the training strips
+    path = os.path.join(base, "eval", f"realistic_{row}.metrics.json")
+    if os.path.exists(path):
+        real[row] = json.load(open(path))
+if real:
+    nan = float("nan")
+    lines += ["## Realistic images", "",
+              "tasks/realistic.py: clean and degraded line crops, unseen font families, paragraphs, pages, phone "
+              "photos and symbol-heavy scans, test-split text. `ratio` = nanoocr CER / Tesseract CER (below 1: "
+              "nanoocr reads better); `max len ratio` = the longest prediction over its answer, `#>1.5x` = images "
+              "whose prediction is over 1.5x the answer (loops, hallucination).", "",
+              "| row | n | nanoocr CER | tesseract CER | ratio | max len ratio | #>1.5x |", "|---|---|---|---|---|---|---|"]
+    for row, full in real.items():
+        m, t = full.get("model", {}), full.get("tesseract")
+        tcer = f"{t['cer']:.4f}" if t else "—"
+        ratio = f"{m.get('cer', nan) / t['cer']:.2f}" if t and t.get("cer") else "—"
+        lines.append(f"| {row} | {m.get('n', full.get('n'))} | {m.get('cer', nan):.4f} | {tcer} | {ratio} | "
+                     f"{m.get('max_len_ratio', nan):.2f} | {m.get('n_over_1.5x', '—')} |")
+    lines.append("")
+    fams = sorted({f for full in real.values() for f in full.get("model", {}).get("per_family", {})})
+    if fams:
+        rows = list(real)
+        lines += ["nanoocr CER per font family (— : the row has no image in that family):", "",
+                  "| family | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+        for f in fams:
+            cells = [real[r].get("model", {}).get("per_family", {}).get(f) for r in rows]
+            lines.append(f"| {f} | " + " | ".join("—" if c is None else f"{c:.3f}" for c in cells) + " |")
+        lines.append("")
 # ---- diagnostics at the end of each stage ---------------------------------------------------------------
 lines += ["## Training diagnostics (last eval of each stage)", "",
           "| stage | steps | train loss (EMA) | val loss | ablation gap (nats) | val CER | cos SAM | cos proj |",

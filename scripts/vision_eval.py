@@ -10,6 +10,7 @@ vision tokens, DeepSeek-OCR's Fox table). Optionally Tesseract on the same image
     nanoocr eval --data=OmniDocBench/OmniDocBench.json --md_dir=omnidoc_md     # per-image .md files
     nanoocr eval --data=synth --limit=64 --tesseract=True                     # the renderer's val split
     nanoocr eval --data=prose                                                 # real prose, unseen fonts
+    nanoocr eval --data=realistic:photos --tesseract=True                     # tasks/realistic.py, one row
 
 --data "" evaluates the model's own validation data (its training config's val_data, else data;
 "synth" means the renderer's val split). Images that cannot be read are recorded with their error
@@ -49,7 +50,7 @@ fox_out = ""            # also write Fox-style predictions JSON (for Fox's own e
 md_dir = ""             # also write OmniDocBench-style <image stem>.md predictions into this folder
 tesseract = False       # also run Tesseract on the same images and print both side by side
 tesseract_lang = "eng"
-tesseract_psm = -1      # page segmentation mode (-1 = 7 "single line" for fixed HxW modes, else 3 "auto")
+tesseract_psm = -1      # page segmentation mode (-1 = a sample's own "tess_psm", else 7 "single line" for fixed HxW modes, else 3 "auto")
 device_type = ""        # cuda | mps | cpu ("" = autodetect)
 # -----------------------------------------------------------------------------
 
@@ -70,6 +71,13 @@ def open_samples(data, source="", image_dir="", split="val", limit=-1, user_conf
         src = sources.synth_source(split, kinds, seed=int(user_config.get("seed", 0)), mode=mode,
                                    **sources.synth_options(**user_config))
         return [src(i) for i in range(n)], f"synth:{kinds} ({split})"
+    if data.split(":")[0] == "realistic":
+        from tasks.realistic import ROWS, SIZES, realistic_samples
+        row = data.partition(":")[2]
+        if row not in ROWS:
+            raise ValueError(f"--data=realistic needs a row: --data=realistic:ROW, ROW one of {', '.join(ROWS)}")
+        samples = realistic_samples(row, limit)
+        return samples, f"realistic:{row} ({len(samples)} of {SIZES[row]} images)"
     if data == "prose":
         from tasks.prose import prose_samples
         samples = prose_samples(limit)
@@ -140,6 +148,8 @@ def run_model(model, tokenizer, samples, mode, prompt="", max_tokens=256, batch_
                 "seconds": load_s + o["seconds"], "finish_reason": o["finish_reason"]}
             if o["views"] != 1:
                 batch_records[i]["strips"] = o["views"]
+            if "family" in s:  # font family, for per-family CER (tasks/realistic.py, tasks/prose.py)
+                batch_records[i]["family"] = s["family"]
         records.extend(batch_records)
     return records
 
@@ -165,37 +175,63 @@ def run_tesseract(image, lang="eng", psm=3):
     return proc.stdout.rstrip("\n\f \t"), seconds
 
 
-def add_tesseract(records, samples, lang="eng", psm=3):
+def add_tesseract(records, samples, lang="eng", psm=3, sample_psm=False):
     """Adds tesseract_pred / tesseract_seconds to every successfully read record (records[i] is
-    samples[i], as run_model returns them)."""
+    samples[i], as run_model returns them). sample_psm: a sample's own "tess_psm" (7 for a line
+    crop, 6 for a block: tasks/realistic.py) wins over psm."""
     assert len(records) == len(samples), f"{len(records)} records for {len(samples)} samples"
     for rec, sample in zip(records, samples):
         if "error" in rec:
             continue
-        text, seconds = run_tesseract(load_pil(sample), lang, psm)
+        text, seconds = run_tesseract(load_pil(sample), lang, sample.get("tess_psm", psm) if sample_psm else psm)
         rec["tesseract_pred"], rec["tesseract_seconds"] = text, seconds
 
 
+def length_checks(records, key="pred"):
+    """A model that loops or hallucinates writes far more than the image holds; CER averages that
+    away, so report it: the largest len(pred) / len(answer) and how many exceed 1.5x."""
+    ratios = [len(r[key]) / max(1, len(r["ref"])) for r in records]
+    return {"max_len_ratio": max(ratios), "n_over_1.5x": sum(len(r[key]) > 1.5 * len(r["ref"]) for r in records)}
+
+
+def per_family(records, key="pred"):
+    """{font family: CER} over records that carry a "family" (None when none do)."""
+    from nanoocr.metrics import cer
+    fams = sorted({r["family"] for r in records if "family" in r})
+    if not fams:
+        return None
+    return {f: cer([r[key] for r in records if r.get("family") == f], [r["ref"] for r in records if r.get("family") == f])
+            for f in fams}
+
+
 def compute_metrics(records):
-    """{"model": summary, ["tesseract": summary]} over the successfully read records."""
+    """{"model": summary, ["tesseract": summary]} over the successfully read records; each summary
+    with length checks and, when records carry a font family, CER per family."""
     from nanoocr.metrics import summarize
     ok = [r for r in records if "error" not in r]
     out = {"n": len(records), "failed": len(records) - len(ok)}
     if not ok:
         return out
     out["model"] = summarize(ok)
+    out["model"].update(length_checks(ok))
+    if per_family(ok):
+        out["model"]["per_family"] = per_family(ok)
     out["model"]["seconds_per_image"] = sum(r["seconds"] for r in ok) / len(ok)
     out["model"]["tokens_per_second"] = sum(r["tokens"] for r in ok) / max(1e-9, sum(r["seconds"] for r in ok))
     if all("tesseract_pred" in r for r in ok):
         # same answer / vision token counts, so tesseract lands in the same compression buckets
         out["tesseract"] = summarize([dict(r, pred=r["tesseract_pred"]) for r in ok])
         out["tesseract"]["seconds_per_image"] = sum(r["tesseract_seconds"] for r in ok) / len(ok)
+        out["tesseract"].update(length_checks(ok, "tesseract_pred"))
+        if per_family(ok):
+            out["tesseract"]["per_family"] = per_family(ok, "tesseract_pred")
     return out
 
 
 _ROWS = [("CER", "cer"), ("WER", "wer"), ("edit distance (NED)", "ned"), ("exact match", "exact_match"),
         ("Fox precision", "fox_precision"), ("Fox recall", "fox_recall"), ("Fox F1", "fox_f1"),
-        ("compression (x)", "mean_compression"), ("seconds / image", "seconds_per_image")]
+        ("compression (x)", "mean_compression"), ("seconds / image", "seconds_per_image"),
+        ("max len ratio", "max_len_ratio")]
 
 
 def format_report(metrics):
@@ -209,8 +245,16 @@ def format_report(metrics):
     for label, key in _ROWS:
         if all(key in metrics[s] for s in systems):
             lines.append(f"{label:<22}" + "".join(f"{metrics[s][key]:>12.4f}" for s in systems))
+    if all("n_over_1.5x" in metrics[s] for s in systems):
+        lines.append(f"{'#pred > 1.5x answer':<22}" + "".join(f"{metrics[s]['n_over_1.5x']:>12d}" for s in systems))
     if metrics["failed"]:
         lines.append(f"(+{metrics['failed']} unreadable images, left out)")
+    fams = metrics["model"].get("per_family")
+    if fams:
+        lines.append("")
+        lines.append(f"{'CER per family':<22}" + "".join(f"{names[s]:>12}" for s in systems))
+        for f in fams:
+            lines.append(f"{f:<22}" + "".join(f"{metrics[s]['per_family'][f]:>12.4f}" for s in systems))
     buckets = metrics["model"].get("compression_buckets")
     if buckets:
         lines.append("")
@@ -265,7 +309,7 @@ def main():
             print(f"unreadable: {r['image']}: {r['error']}", file=sys.stderr)
     if tesseract:
         psm = tesseract_psm if tesseract_psm >= 0 else (7 if isinstance(run_mode, tuple) else 3)
-        add_tesseract(records, samples, tesseract_lang, psm)
+        add_tesseract(records, samples, tesseract_lang, psm, sample_psm=tesseract_psm < 0)
 
     with open(out_path, "w", encoding="utf-8") as f:
         for r in records:

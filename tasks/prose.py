@@ -3,15 +3,15 @@ Real prose in fonts the CPU recipe never trains on: a check that a model reads t
 renderer's quirks.
 
 The renderer's "prose" is English-like but made up (nanoocr/synth_text.py), and the CPU preset draws
-six font families. Here the text is real: opening passages of public-domain books and speeches
-(ASCII punctuation, as typed), set in other families (URW's metric clones of Palatino, Century
-Schoolbook, Bookman and Helvetica, Carlito, Courier Prime) at natural sizes, wrapped into short
+only tasks/realistic.py's TRAIN_FAMILIES. Here the text is real: opening passages of public-domain
+books and speeches (ASCII punctuation, as typed), set in the HELD_OUT_FAMILIES (URW's clones of
+Palatino, Bookman and Avant Garde, Carlito, Courier Prime) at natural sizes, wrapped into short
 paragraphs on plain paper, exactly as one would photograph or screenshot them. The images are not
 one-line strips: a strip model reads them through nanoocr/layout.py (lines, then word groups), as
 `nanoocr read` does.
 
-    nanoocr eval --data=prose                       # 48 paragraphs: 8 passages x 6 fonts
-    samples = prose_samples()                       # [{id, image (PIL), prompt, answer}]
+    nanoocr eval --data=prose                       # 8 passages x 5 fonts, cut into paragraphs
+    samples = prose_samples()                       # [{id, image (PIL), prompt, answer, family}]
 
 The answer keeps the paragraph's line breaks (the reader joins lines with newlines); CER is over
 the whole text.
@@ -21,6 +21,8 @@ import random
 import textwrap
 
 from PIL import Image, ImageDraw
+
+from tasks.realistic import HELD_OUT_FAMILIES, upright_styles
 
 PASSAGES = [
     # Dickens, A Tale of Two Cities (1859)
@@ -56,20 +58,18 @@ PASSAGES = [
     "the bearings of the island, I take up my pen in the year of grace 17-.",
 ]
 
-# Families that no CPU preset draws from (presets/cpu.py: DejaVu, Liberation, FreeSans), each in
-# its regular style. Debian: fonts-urw-base35, fonts-crosextra-carlito, fonts-courier-prime.
-FONTS = ["P052", "C059", "URW Bookman", "Nimbus Sans", "Carlito", "Courier Prime"]
+# Families that no training recipe draws (tasks/realistic.py), each in its upright book style. All
+# ship in nanoocr/fonts/, so a missing one is a broken install: check_fonts raises, nothing is skipped.
+FONTS = list(HELD_OUT_FAMILIES)
 SIZES = (18, 22, 26)            # font pixel sizes, drawn per sample
 COLUMNS = (34, 44, 56)          # characters per line before wrapping, drawn per sample
 MAX_LINES = 4                   # a passage longer than this is cut into several paragraphs
 
 
 def _regular(family):
-    """The regular style of an installed family, or None if the family is not installed."""
-    from nanoocr.synth import list_fonts
-    styles = [f for f in list_fonts() if f.family == family]
-    plain = [f for f in styles if f.style.lower() in ("regular", "roman", "book", "normal", "light")]
-    return (plain or styles or [None])[0]
+    """The upright book style of a shipped family (ValueError from synth.check_fonts if the family
+    is not shipped). By file name too: Courier Prime's files all call their style 'Light'."""
+    return upright_styles(family)[0]
 
 
 def _paragraphs(text, columns):
@@ -96,24 +96,18 @@ def render_paragraph(text, font, rng):
 
 
 def prose_samples(limit=-1, seed=0):
-    """[{id, image, prompt, answer}]: every passage in every installed font of FONTS (size and
+    """[{id, image, prompt, answer, family}]: every passage in every font of FONTS (size and
     column width drawn per pair), cut into paragraphs of at most MAX_LINES lines."""
     from nanoocr.synth import get_font
     out = []
     specs = [(fam, _regular(fam)) for fam in FONTS]
-    missing = [fam for fam, spec in specs if spec is None]
-    specs = [(fam, spec) for fam, spec in specs if spec is not None]
-    assert specs, (f"tasks/prose.py: none of the fonts {FONTS} is installed "
-                   "(Debian: apt-get install fonts-urw-base35 fonts-crosextra-carlito fonts-courier-prime)")
-    if missing:
-        print(f"prose: fonts not installed, skipped: {', '.join(missing)}")
     for pi, passage in enumerate(PASSAGES):
         for fam, spec in specs:
             rng = random.Random(f"prose:{seed}:{pi}:{fam}")
             font = get_font(spec.name, rng.choice(SIZES))
             for k, para in enumerate(_paragraphs(passage, rng.choice(COLUMNS))):
                 out.append({"id": f"prose-{pi}-{fam.replace(' ', '_')}-{k}", "image": render_paragraph(para, font, rng),
-                            "prompt": "Free OCR.", "answer": para})
+                            "prompt": "Free OCR.", "answer": para, "family": fam})
                 if 0 < limit <= len(out):
                     return out
     return out
