@@ -66,6 +66,17 @@ stage eval_lines python -m scripts.vision_eval --model="$MODEL" --data=synth --s
 # real prose in font families the recipe never trains on, read the way `nanoocr read` reads a
 # paragraph (cut into lines and word groups): how far the model generalises beyond the renderer
 stage eval_prose python -m scripts.vision_eval --model="$MODEL" --data=prose --out="$BASE/eval/prose.jsonl"
+# what users have (tasks/realistic.py): line crops clean / degraded / in held-out families,
+# paragraphs, pages, phone photos, symbols and accents -- read with `nanoocr read`'s default path,
+# and by Tesseract on the same images when it is installed (apt-get install tesseract-ocr)
+TESS=False; command -v tesseract >/dev/null && TESS=True
+realistic() {
+  for row in clean_lines degraded_lines unseen_fonts paragraphs pages photos symbols; do
+    python -m scripts.vision_eval --model="$MODEL" --data="realistic:$row" --tesseract=$TESS \
+      --out="$BASE/eval/realistic_$row.jsonl"
+  done
+}
+stage eval_realistic realistic
 python -m scripts.vision_sample --model="$MODEL" --data=synth --split=test --limit=6
 python -m scripts.report --tag="$PRESET" --evals=lines,prose
 echo

@@ -1,10 +1,10 @@
 """
 Evaluate a model on any dataset a tasks/ reader understands: a predictions JSONL plus the field's
-metrics (DESIGN §6) — CER, WER, mean normalised edit distance, exact match, Fox word-set
+metrics (dev/design.md §6) — CER, WER, mean normalised edit distance, exact match, Fox word-set
 precision / recall / F1, and precision and CER per compression-ratio bucket (answer tokens ÷
 vision tokens, DeepSeek-OCR's Fox table). Optionally Tesseract on the same images, side by side.
 
-    nanoocr eval --data=../shared/tier1/overfit_dataset.json
+    nanoocr eval --data=tier1
     nanoocr eval --data=fox/en_page_ocr.json --source=fox --image_dir=fox/en_pdf_png --mode=small \\
         --fox_out=fox_preds.json
     nanoocr eval --data=OmniDocBench/OmniDocBench.json --md_dir=omnidoc_md     # per-image .md files
@@ -82,6 +82,7 @@ def open_samples(data, source="", image_dir="", split="val", limit=-1, user_conf
         from tasks.prose import prose_samples
         samples = prose_samples(limit)
         return samples, f"prose ({len(samples)} paragraphs, unseen fonts)"
+    data = sources.resolve(data)  # a bundled set's name ("tier1") -> its file
     if not os.path.exists(data) and "*" not in data:
         raise FileNotFoundError(f"--data: {data} does not exist")
     kind = source or sources.detect_kind(data)
@@ -96,7 +97,7 @@ def open_samples(data, source="", image_dir="", split="val", limit=-1, user_conf
 
 
 def sample_prompt(sample, override=""):
-    """The user turn's text for a sample: the marker goes where the dataset put it (DESIGN §3)."""
+    """The user turn's text for a sample: the marker goes where the dataset put it (dev/design.md §3)."""
     from tasks.common import join_prompt
     if override:
         return override
