@@ -66,16 +66,30 @@ def _normalised(img):
 
 
 def _ink(norm):
-    """Normalised grey -> bool ink mask: a 3x3 median first (salt-and-pepper and JPEG specks), then
-    Otsu's threshold, but never above INK_MAX of the paper, so paper with noise alone has no ink
-    (a blank or noise-only image reads as empty); components of 1-2 pixels are dropped."""
+    """Normalised grey (paper ~255) -> bool ink mask: a 3x3 median first (salt-and-pepper and JPEG
+    specks), then Otsu's threshold, but never above INK_MAX of the paper, so paper with noise alone
+    has no ink (a blank or noise-only image reads as empty); components of 1-2 pixels are dropped.
+    In a photo of a page on a table, the table next to the page's edge is dark against the page's
+    brightness: such bands (touching the image border, longer than half the image side and than
+    4 median component heights) are paper to the threshold, which is then found again without them."""
     smooth = cv2.medianBlur(norm, 3) if min(norm.shape) >= 3 else norm
-    otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    ink = smooth < min(otsu, INK_MAX * 255)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] <= 2
-    small[0] = False
-    return ink & ~small[labels] if small.any() else ink
+    for _ in range(2):
+        otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        ink = smooth < min(otsu, INK_MAX * 255)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+        x, y, w, h, area = (stats[:, i] for i in range(5))
+        H, W = ink.shape
+        med_h = np.median(h[1:]) if n > 1 else 0
+        border = (x == 0) | (y == 0) | (x + w >= W) | (y + h >= H)
+        band = border & ((w > 0.5 * W) | (h > 0.5 * H)) & (np.maximum(w, h) > 4 * med_h)
+        band[0] = False
+        drop = band | (area <= 2)
+        drop[0] = False
+        if not band.any():
+            break
+        smooth = smooth.copy()
+        smooth[band[labels]] = 255
+    return ink & ~drop[labels] if drop.any() else ink
 
 
 def background_and_ink(img):

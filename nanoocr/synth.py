@@ -72,7 +72,7 @@ NO_DEGRADATION = dict(DEGRADATIONS["val"], rotate_p=0.0, paper=(255, 255), ink=(
                       gradient_p=0.0, texture_p=0.0, blur_p=0.0, rescale_p=0.0, noise_p=0.0, tint=0.0, jpeg_p=0.0)
 
 OVERRIDES = ("font_px", "font_frac", "fonts", "text_mix", "max_words", "degrade", "prompt", "typeset_p", "columns",
-             "cut_p")
+             "cut_p", "cut_degrade")
 
 # -----------------------------------------------------------------------------
 # Fonts
@@ -713,15 +713,17 @@ def render(seed, index, kind, split="train", height=None, width=None, **override
     prompt, typeset_p (chance of curly quotes / dashes), columns (page kind), cut_p (line kind: the
     chance that the line is drawn 1-2.5x larger and cut back to the strip by layout.text_strips,
     exactly as `nanoocr read` cuts a user's crop: the model then trains on the reader's own input,
-    cleaned, deskewed, scaled by its ink height; a line the cutter splits in two is resized instead)."""
+    cleaned, deskewed, scaled by its ink height; a line the cutter splits in two is resized instead),
+    cut_degrade (the degradations of those cut lines, default: degrade's)."""
     cut_p = overrides.pop("cut_p", 0.0)
+    cut_degrade = overrides.pop("cut_degrade", None)
     if kind == "line" and cut_p > 0:
         rng = random.Random(f"cut:{seed}:{split}:{index}")  # its own stream: the other draws stay as they were
         if rng.random() < cut_p:
             H, W = height or DEFAULT_SIZE["line"][0], width or DEFAULT_SIZE["line"][1]
             f = rng.uniform(1.0, 2.5)
-            img, prompt, answer, _ = render_debug(seed, index, kind, split, round(H * f), round(W * f), boxes=False,
-                                                  **overrides)
+            opts = dict(overrides, degrade=cut_degrade) if cut_degrade else overrides
+            img, prompt, answer, _ = render_debug(seed, index, kind, split, round(H * f), round(W * f), boxes=False, **opts)
             strips = text_strips(img, H, W)
             return (strips[0][1] if len(strips) == 1 else img.resize((W, H), Image.BICUBIC)), prompt, answer
     img, prompt, answer, _ = render_debug(seed, index, kind, split, height, width, boxes=False, **overrides)

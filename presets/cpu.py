@@ -4,10 +4,11 @@ stride-2 conv -> 2x16 = 32 vision tokens, ~0.7 characters per token), a 3-layer 
 - Half the lines are random strings, so the decoder cannot guess text without reading.
 - An auxiliary CTC loss on the projected vision tokens (nanoocr/ctc.py) tells the encoder from step 0
   which characters each token holds (without it the encoder collapses or learns slowly).
-- The first 600 steps render clean DejaVu Sans only (a curriculum), then 16 shipped families with
-  the renderer's train-split degradations (tilt up to 3 degrees, blur, noise, salt and pepper, JPEG
-  down to quality 20); 40% of lines are drawn 1-2x larger and cut back to the strip by the reader's
-  own cutter (nanoocr/layout.py), so the model trains on what `nanoocr read` gives it.
+- The first 600 steps render clean DejaVu Sans only (a curriculum), then 16 shipped families. Half
+  the lines are strips with mild scan degradations; the other half are drawn 1-2x larger with the
+  renderer's train-split degradations (tilt up to 3 degrees, blur, noise, salt and pepper, JPEG
+  down to quality 20) and cut back to the strip by the reader's own cutter (nanoocr/layout.py,
+  which cleans and levels them), so the model trains on what `nanoocr read` gives it.
 - Five families ship but are never drawn here (tasks/realistic.py HELD_OUT_FAMILIES): the unseen-fonts
   check and the prose set use them.
 - The GPT blocks' matrices train with Muon (nanoocr/muon.py): ~1.45x fewer steps for a given loss."""
@@ -22,12 +23,13 @@ synth_kinds = "line"
 synth_text_mix = 0.5
 synth_max_words = 3
 synth_fonts = "DejaVu Sans,DejaVu Serif,DejaVu Sans Mono,Liberation Sans,Liberation Serif,Liberation Mono,Liberation Sans Narrow,FreeSans,FreeSerif,FreeMono,Nimbus Roman,Nimbus Sans,Nimbus Mono PS,Nimbus Sans Narrow,C059,EB Garamond"
-synth_degrade = "train"
-synth_cut_p = 0.4
+synth_degrade = "val"
+synth_cut_p = 0.5
+synth_cut_degrade = "train"
 mode = "32x256"
 device_batch_size = 16
 total_batch_size = 16
-num_steps = 2600
+num_steps = 4000
 lr_encoder = 1e-3
 lr_projector = 1e-3
 lr_gpt = 1e-3

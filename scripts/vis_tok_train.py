@@ -72,6 +72,7 @@ synth_fonts = ""            # renderer: comma-separated font names / families to
 synth_degrade = ""          # renderer: "" = the split's degradation preset, "none" = clean
 synth_max_words = 0         # renderer: most words per line (0 = the renderer's default)
 synth_cut_p = 0.0           # renderer: chance a line is drawn larger and cut back by the reader's cutter (synth.render)
+synth_cut_degrade = ""      # renderer: degradations of those cut lines ("" = synth_degrade)
 easy_steps = 0              # curriculum: the first easy_steps steps render clean text in easy_fonts only
 easy_fonts = ""             # comma-separated fonts for the curriculum's easy phase ("" = all fonts, clean)
 val_data = ""               # "" = the renderer's val split (synth) or the training data itself
@@ -300,7 +301,8 @@ if "synth" in data.split(","):  # a named family that does not ship stops here, 
 train_source, val_source, text_source, val_records = training_sources(
     data=data, val_data=val_data, synth_kinds=synth_kinds, mode=mode_value, seed=seed,
     synth_text_mix=synth_text_mix, synth_fonts=synth_fonts, synth_degrade=synth_degrade,
-    synth_max_words=synth_max_words, synth_cut_p=synth_cut_p, easy_fonts=easy_fonts, easy_samples=easy_steps * total_batch_size,
+    synth_max_words=synth_max_words, synth_cut_p=synth_cut_p, synth_cut_degrade=synth_cut_degrade,
+    easy_fonts=easy_fonts, easy_samples=easy_steps * total_batch_size,
     n_val_records=max(cer_samples, final_samples))
 loader_kwargs = dict(tokenizer=tokenizer, encoder_config=model.encoder.config, batch_size=device_batch_size,
                      seq_len=seq_len, mode=mode_value)

@@ -144,7 +144,8 @@ def build_source(data, split, seed=0, synth_kinds="line", mode=None, synth_optio
     return functools.partial(_mixed, [p[0] for p in parts], [p[1] for p in parts], seed)
 
 
-def synth_options(synth_text_mix=-1.0, synth_fonts="", synth_degrade="", synth_max_words=0, synth_cut_p=0.0, **_):
+def synth_options(synth_text_mix=-1.0, synth_fonts="", synth_degrade="", synth_max_words=0, synth_cut_p=0.0,
+                  synth_cut_degrade="", **_):
     """The training config's renderer settings -> render() options (also used by eval, so a model
     is tested on the test split of the distribution it was trained on). Extra keys are ignored,
     so a whole user_config can be passed."""
@@ -160,18 +161,20 @@ def synth_options(synth_text_mix=-1.0, synth_fonts="", synth_degrade="", synth_m
         options["max_words"] = synth_max_words
     if synth_cut_p > 0:
         options["cut_p"] = synth_cut_p
+    if synth_cut_degrade:
+        options["cut_degrade"] = synth_cut_degrade
     return options
 
 
 def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, synth_text_mix=-1.0, synth_fonts="",
-                     synth_degrade="", synth_max_words=0, synth_cut_p=0.0, easy_fonts="", easy_samples=0,
-                     n_val_records=64):
+                     synth_degrade="", synth_max_words=0, synth_cut_p=0.0, synth_cut_degrade="", easy_fonts="",
+                     easy_samples=0, n_val_records=64):
     """(train source, val source, text source for mixing, a list of val samples with decoded images
     under "image_pil" for greedy-decoding checks). With easy_samples > 0 the first easy_samples
     training samples are rendered clean in easy_fonts only (a curriculum: reading starts sooner on
     a few clean fonts, then widens to every font and degradation)."""
     from nanoocr.image_process import load_image
-    options = synth_options(synth_text_mix, synth_fonts, synth_degrade, synth_max_words, synth_cut_p)
+    options = synth_options(synth_text_mix, synth_fonts, synth_degrade, synth_max_words, synth_cut_p, synth_cut_degrade)
     train = build_source(data, "train", seed, synth_kinds, mode, options)
     if easy_samples > 0:
         easy = build_source(data, "train", seed, synth_kinds, mode,
