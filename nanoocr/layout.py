@@ -73,7 +73,7 @@ def _ink(norm):
     brightness: such bands (touching the image border, longer than half the image side and than
     4 median component heights) are paper to the threshold, which is then found again without them."""
     smooth = cv2.medianBlur(norm, 3) if min(norm.shape) >= 3 else norm
-    for _ in range(2):
+    for _ in range(4):
         otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         ink = smooth < min(otsu, INK_MAX * 255)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
@@ -81,7 +81,9 @@ def _ink(norm):
         H, W = ink.shape
         med_h = np.median(h[1:]) if n > 1 else 0
         border = (x == 0) | (y == 0) | (x + w >= W) | (y + h >= H)
-        band = border & ((w > 0.5 * W) | (h > 0.5 * H)) & (np.maximum(w, h) > 4 * med_h)
+        # in an image many lines tall, nothing touching its border is text worth reading (a page's
+        # text sits inside margins); in a tight crop letters may touch it, so only long bands go
+        band = border & (((w > 0.5 * W) | (h > 0.5 * H)) & (np.maximum(w, h) > 4 * med_h) | (min(H, W) > 8 * med_h))
         band[0] = False
         drop = band | (area <= 2)
         drop[0] = False
@@ -100,15 +102,65 @@ def background_and_ink(img):
     return tuple(int(v) for v in np.median(paper, axis=0)), ink
 
 
+def find_page(grey):
+    """A photo of a page on a darker surface -> the page's 4 corners (float32 [4, 2]: top-left,
+    top-right, bottom-right, bottom-left), or None for a scan or a crop. The classic document-scanner
+    recipe: edges (Canny) of a downscaled copy, the largest contour that simplifies to a convex
+    quadrilateral covering 30-97% of the image, accepted only if what lies outside is clearly darker
+    than the page (a boxed table on a white page is not a page)."""
+    h, w = grey.shape
+    if min(h, w) < 100:
+        return None
+    f = min(1.0, 500 / max(h, w))
+    small = cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else grey
+    edges = cv2.dilate(cv2.Canny(cv2.GaussianBlur(small, (5, 5), 0), 40, 120), np.ones((3, 3), np.uint8))
+    contours, _ = cv2.findContours(edges, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    area = small.shape[0] * small.shape[1]
+    for c in sorted(contours, key=cv2.contourArea, reverse=True)[:5]:
+        quad = cv2.approxPolyDP(c, 0.02 * cv2.arcLength(c, True), True)
+        if len(quad) != 4 or not cv2.isContourConvex(quad) or not 0.3 * area < cv2.contourArea(quad) < 0.97 * area:
+            continue
+        mask = np.zeros(small.shape, np.uint8)
+        cv2.fillConvexPoly(mask, quad, 1)
+        inside, outside = np.median(small[mask == 1]), np.median(small[mask == 0])
+        if outside > 0.75 * inside:
+            continue
+        pts = quad.reshape(4, 2).astype(np.float32) / f
+        order = np.argsort(pts.sum(1))  # top-left has the smallest x + y, bottom-right the largest
+        tl, br = pts[order[0]], pts[order[3]]
+        rest = pts[order[1:3]]
+        tr, bl = (rest[0], rest[1]) if rest[0][0] > rest[1][0] else (rest[1], rest[0])
+        return np.array([tl, tr, br, bl], np.float32)
+    return None
+
+
+def unwarp_page(img):
+    """An RGB PIL image -> the page flattened to a rectangle if find_page sees a photographed page,
+    else the image itself."""
+    rgb = np.asarray(img.convert("RGB"))
+    quad = find_page(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    if quad is None:
+        return img
+    tl, tr, br, bl = quad
+    W = int(round(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))))
+    H = int(round(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))))
+    M = cv2.getPerspectiveTransform(quad, np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], np.float32))
+    return Image.fromarray(cv2.warpPerspective(rgb, M, (W, H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE))
+
+
 def clean_image(img):
     """RGB PIL image -> (grey PIL image: paper 255, dark ink, level; its ink mask): what
-    text_strips cuts. Pixels more than one away from ink are set to paper, so specks, shading and
+    text_strips cuts. Pixels more than two away from ink are set to paper, so specks, shading and
     paper texture are gone while strokes keep their anti-aliased edges. A tilted image is rotated
-    level by skew_angle()."""
-    _, norm = _normalised(img)
+    level by skew_angle(). A photographed page is first flattened (unwarp_page)."""
+    _, norm = _normalised(unwarp_page(img))
     ink = _ink(norm)
-    near = cv2.dilate(ink.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    near = cv2.dilate(ink.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     norm[~near] = 255
+    if ink.any():  # faint ink (a photo, a pencil, a worn ribbon) stretched to the dark ink training saw
+        lo = float(np.percentile(norm[ink], 10))
+        if lo > 10:
+            norm = np.clip((norm.astype(np.float32) - lo) * (255 / max(1.0, 255 - lo)), 0, 255).astype(np.uint8)
     angle = skew_angle(ink)
     if abs(angle) >= 0.3:
         h, w = norm.shape
