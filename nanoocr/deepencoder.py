@@ -86,7 +86,7 @@ ENCODER_PRESETS = {
     # The GPU speedrun's (presets/gpu.py): DeepSeek-OCR's structure and geometry unchanged -- 1024-px Base
     # side, patch 16, 14x14 windows with two global blocks, TWO stride-2 convs (16x fewer tokens: 256
     # for a Base page, 64 / 100 in Tiny / Small), CLIP fed the conv grid -- at about a tenth of the
-    # width and half the depth (SAM 384 x 6, CLIP 512 x 6: ~25M parameters against ~400M), so one
+    # width and half the depth (SAM 384 x 6, CLIP 512 x 6: ~34M parameters against ~400M), so one
     # H100/H200 trains it on whole pages from scratch in about an hour. A character of a 1024-px page
     # (16-42 px fonts) is still about one 16-px patch tall, as at full size.
     "gpu": dict(image_size=1024, patch_size=16, sam_width=384, sam_depth=6, sam_heads=6, sam_mlp=1536,
