@@ -173,14 +173,17 @@ def measure_matmul_peak(device="cpu", dtype=torch.float32, sizes=(512, 1024, 204
     return best
 
 
-def peak_flops(device_type, dtype=torch.bfloat16):
-    """Peak FLOP/s to divide by for MFU: a table for known GPUs, a quick measurement elsewhere."""
+def peak_flops(device_type, dtype=torch.bfloat16, with_source=False):
+    """Peak FLOP/s to divide by for MFU: a table for known GPUs, a quick measurement elsewhere.
+    with_source=True returns (peak, where it came from), for a log line that says what MFU means."""
     if device_type == "cuda":
         name = torch.cuda.get_device_name()
         for key, value in _GPU_PEAK_BF16.items():
             if key in name:
-                return value if dtype == torch.bfloat16 else value / 2
-    return measure_matmul_peak("cuda" if device_type == "cuda" else device_type, dtype, sizes=(512, 1024), repeats=2)
+                peak = value if dtype == torch.bfloat16 else value / 2
+                return (peak, f"{name}'s dense datasheet peak") if with_source else peak
+    peak = measure_matmul_peak("cuda" if device_type == "cuda" else device_type, dtype, sizes=(512, 1024), repeats=2)
+    return (peak, f"the best square matmul measured now on this {device_type}") if with_source else peak
 
 
 def cpu_has_fast_bf16():
@@ -201,3 +204,50 @@ def autocast_dtype(dtype, device_type):
         dtype = "bfloat16" if device_type == "cuda" or (device_type == "cpu" and cpu_has_fast_bf16()) else "float32"
     assert dtype in ("bfloat16", "float32"), f"dtype must be auto, bfloat16 or float32, got {dtype!r}"
     return torch.bfloat16 if dtype == "bfloat16" and device_type != "mps" else None
+
+
+def batch_plan(total_batch_size, device_batch_size, world_size):
+    """How a step's rows are split over ranks and micro-batches, for ANY world size.
+
+    total_batch_size means rows per optimiser step over all ranks; device_batch_size is the most rows
+    one forward/backward may take. Every rank must do the same number of micro-batches of the same
+    size (DDP all-reduces once per step and the loss divides by a global token count), so:
+    - total is rounded UP to the next multiple of world_size (3 GPUs and total 64 -> 66): rounding
+      down would silently train on fewer rows than asked, and an error would make runs/full.sh fail
+      on 3, 5, 6 or 7 GPUs;
+    - the per-rank rows are split into equal micro-batches: device_batch_size is lowered to the
+      largest divisor of the per-rank rows that is <= the request (per-rank 22, device 16 -> 11 x 2),
+      never raised, so the memory a preset was sized for is never exceeded.
+    Returns dict(total, device, accum, per_rank, notes): notes are the lines a script prints when it
+    changed what was asked (empty when nothing changed)."""
+    for name, v in (("total_batch_size", total_batch_size), ("device_batch_size", device_batch_size),
+                    ("world_size", world_size)):
+        assert isinstance(v, int) and v >= 1, f"{name} must be a positive integer, got {v!r}"
+    notes = []
+    total = -(-total_batch_size // world_size) * world_size
+    if total != total_batch_size:
+        notes.append(f"total_batch_size {total_batch_size} is not a multiple of {world_size} ranks: "
+                     f"rounded up to {total} rows per step")
+    per_rank = total // world_size
+    device = max(d for d in range(1, min(device_batch_size, per_rank) + 1) if per_rank % d == 0)
+    if device != device_batch_size:
+        notes.append(f"device_batch_size {device_batch_size} -> {device}: the largest divisor of the "
+                     f"{per_rank} rows per rank that is <= {device_batch_size}")
+    return dict(total=total, device=device, accum=per_rank // device, per_rank=per_rank, notes=notes)
+
+
+def format_flops(flops_per_s):
+    """825e9 -> '825 GFLOP/s', 9.89e14 -> '989 TFLOP/s' (three significant figures at most)."""
+    for unit, scale in (("PFLOP/s", 1e15), ("TFLOP/s", 1e12), ("GFLOP/s", 1e9), ("MFLOP/s", 1e6)):
+        if flops_per_s >= scale:
+            v = flops_per_s / scale
+            return f"{v:.0f} {unit}" if v >= 100 else f"{v:.3g} {unit}"
+    return f"{flops_per_s:.3g} FLOP/s"
+
+
+def dtype_label(amp_dtype, device_type="cpu"):
+    """The arithmetic an MFU peak is for: 'bf16', or fp32 ('tf32' on CUDA, where compute_init lets
+    fp32 matmuls run on TF32 tensor cores and peak_flops halves the bf16 peak accordingly)."""
+    if amp_dtype == torch.bfloat16:
+        return "bf16"
+    return "tf32" if device_type == "cuda" else "fp32"

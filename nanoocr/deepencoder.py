@@ -83,6 +83,15 @@ ENCODER_PRESETS = {
     # 4 patches tall), three 128-wide SAM blocks (two windowed, one global), neck 64, ONE stride-2
     # conv 64->128 (2 x 16 = 32 tokens for a 32 x 256 strip), two 128-wide CLIP blocks, no CLIP
     # patch conv. Base side 256 keeps the mode token counts of the full preset (73/111/273/421).
+    # The GPU speedrun's (presets/gpu.py): DeepSeek-OCR's structure and geometry unchanged -- 1024-px Base
+    # side, patch 16, 14x14 windows with two global blocks, TWO stride-2 convs (16x fewer tokens: 256
+    # for a Base page, 64 / 100 in Tiny / Small), CLIP fed the conv grid -- at about a tenth of the
+    # width and half the depth (SAM 384 x 6, CLIP 512 x 6: ~34M parameters against ~400M), so one
+    # H100/H200 trains it on whole pages from scratch in about an hour. A character of a 1024-px page
+    # (16-42 px fonts) is still about one 16-px patch tall, as at full size.
+    "gpu": dict(image_size=1024, patch_size=16, sam_width=384, sam_depth=6, sam_heads=6, sam_mlp=1536,
+                window_size=14, global_attn_indexes=(2, 5), neck_channels=128, conv_channels=(256, 512),
+                clip_width=512, clip_depth=6, clip_heads=8, clip_mlp=2048, clip_patch=0, out_dim=512),
     "cpu": dict(image_size=256, patch_size=8, sam_width=128, sam_depth=3, sam_heads=4, sam_mlp=512,
                 window_size=4, global_attn_indexes=(2,), neck_channels=64, conv_channels=(128,),
                 clip_width=128, clip_depth=2, clip_heads=4, clip_mlp=512, clip_patch=0, out_dim=192),

@@ -1,7 +1,14 @@
 """The CPU recipe, Stage 2: from this tag's Stage 1 result, SAM + neck + conv frozen, 10% text-only
 rows, the full recipe's Stage 2 learning rate 3e-5 (dev/design.md §5), the same data as Stage 1.
 At this scale Stage 2 measured no better than Stage 1 alone (dev/LOG.md), so it is short (100 steps):
-it exists to freeze SAM and mix text as the full recipe does."""
+it exists to freeze SAM and mix text as the full recipe does. Each value and why:
+- init_from stage1, freeze_sam: the published Stage 2 (SAM + neck + conv keep what Stage 1 learnt).
+- encoder_preset .. synth_cut_p, mode, seq_len: presets/cpu.py's, so Stage 2 refines the same task
+  and the eval measures what Stage 1 trained on.
+- text_ratio 0.1: the paper's 10% text-only rows.
+- lr 3e-5, schedule step (x0.3 at step 100 = the end), no warmup: the published Stage 2 rate; a
+  100-step stage has no room for a second StepLR period.
+- batch 16, eval/save every 100: Stage 1's batch; one eval and one checkpoint at the end."""
 tag = "cpu"
 init_from = "stage1"
 freeze_sam = True

@@ -4,6 +4,12 @@ d20-class nanochat GPT (20 layers, 1280 wide, 10 heads = the projector's 1280 ou
 GPUs under torchrun (runs/full.sh), optionally from real weights: --encoder_weights=SAM,CLIP files
 and --nanochat_dir / --nanochat_tokenizer."""
 tag = "full"
+# From random weights this recipe's 20k steps would not make a SAM-B + CLIP-L + d20 model read: the script
+# stops without --encoder_weights and --nanochat_dir, naming the files, unless --from_scratch=True.
+require_weights = True
+# nanochat's d20 vocabulary: a tokenizer of any other size in the base dir (the speedrun's 512 ids) is
+# refused rather than silently reused (runs/full.sh checks before training, the script again at start).
+tokenizer_vocab = 65536
 encoder_preset = "full"
 gpt_depth = 20
 gpt_n_embd = 1280

@@ -1,5 +1,11 @@
-"""Stage 2 (vis_mid) per dev/design.md §5: start from this tag's Stage 1 result, SAM + neck + convs frozen,
-AdamW 3e-5 with StepLR x0.1 every 2000 steps, 90% vision + 10% text."""
+"""Stage 2 (vis_mid) per dev/design.md §5, the published defaults for any tag without its own
+NAME_mid.py. Each value and why:
+- init_from "stage1": start from this tag's Stage 1 result (Stage 2 never starts from random).
+- freeze_sam: SAM + neck + convs frozen -- the front end keeps what Stage 1 taught it to see; CLIP,
+  projector and GPT adapt.
+- schedule step, step_size 2000, step_gamma 0.1, warmup 0: DeepSeek-OCR's StepLR x0.1 every 2000 steps.
+- lr 3e-5 for every part: the paper's Stage 2 rate (Stage 1 used 5e-5).
+- text_ratio 0.1: the paper's 10% text-only rows keep the GPT a language model."""
 init_from = "stage1"
 freeze_sam = True
 schedule = "step"

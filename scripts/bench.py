@@ -41,7 +41,7 @@ from contextlib import nullcontext
 
 import torch
 
-from nanoocr.common import cpu_has_fast_bf16, autocast_dtype, tune_malloc
+from nanoocr.common import cpu_has_fast_bf16, autocast_dtype, tune_malloc, format_flops, dtype_label
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
@@ -513,7 +513,7 @@ def print_report(r):
         rows.append(("matmul peak bf16, GFLOP/s", fmt(p["bf16"]) if p.get("bf16") else p.get("bf16_skipped", "-")))
     for key in r.get("train_samples_per_s", {}):
         t = r["train"][key]
-        rows.append((f"train {key}: samples/s | tokens/s | MFU %",
+        rows.append((f"train {key}: samples/s | tokens/s | MFU % of {r.get('mfu_of', '?')}",
                      f"{fmt(t['samples_per_s'])} | {fmt(t['tokens_per_s'], 0)} | "
                      f"{fmt({k: 100 * v if k != 'n' else v for k, v in t['mfu'].items()})} "
                      f"[vs the peak right after each step {fmt({k: 100 * v if k != 'n' else v for k, v in t['mfu_vs_peak_now'].items()})}] "
@@ -551,6 +551,9 @@ def main(argv=None):
     parser.add_argument("--only", default="", help="comma-separated parts: matmul,train,encoder,generate,render")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of a training step and of generation")
     parser.add_argument("--device", default="", help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                        help="training autocast, as the training scripts' --dtype (auto: bf16 on CUDA and on CPUs "
+                             "with native bf16); MFU divides by the matmul peak in this dtype")
     parser.add_argument("--malloc", default="tuned", choices=["tuned", "default"],
                         help="tuned: keep freed memory in the process, as every CPU entry point does (common.tune_malloc); "
                              "default: glibc's own (whose adaptive thresholds this run's big matmul buffers then raise)")
@@ -562,7 +565,7 @@ def main(argv=None):
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp_dtype = autocast_dtype("auto", device.type)
+    amp_dtype = autocast_dtype(args.dtype, device.type)
     q = args.quick
     t_start = time.time()
     r = dict(quick=q, loadavg_start=list(os.getloadavg()), machine=dict(machine_info(threads), malloc_tuned=malloc_tuned))
@@ -577,7 +580,7 @@ def main(argv=None):
         with PeakRSS() as mem:
             sizes, reps = ((512, 1024, 2048), 3) if q else ((512, 1024, 2048, 4096), 5)
             res = {"fp32": matmul_peak(device, torch.float32, sizes, reps)}
-            if device.type == "cuda" or cpu_has_fast_bf16():
+            if device.type == "cuda" or cpu_has_fast_bf16() or amp_dtype == torch.bfloat16:
                 res["bf16"] = matmul_peak(device, torch.bfloat16, sizes, reps)
             else:
                 res["bf16_skipped"] = "skipped: this CPU has no native bf16 (no avx512_bf16 / amx_bf16); its bf16 matmuls are emulated and far slower than fp32"
@@ -585,6 +588,9 @@ def main(argv=None):
         rss["matmul peak"] = mem.result
         secs["matmul peak"] = mem.seconds
         peak = res["bf16" if amp_dtype == torch.bfloat16 else "fp32"]["gflops"]
+        # what MFU means here: model FLOPs / time / this peak (the best square matmul in the training dtype)
+        r["mfu_of"] = f"{format_flops(peak * 1e9)} {dtype_label(amp_dtype, device.type)}"
+        print(f"MFU below is of {r['mfu_of']} (training dtype {dtype_label(amp_dtype, device.type)})", flush=True)
         print(f"matmul peak fp32 {res['fp32']['gflops']:.1f} GFLOP/s (N={res['fp32']['best_n']})", flush=True)
 
     tok = bench_tokenizer() if parts & {"train", "generate", "render"} or args.profile else None
@@ -603,7 +609,7 @@ def main(argv=None):
             rss[f"train {key}"] = mem.result
             secs[f"train {key}"] = mem.seconds
             t = r["train"][key]
-            print(f"train {key}: {t['samples_per_s']['median']:.1f} samples/s, MFU {100 * t['mfu']['median']:.1f}%, "
+            print(f"train {key}: {t['samples_per_s']['median']:.1f} samples/s, mfu {100 * t['mfu']['median']:.1f}% of {r['mfu_of']}, "
                   f"FLOP check {t['flops_check']['ratio']}", flush=True)
         r["train_samples_per_s"] = {k: v["samples_per_s"] for k, v in r["train"].items()}
         r["train_tokens_per_s"] = {k: v["tokens_per_s"] for k, v in r["train"].items()}

@@ -27,7 +27,8 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from nanoocr.common import compute_init, compute_cleanup, print0, get_base_dir, get_wandb, peak_flops, autocast_dtype
+from nanoocr.common import (compute_init, compute_cleanup, print0, get_base_dir, get_wandb, peak_flops, autocast_dtype,
+                            batch_plan, format_flops, dtype_label)
 from nanoocr.configurator import configure
 from nanoocr.gpt import GPTConfig
 from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
@@ -64,6 +65,10 @@ encoder_weights = ""        # comma-separated safetensors: HF SAM / HF CLIP / De
 nanochat_dir = ""           # a nanochat base checkpoint dir (with nanochat_tokenizer) to start the GPT from
 nanochat_tokenizer = ""
 tokenizer_dir = ""          # "" = <base>/tokenizer (ignored with nanochat_dir or init_from)
+tokenizer_vocab = 0         # > 0: the tokenizer must have this many ids, as tok_train's vocab_size (a full-size run must not
+                            # pick up the speedrun's 512-id tokenizer from the same base dir); 0 = any
+require_weights = False     # the preset is meant to start from real weights (presets/full.py): without
+from_scratch = False        # --encoder_weights and --nanochat_dir it stops, unless --from_scratch=True
 # data
 data = "synth"              # "synth" (the built-in renderer) or comma-separated dataset files / folders
 synth_kinds = "line"        # renderer kinds with weights, e.g. "line:3,page:1"
@@ -130,9 +135,36 @@ phase = "vis_tok" if stage == 1 else "vis_mid"
 checkpoint_dir = os.path.join(get_base_dir(), f"{phase}_checkpoints", tag)
 amp_dtype = autocast_dtype(dtype, device_type)
 autocast_ctx = torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-assert total_batch_size % (device_batch_size * world_size) == 0, \
-    f"total_batch_size {total_batch_size} must be a multiple of device_batch_size {device_batch_size} x {world_size} ranks"
-grad_accum_steps = total_batch_size // (device_batch_size * world_size)
+# total_batch_size = rows per optimiser step over all ranks, for any world size: rounded up to a
+# multiple of the ranks, device_batch_size lowered to a divisor of the per-rank rows (common.batch_plan).
+# The adjusted values replace the asked ones everywhere below (CTC normalisation, curriculum length)
+# and in the checkpoint's config, which then says what ran.
+plan = batch_plan(total_batch_size, device_batch_size, world_size)
+for note in plan["notes"]:
+    print0(f"batch: {note}")
+total_batch_size, device_batch_size, grad_accum_steps = plan["total"], plan["device"], plan["accum"]
+config.update(total_batch_size=total_batch_size, device_batch_size=device_batch_size)
+
+
+def _has_checkpoint(d):
+    try:
+        return bool(committed_steps(d))
+    except (CheckpointError, OSError):
+        return False
+
+
+# (runs/full.sh always passes --resume=True, so only a checkpoint that exists to resume from skips the check)
+if require_weights and not from_scratch and not init_from and not (resume and _has_checkpoint(checkpoint_dir)):
+    missing = [f for f, v in (("--encoder_weights", encoder_weights), ("--nanochat_dir", nanochat_dir)) if not v]
+    if missing:
+        sys.exit(f"vis_tok_train: this preset (tag {tag!r}) is meant to start from real weights, and "
+                 f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing. Pass "
+                 "--encoder_weights=sam-vit-base/model.safetensors,clip-vit-large-patch14/model.safetensors "
+                 "(HF facebook/sam-vit-base + openai/clip-vit-large-patch14; or DeepSeek-OCR's own "
+                 "model-00001-of-000001.safetensors) and --nanochat_dir=~/.cache/nanochat/base_checkpoints/d20 "
+                 "--nanochat_tokenizer=~/.cache/nanochat/tokenizer (a nanochat base checkpoint: model_*.pt + "
+                 "meta_*.json); or --from_scratch=True to train every weight from random init (needs far more "
+                 "steps than the preset's to read)")
 wandb_run = get_wandb(run, config=config)
 
 # -----------------------------------------------------------------------------
@@ -154,7 +186,14 @@ def build_model():
         model.gpt.load_state_dict(gpt.state_dict())
         print0(f"GPT from nanochat checkpoint {nanochat_dir}")
     else:
-        tok = Tokenizer.from_directory(tokenizer_dir or os.path.join(get_base_dir(), "tokenizer"))
+        tok_dir = tokenizer_dir or os.path.join(get_base_dir(), "tokenizer")
+        tok = Tokenizer.from_directory(tok_dir)
+        # ids as scripts.tok_train --vocab_size counts them (merges + specials + <|image|>)
+        if tokenizer_vocab > 0 and tok.get_vocab_size() != tokenizer_vocab:
+            sys.exit(f"vis_tok_train: the tokenizer in {tok_dir} has {tok.get_vocab_size()} ids, this run expects "
+                     f"{tokenizer_vocab} (tokenizer_vocab): it was trained for another recipe. Train the right "
+                     f"one into a fresh base dir (NANOOCR_BASE_DIR=... python -m scripts.tok_train "
+                     f"--vocab_size={tokenizer_vocab}) or pass --tokenizer_dir / --tokenizer_vocab deliberately")
         n_embd = gpt_n_embd or enc_cfg.out_dim
         enc_cfg.out_dim = n_embd
         gpt_cfg = GPTConfig(sequence_len=seq_len, vocab_size=tok.get_vocab_size(), n_layer=gpt_depth,
@@ -425,7 +464,10 @@ loader = train_loader(loader_state)
 n_params = sum(p.numel() for p in raw_model.parameters())
 print0(f"model: {n_params / 1e6:.2f}M parameters (encoder {sum(p.numel() for p in raw_model.encoder.parameters()) / 1e6:.2f}M), "
        f"mode {mode}, {grad_accum_steps} micro-batch(es) of {device_batch_size} x {world_size} rank(s) per step")
-peak = peak_flops(device_type, amp_dtype or torch.float32)
+# MFU says what it divides by: the peak (a table for known GPUs, a matmul measured now elsewhere) and its dtype
+peak, peak_source = peak_flops(device_type, amp_dtype or torch.float32, with_source=True)
+peak_label = f"{format_flops(peak)} {dtype_label(amp_dtype, device_type)}"
+print0(f"MFU denominator: {peak_label} ({peak_source})")
 t_start, t_last, rows_since, tokens_since, flops_since = time.time(), time.time(), 0, 0, 0.0
 start_step = step
 while step < num_steps:
@@ -485,7 +527,7 @@ while step < num_steps:
         print0(f"step {step:05d}/{num_steps} | loss {train_loss:.4f} (ema {ema_loss:.4f}) | "
                f"lr x{lr_multiplier(step - 1, 'gpt'):.3f} enc x{lr_multiplier(step - 1, 'encoder'):.3f} | "
                + (f"ctc {step_ctc:.3f} | " if ctc_head is not None else "") +
-               f"{rows_s:.1f} samples/s | {tokens_since * world_size / dt:,.0f} tok/s | mfu {mfu:.1f}% | "
+               f"{rows_s:.1f} samples/s | {tokens_since * world_size / dt:,.0f} tok/s | mfu {mfu:.1f}% of {peak_label} | "
                f"{elapsed / 60:.1f}m elapsed, eta {eta / 60:.1f}m", flush=True)
         wandb_run.log(dict(step=step, train_loss=train_loss, ema_loss=ema_loss, samples_per_s=rows_s, mfu=mfu))
         t_last, rows_since, tokens_since, flops_since = time.time(), 0, 0, 0.0
@@ -507,6 +549,12 @@ while step < num_steps:
         print0(f"stopped at step {step} ({'time limit' if time_up else 'interrupt'}); rerun with --resume=True to continue")
         break
 
+if device_type == "cuda":  # what the run needed, for sizing batches (dev/gpu_check.sh prints it)
+    print0(f"peak memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB allocated "
+           f"({torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved) on rank 0")
+elif sys.platform.startswith("linux"):
+    import resource
+    print0(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB resident on rank 0")
 if master and final_samples > 0 and step == num_steps:
     records = val_records[:final_samples]
     raw_model.eval()

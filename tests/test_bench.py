@@ -7,6 +7,7 @@ by matches torch's FlopCounterMode on real forward + backward passes, and `nanoo
 import os
 import sys
 import json
+import re
 import subprocess
 
 import pytest
@@ -112,3 +113,6 @@ def test_bench_quick_writes_every_key(tmp_path):
     assert rv["render_images_per_s"]["median"] > 0 and rv["ratio"] > 0 and rv["pipeline_ratio"] > 0
     assert r["peak_rss_mb"] and all(m["peak_mb"] > 0 for m in r["peak_rss_mb"].values())
     assert "nanoocr bench" in proc.stdout and "MFU" in proc.stdout
+    # MFU says what it divides by: the peak in the training dtype, with its unit (issue 19)
+    assert re.fullmatch(r"[0-9.]+ [GMT]FLOP/s (bf16|fp32|tf32)", r["mfu_of"]), r["mfu_of"]
+    assert "mfu" in proc.stdout and f"% of {r['mfu_of']}" in proc.stdout, proc.stdout[-2000:]

@@ -23,7 +23,8 @@ def test_ci_sized_recipe_reads_unseen_samples(tmp_path):
     cmd = [sys.executable, "-m", "scripts.vis_tok_train", "--preset=cpu", "--tag=ci", "--mode=32x128",
            "--synth_fonts=DejaVuSans.ttf", "--synth_degrade=none", "--synth_max_words=1", "--easy_steps=0",
            "--gpt_depth=2", "--seq_len=48", f"--num_steps={N_STEPS}",
-           "--eval_every=0", "--cer_samples=0", "--save_every=0", "--log_every=100", "--seed=3"]
+           "--eval_every=0", "--cer_samples=0", "--save_every=0", "--log_every=100", "--seed=3",
+           "--dtype=float32"]  # quality is asserted: pinned, not whatever dtype=auto picks on this CPU
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
