@@ -20,7 +20,9 @@ from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr.checkpoint_manager import save_checkpoint, save_tokenizer_once, load_model, is_export_dir
 from nanoocr.image_process import process_image
-from nanoocr.engine import generate, strip_views, trained_max_words
+from nanoocr.engine import generate
+from nanoocr import reader
+from nanoocr.reader import strip_views, trained_max_words
 from nanoocr.layout import join_lines
 from nanoocr import metrics
 from scripts import read as read_script
@@ -74,7 +76,7 @@ def images(tmp_path_factory):
 
 def expected_text(ckpt, path, max_tokens, whole=False):
     """What read must print: generate() on the image in the checkpoint's training mode. These images
-    are not 32x128, so read first cuts them into strips (engine.strip_views) unless --whole."""
+    are not 32x128, so read first cuts them into strips (reader.strip_views) unless --whole."""
     model, tok, meta = load_model(ckpt)
     image = Image.open(path).convert("RGB")
     if whole:
@@ -85,6 +87,31 @@ def expected_text(ckpt, path, max_tokens, whole=False):
     outs = generate(model, tok, [p for _, p in views], "Free OCR.", max_tokens=max_tokens, no_repeat_ngram_size=30,
                     no_repeat_window=90)
     return outs[0]["text"] if len(views) == 1 else join_lines([o["text"] for o in outs], [li for li, _ in views])
+
+
+def test_read_images_is_the_one_path(base, images):
+    # paths and PIL images in, one record per input in input order, errors in place naming the file
+    model, tok, meta = load_model(base[1])
+    pil = Image.open(images / "sub" / "b.jpg").convert("RGB")
+    inputs = [str(images / "a.png"), str(images / "bad.png"), pil, "nowhere/*.png"]
+    recs = list(reader.read_images(model, tok, inputs, tuple(MODE), names=["a", "bad", "b", "glob"],
+                                   errors=[None, None, None, "no image files match this pattern"], batch_size=2,
+                                   max_words=trained_max_words(meta), max_tokens=6))
+    assert [r["image"] for r in recs] == ["a", "bad", "b", "glob"]
+    assert set(recs[1]) == {"image", "error"} and recs[1]["error"].startswith("bad: ")
+    assert recs[3] == {"image": "glob", "error": "no image files match this pattern"}
+    assert recs[0]["text"] == expected_text(base[1], images / "a.png", 6)
+    assert recs[2]["text"] == expected_text(base[1], images / "sub" / "b.jpg", 6)
+    assert all(r["views"] >= 1 and r["vision_tokens"] >= 1 and r["seconds"] >= 0 for r in (recs[0], recs[2]))
+    # streaming, as the server reads (one piece at a time): one call per token, each text so far
+    # (the pieces so far, joined by line) a prefix of the final text (up to a character a later
+    # token completes, shown as U+FFFD until then)
+    snapshots = []
+    out, = reader.read_images(model, tok, [pil], tuple(MODE), batch_size=1, max_words=trained_max_words(meta),
+                              max_tokens=6, callback=lambda i, t, text: snapshots.append((i, text)))
+    assert out["text"] == recs[2]["text"] and len(snapshots) == out["num_tokens"] > 0
+    assert all(i == 0 and out["text"].startswith(text.rstrip("\ufffd")) for i, text in snapshots)
+    assert reader.default_max_tokens(model) == 96  # the model's sequence_len: what read uses unless told
 
 
 def test_read_one_image_prints_plain_text_with_the_newest_model(base, images, monkeypatch, capsys):

@@ -24,7 +24,7 @@ import torch
 import uvicorn
 from PIL import Image, ImageDraw, ImageFont
 
-from nanoocr import engine
+from nanoocr import reader
 from nanoocr.checkpoint_manager import load_model
 from scripts import serve
 from scripts import cli
@@ -368,14 +368,14 @@ def inprocess_server(ckpt, **limits):
 
 @pytest.fixture
 def slow_generation(monkeypatch):
-    real = engine.generate
+    real = reader.generate  # the name the server's reading path (reader.generate_views) calls
 
     def slow(*args, callback=None, **kwargs):
         def cb(*a):
             time.sleep(0.2)
             callback(*a)
         return real(*args, callback=cb, **kwargs)
-    monkeypatch.setattr(engine, "generate", slow)
+    monkeypatch.setattr(reader, "generate", slow)
 
 
 def test_queue_full_client_gone_and_timeout(files, slow_generation):
