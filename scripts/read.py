@@ -3,12 +3,12 @@ Read text out of images with a trained model.
 
     nanoocr read page.png                          # one image: its text on stdout
     nanoocr read scans/ more/*.jpg --jsonl out.jsonl
-    nanoocr read x.png --model exported/cpu --mode 32x256 --prompt "Free OCR." --max-tokens 200
+    nanoocr read x.png --model exported/cpu --mode 32x256 --prompt "Free OCR." --max_tokens 200
 
 PATHs are image files, directories (searched recursively for image extensions) and globs. One
 image prints its plain text; several print one JSON line per image,
 {"image": path, "text": ..., "tokens": n, "seconds": s}, to stdout or --jsonl (a line gets
-"truncated": true when --max-tokens cut it). An image that cannot be read yields
+"truncated": true when --max_tokens cut it). An image that cannot be read yields
 {"image": path, "error": ...} and the others continue; the exit status is 1 if any failed.
 "seconds" is the image's own loading time plus its share of its batch's generation time.
 
@@ -69,28 +69,32 @@ def collect_images(paths):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="nanoocr read", description="Read text out of images.")
+    parser = argparse.ArgumentParser(
+        prog="nanoocr read", description="Read text out of images.",
+        epilog="Options are spelled --key_name, as in `nanoocr eval` / `sample` / `train`; the older "
+               "--key-name spellings (--max-tokens, --batch-size, ...) are accepted as aliases until the next release.")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, directories (recursive) or globs")
     parser.add_argument("--model", default=None, help="checkpoint or export directory (default: the newest trained model)")
     parser.add_argument("--mode", default=None,
                         help="tiny | small | base | large | gundam, or HxW for fixed strips (default: the training mode)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the instruction after the image (default: %(default)r)")
-    parser.add_argument("--max-tokens", type=int, default=None,
+    parser.add_argument("--max_tokens", "--max-tokens", type=int, default=None,
                         help="most answer tokens per image (default: the model's training sequence length)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images generated together (default: %(default)s)")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=8,
+                        help="images generated together (default: %(default)s)")
     parser.add_argument("--jsonl", default=None, metavar="OUT", help="write the JSON lines to OUT instead of stdout")
-    parser.add_argument("--no-repeat-ngram", type=int, default=reader.NO_REPEAT_NGRAM,
+    parser.add_argument("--no_repeat_ngram", "--no-repeat-ngram", type=int, default=reader.NO_REPEAT_NGRAM,
                         help="ban repeating any n-gram of this many tokens (0 = off; default %(default)s, as DeepSeek-OCR)")
-    parser.add_argument("--no-repeat-window", type=int, default=reader.NO_REPEAT_WINDOW,
+    parser.add_argument("--no_repeat_window", "--no-repeat-window", type=int, default=reader.NO_REPEAT_WINDOW,
                         help="... within the last this many generated tokens (0 = all; default %(default)s)")
     parser.add_argument("--whole", action="store_true",
                         help="strip models: stretch the whole image to the strip instead of cutting it into lines and words")
     parser.add_argument("--device", default="", help="cuda | mps | cpu (default: autodetect)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
+        parser.error("--batch_size must be >= 1")
     if args.max_tokens is not None and args.max_tokens < 1:
-        parser.error("--max-tokens must be >= 1")
+        parser.error("--max_tokens must be >= 1")
     return args
 
 

@@ -18,7 +18,7 @@ Serve a trained model over HTTP: a web page, a JSON API and an OpenAI-style endp
     curl -F image=@page.png -F mode=base http://127.0.0.1:8000/ocr
 
 One model instance serves everything. Limits, each with its own status: 413 body/upload over
---max-upload-mb (counted while reading, never buffered past the limit), 415 bytes that are not an
+--max_upload_mb (counted while reading, never buffered past the limit), 415 bytes that are not an
 image whatever the name or declared type says, 400 corrupt image / too many pixels / bad parameter,
 408 a body that takes longer than --timeout to arrive. A request that passes all of them joins the
 queue: at most --concurrency + --queue jobs at a time (503 with Retry-After beyond); --concurrency
@@ -246,7 +246,7 @@ class OcrServer:
         except (ApiError, BodyTooLarge, HTTPException) as e:
             if isinstance(e, BodyTooLarge):
                 e = ApiError(413, f"request body over the limit of {body_limit / MB:.1f} MB "
-                                  f"(the server's --max-upload-mb is {self.max_upload / MB:g})")
+                                  f"(the server's --max_upload_mb is {self.max_upload / MB:g})")
             elif isinstance(e, HTTPException):  # Starlette's own 400s (malformed multipart, ...)
                 e = ApiError(e.status_code, str(e.detail))
             if e.status != 408:  # a client too slow to send its body will not drain faster
@@ -637,7 +637,10 @@ def usage(job, out):
 # Command line
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="nanoocr serve", description="Serve a model: web page + JSON / OpenAI-style API.")
+    parser = argparse.ArgumentParser(
+        prog="nanoocr serve", description="Serve a model: web page + JSON / OpenAI-style API.",
+        epilog="Options are spelled --key_name, as in `nanoocr eval` / `sample` / `train`; the older "
+               "--key-name spellings (--max-upload-mb, ...) are accepted as aliases until the next release.")
     parser.add_argument("--model", default=None, help="checkpoint or export directory (default: the newest trained model)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default: %(default)s; the server has no authentication)")
@@ -645,12 +648,12 @@ def parse_args(argv):
     parser.add_argument("--concurrency", type=int, default=1, help="generations running at once (default: %(default)s)")
     parser.add_argument("--queue", type=int, default=16,
                         help="requests waiting beyond those; more get 503 + Retry-After (default: %(default)s)")
-    parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image accepted (default: %(default)s)")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--max_upload_mb", "--max-upload-mb", type=float, default=20.0, help="largest image accepted (default: %(default)s)")
+    parser.add_argument("--max_pixels", "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="largest image in pixels, checked before decoding (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds a request may take from arrival to its last token (default: %(default)s)")
-    parser.add_argument("--max-tokens-cap", type=int, default=None,
+    parser.add_argument("--max_tokens_cap", "--max-tokens-cap", type=int, default=None,
                         help="most answer tokens a request may ask for (default: the model's sequence length)")
     parser.add_argument("--device", default="", help="cuda | mps | cpu (default: autodetect)")
     args = parser.parse_args(argv)
@@ -659,9 +662,9 @@ def parse_args(argv):
     if args.concurrency < 1 or args.queue < 0:
         parser.error("--concurrency must be >= 1 and --queue >= 0")
     if args.max_upload_mb <= 0 or args.timeout <= 0 or args.max_pixels < 1:
-        parser.error("--max-upload-mb, --timeout and --max-pixels must be positive")
+        parser.error("--max_upload_mb, --timeout and --max_pixels must be positive")
     if args.max_tokens_cap is not None and args.max_tokens_cap < 1:
-        parser.error("--max-tokens-cap must be >= 1")
+        parser.error("--max_tokens_cap must be >= 1")
     return args
 
 
@@ -695,7 +698,7 @@ def main(argv=None):
         print(f"nanoocr serve: WARNING: listening on {host}: anyone who can reach it can use the model (no authentication)")
     print(f"nanoocr serve: listening on {url}", flush=True)
     # uvicorn answers 503 itself beyond this many open connections: it bounds the uploads being read
-    # and checked at once (each at most --max-upload-mb), which happens before admission
+    # and checked at once (each at most --max_upload_mb), which happens before admission
     config = uvicorn.Config(create_app(server), log_level="info", timeout_keep_alive=5,
                             timeout_graceful_shutdown=5, limit_concurrency=2 * server.capacity + 32)
     uvicorn.Server(config).run(sockets=[sock])
