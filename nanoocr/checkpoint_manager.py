@@ -18,10 +18,12 @@ import time
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import save_file as save_safetensors, load_file as load_safetensors
 
 from nanoocr.common import print0, get_base_dir
 from nanoocr.gpt import GPT, GPTConfig, padded_vocab
 from nanoocr.tokenizer import Tokenizer
+from nanoocr.model import vlm_from_config
 
 
 class CheckpointError(ValueError):
@@ -195,9 +197,9 @@ def load_nanochat_gpt(checkpoint_dir, tokenizer_dir, step=None, device="cpu"):
     return model, tokenizer, meta
 
 
-def checkpoint_dir_for(phase, tag):
-    """<base>/<phase>_checkpoints/<tag> — e.g. vis_tok_checkpoints/cpu."""
-    return os.path.join(get_base_dir(), f"{phase}_checkpoints", tag)
+def checkpoint_dir_for(phase, tag, base_dir=None):
+    """<base>/<phase>_checkpoints/<tag> — e.g. vis_tok_checkpoints/cpu (base: get_base_dir())."""
+    return os.path.join(base_dir or get_base_dir(), f"{phase}_checkpoints", tag)
 
 
 # -----------------------------------------------------------------------------
@@ -210,9 +212,9 @@ def save_tokenizer_once(checkpoint_dir, tokenizer):
         tokenizer.save(tok_dir)
 
 
-def load_model(checkpoint_dir, step=None, device="cpu"):
-    """A trained VLM checkpoint directory -> (model in eval mode, tokenizer, meta)."""
-    from nanoocr.model import vlm_from_config
+def load_checkpoint_model(checkpoint_dir, step=None, device="cpu"):
+    """A trained VLM checkpoint directory -> (model in eval mode, tokenizer, meta). load_model
+    (below) takes an export directory too."""
     step = find_last_step(checkpoint_dir) if step is None else step
     meta = load_meta(checkpoint_dir, step)
     config = meta.get("model_config", {})
@@ -230,6 +232,26 @@ def load_model(checkpoint_dir, step=None, device="cpu"):
     assert tokenizer.image_id == model.image_token_id, \
         f"{checkpoint_dir}: tokenizer's <|image|> id {tokenizer.image_id} != model's {model.image_token_id}"
     return model.eval(), tokenizer, meta
+
+
+class NoModelError(RuntimeError):
+    pass
+
+
+def find_model(model_dir=None):
+    """model_dir if given (a checkpoint or an export directory), else the newest trained checkpoint
+    under the base dir; with none, an error that says how to get one."""
+    if model_dir:
+        if not os.path.isdir(model_dir):
+            raise NoModelError(f"{model_dir}: no such model directory (a checkpoint directory with "
+                               f"model_*.pt + meta_*.json, or an export with config.json + model.safetensors)")
+        return model_dir
+    found = find_latest_model_dir()
+    if found is None:
+        raise NoModelError(f"no trained model under {get_base_dir()} (looked for */*_checkpoints/*/meta_*.json). "
+                           f"Train one with `nanoocr train --preset=cpu` (or `bash speedrun.sh`), "
+                           f"or pass --model DIR (a checkpoint or `nanoocr export` directory).")
+    return found
 
 
 def find_latest_model_dir(base_dir=None):
@@ -265,7 +287,6 @@ def is_export_dir(path):
 def save_export(out_dir, model, tokenizer, meta, dtype=None):
     """Write model + tokenizer + config to out_dir (see above). dtype: e.g. torch.bfloat16 to halve
     the file (floating tensors only; loading casts back to the model's fp32)."""
-    from safetensors.torch import save_file
     os.makedirs(out_dir, exist_ok=True)
     state_dict = {}
     for k, v in strip_compile_prefix(model.state_dict()).items():
@@ -274,7 +295,7 @@ def save_export(out_dir, model, tokenizer, meta, dtype=None):
             v = v.to(dtype)
         state_dict[k] = v.contiguous()
     weights = os.path.join(out_dir, "model.safetensors")
-    save_file(state_dict, weights + ".tmp", metadata={"format": "pt"})
+    save_safetensors(state_dict, weights + ".tmp", metadata={"format": "pt"})
     os.replace(weights + ".tmp", weights)
     tokenizer.save(os.path.join(out_dir, "tokenizer"))
     config = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
@@ -287,8 +308,6 @@ def save_export(out_dir, model, tokenizer, meta, dtype=None):
 def load_export(export_dir, device="cpu"):
     """An export directory -> (model in eval mode, tokenizer, meta) like load_model; the meta is
     config.json (model_config, user_config, step) with "export": True."""
-    from safetensors.torch import load_file as load_safetensors
-    from nanoocr.model import vlm_from_config
     path = os.path.join(export_dir, "config.json")
     try:
         with open(path) as f:
@@ -318,12 +337,9 @@ def load_export(export_dir, device="cpu"):
     return model.eval(), tokenizer, meta
 
 
-_load_checkpoint_model = load_model
-
-
 def load_model(checkpoint_dir, step=None, device="cpu"):
     """A trained VLM checkpoint directory or an export directory -> (model in eval mode, tokenizer, meta)."""
     if is_export_dir(checkpoint_dir):
         assert step is None, f"{checkpoint_dir} is an export (one set of weights): it has no steps to choose from"
         return load_export(checkpoint_dir, device)
-    return _load_checkpoint_model(checkpoint_dir, step, device)
+    return load_checkpoint_model(checkpoint_dir, step, device)

@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from nanoocr.sam import SAMEncoder
 from nanoocr.clip import CLIPEncoder
-from nanoocr.image_process import MODES, GUNDAM_TILE_MODE, mode_side, gundam_grid
+from nanoocr.modes import MODES, GUNDAM_TILE_MODE, mode_side, gundam_grid
 
 
 @dataclass
@@ -119,7 +119,7 @@ def num_image_tokens(config, mode, width=None, height=None, grid=None):
     mode: tiny | small | base | large (width/height unused); gundam, which needs the image's
     width and height to pick the tile grid (or an explicit grid=(wc, hc); grid=None with both
     sides fitting one tile means no tiles); or a fixed (H, W) input size as image_process takes it
-    (one view, no tiles). Mode sides scale with config.image_size (image_process.mode_side)."""
+    (one view, no tiles). Mode sides scale with config.image_size (modes.mode_side)."""
     if isinstance(mode, (tuple, list)):  # a fixed (H, W) input, e.g. one-line strips: one view, no tiles
         return view_tokens(config, int(mode[0]), int(mode[1])) + 1
     assert mode in MODES, f"unknown mode {mode!r}; choose one of {sorted(MODES)} or an (H, W) tuple"
@@ -135,6 +135,21 @@ def num_image_tokens(config, mode, width=None, height=None, grid=None):
             qt, _ = grid_size(config, tile, tile)
             n += (qt * hc) * (qt * wc + 1)  # the mosaic: qt*hc rows of qt*wc tokens + a newline each
     return n
+
+
+def count_vision_tokens(config, processed):
+    """Vision tokens of one processed image (a process_image dict) as DeepSeek-OCR counts them for
+    its compression ratio (dev/design.md §2, §6): grid tokens only (no newlines / separator); of a
+    padded square view only the "valid" part, int(N * valid_ratio) as its released code does; all
+    tile tokens. num_image_tokens above is the placeholder count, layout tokens included."""
+    gv = processed["global_view"]
+    qh, qw = grid_size(config, gv.shape[-2], gv.shape[-1])
+    n = int(qh * qw * processed.get("valid_ratio", 1.0))
+    tiles = processed.get("tiles")
+    if tiles is not None:
+        th, tw = grid_size(config, tiles.shape[-2], tiles.shape[-1])
+        n += tiles.shape[0] * th * tw
+    return max(n, 1)
 
 
 class DeepEncoder(nn.Module):

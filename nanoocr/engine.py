@@ -23,18 +23,14 @@ naive_generate is the reference: no cache, the image re-encoded and the whole se
 every token. It is slow on purpose and exists for the tests and the cached-vs-naive benchmark.
 """
 
-import os
-import time
 import contextlib
 
 import torch
 
 from nanoocr.tokenizer import ocr_conversation
-from nanoocr.image_process import MODES, process_image
-from nanoocr.layout import text_strips, join_lines
-from nanoocr.deepencoder import grid_size
-
-DEFAULT_PROMPT = "Free OCR."  # DeepSeek-OCR's plain-text prompt
+from nanoocr.image_process import process_image
+# parse_mode is re-exported: scripts/vis_tok_train.py and scripts/bench_generate.py import it from here
+from nanoocr.modes import DEFAULT_PROMPT, parse_mode  # noqa: F401
 
 
 # -----------------------------------------------------------------------------
@@ -227,10 +223,32 @@ def _max_chars(images):
     return None if torch.is_tensor(images) else [im.get("max_chars") for im in images]
 
 
-def _autocast(model, dtype):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=model.get_device().type, dtype=dtype)
+@contextlib.contextmanager
+def _inference(model, autocast_dtype):
+    """Eval mode (restored afterwards) and optional autocast around one generation call."""
+    was_training = model.training
+    model.eval()
+    try:
+        if autocast_dtype is None:
+            yield
+        else:
+            with torch.autocast(device_type=model.get_device().type, dtype=autocast_dtype):
+                yield
+    finally:
+        model.train(was_training)
+
+
+def _start(model, tokenizer, images, prompts, max_tokens, temperature, top_k, top_p, no_repeat_ngram_size,
+           no_repeat_window, seed, callback):
+    """What the cached and the naive loop share: the images encoded once, the prompts laid out
+    left-padded on the model's device, and the per-row decoder. -> (embeds, ids, mask, decoder)."""
+    embeds = encode(model, images)
+    ids, mask = _batch_prompts(tokenizer, prompts, embeds)
+    device = model.get_device()
+    ids, mask = ids.to(device), mask.to(device)
+    dec = _Decoder(tokenizer, ids.size(0), max_tokens, temperature, top_k, top_p, no_repeat_ngram_size,
+                   no_repeat_window, seed, callback, device, _max_chars(images))
+    return embeds, ids, mask, dec
 
 
 # -----------------------------------------------------------------------------
@@ -250,34 +268,25 @@ def generate(model, tokenizer, images, prompts=DEFAULT_PROMPT, max_tokens=256, t
     before the answer grows past that many characters.
     Returns one dict per image: text, ids (answer tokens), num_tokens, finish_reason ("stop" when
     the model ended the answer, "length" when max_tokens or max_chars cut it)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with _autocast(model, autocast_dtype):
-            embeds = encode(model, images)
-            ids, mask = _batch_prompts(tokenizer, prompts, embeds)
-            device = model.get_device()
-            ids, mask = ids.to(device), mask.to(device)
-            B, L = ids.shape
-            limit = model.gpt.cos.size(1)
-            assert L + max_tokens <= limit, (
-                f"prompt ({L} tokens, {embeds[0].size(0)} of them image) + max_tokens {max_tokens} exceeds "
-                f"the model's {limit} positions; lower max_tokens or use a smaller mode")
-            dec = _Decoder(tokenizer, B, max_tokens, temperature, top_k, top_p, no_repeat_ngram_size,
-                           no_repeat_window, seed, callback, device, _max_chars(images))
-            if dec.finished:
-                return dec.results()
-            kv_cache = model.gpt.new_kv_cache(B, L + max_tokens)  # prompt + every answer token fed back
-            logits = model(ids, image_embeds=embeds, kv_cache=kv_cache, attention_mask=mask)
-            nxt = dec.step(logits[:, -1])
-            while not dec.finished:
-                step_ids = torch.tensor(nxt, dtype=torch.long, device=device)[:, None]
-                # no attention_mask: new tokens are real, and the cache keeps masking the padding
-                logits = model(step_ids, kv_cache=kv_cache)
-                nxt = dec.step(logits[:, -1])
+    with _inference(model, autocast_dtype):
+        embeds, ids, mask, dec = _start(model, tokenizer, images, prompts, max_tokens, temperature, top_k, top_p,
+                                        no_repeat_ngram_size, no_repeat_window, seed, callback)
+        B, L = ids.shape
+        limit = model.gpt.cos.size(1)
+        assert L + max_tokens <= limit, (
+            f"prompt ({L} tokens, {embeds[0].size(0)} of them image) + max_tokens {max_tokens} exceeds "
+            f"the model's {limit} positions; lower max_tokens or use a smaller mode")
+        if dec.finished:
             return dec.results()
-    finally:
-        model.train(was_training)
+        kv_cache = model.gpt.new_kv_cache(B, L + max_tokens)  # prompt + every answer token fed back
+        logits = model(ids, image_embeds=embeds, kv_cache=kv_cache, attention_mask=mask)
+        nxt = dec.step(logits[:, -1])
+        while not dec.finished:
+            step_ids = torch.tensor(nxt, dtype=torch.long, device=ids.device)[:, None]
+            # no attention_mask: new tokens are real, and the cache keeps masking the padding
+            logits = model(step_ids, kv_cache=kv_cache)
+            nxt = dec.step(logits[:, -1])
+        return dec.results()
 
 
 @torch.inference_mode()
@@ -286,143 +295,25 @@ def naive_generate(model, tokenizer, images, prompts=DEFAULT_PROMPT, max_tokens=
                    callback=None, autocast_dtype=None):
     """generate's reference twin: same arguments and results, but every token re-encodes the images
     and re-runs the whole (left-padded) sequence, with no KV cache. Slow by design."""
-    was_training = model.training
-    model.eval()
-    try:
-        with _autocast(model, autocast_dtype):
-            embeds = encode(model, images)
-            ids, mask = _batch_prompts(tokenizer, prompts, embeds)
-            device = model.get_device()
-            ids, mask = ids.to(device), mask.to(device)
-            dec = _Decoder(tokenizer, ids.size(0), max_tokens, temperature, top_k, top_p, no_repeat_ngram_size,
-                           no_repeat_window, seed, callback, device, _max_chars(images))
-            first = True
-            while not dec.finished:
-                if not first:
-                    embeds = encode(model, images)  # the point of the naive loop: encode again
-                first = False
-                logits = model(ids, image_embeds=embeds, attention_mask=mask)
-                nxt = torch.tensor(dec.step(logits[:, -1]), dtype=torch.long, device=device)[:, None]
-                ids = torch.cat([ids, nxt], dim=1)
-                mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
-            return dec.results()
-    finally:
-        model.train(was_training)
+    with _inference(model, autocast_dtype):
+        embeds, ids, mask, dec = _start(model, tokenizer, images, prompts, max_tokens, temperature, top_k, top_p,
+                                        no_repeat_ngram_size, no_repeat_window, seed, callback)
+        first = True
+        while not dec.finished:
+            if not first:
+                embeds = encode(model, images)  # the point of the naive loop: encode again
+            first = False
+            logits = model(ids, image_embeds=embeds, attention_mask=mask)
+            nxt = torch.tensor(dec.step(logits[:, -1]), dtype=torch.long, device=ids.device)[:, None]
+            ids = torch.cat([ids, nxt], dim=1)
+            mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
+        return dec.results()
 
 
 # -----------------------------------------------------------------------------
-# What every reader of images (read, eval, sample, the server) needs around generate()
-
-class NoModelError(RuntimeError):
-    pass
-
-
-def find_model(model_dir=None):
-    """model_dir if given (a checkpoint or an export directory), else the newest trained checkpoint
-    under the base dir; with none, an error that says how to get one."""
-    from nanoocr.checkpoint_manager import find_latest_model_dir
-    from nanoocr.common import get_base_dir
-    if model_dir:
-        if not os.path.isdir(model_dir):
-            raise NoModelError(f"{model_dir}: no such model directory (a checkpoint directory with "
-                               f"model_*.pt + meta_*.json, or an export with config.json + model.safetensors)")
-        return model_dir
-    found = find_latest_model_dir()
-    if found is None:
-        raise NoModelError(f"no trained model under {get_base_dir()} (looked for */*_checkpoints/*/meta_*.json). "
-                           f"Train one with `nanoocr train --preset=cpu` (or `bash speedrun.sh`), "
-                           f"or pass --model DIR (a checkpoint or `nanoocr export` directory).")
-    return found
-
-
-def parse_mode(mode):
-    """A resolution mode as given on a command line or stored in a checkpoint: a name
-    (tiny/small/base/large/gundam), an "HxW" string or an [H, W] list (fixed line strips) -> a name
-    or an (H, W) tuple, which is what process_image takes."""
-    if isinstance(mode, (list, tuple)):
-        assert len(mode) == 2, f"a fixed mode is (height, width), got {mode!r}"
-        return int(mode[0]), int(mode[1])
-    text = str(mode).strip().lower()
-    if text in MODES:
-        return text
-    parts = text.replace("*", "x").split("x")
-    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
-        return int(parts[0]), int(parts[1])
-    raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)} or a fixed HxW size like 32x256")
-
-
-def default_mode(meta):
-    """The mode the model was trained with (its user_config), else base."""
-    mode = (meta.get("user_config") or {}).get("mode") or "base"
-    return parse_mode(mode)
-
-
-def check_mode(encoder_config, mode):
-    """A clear error (instead of an assert deep in process_image) for a fixed size the encoder
-    cannot tile exactly."""
-    if isinstance(mode, tuple):
-        s = encoder_config.stride
-        if mode[0] <= 0 or mode[1] <= 0 or mode[0] % s or mode[1] % s:
-            raise ValueError(f"mode {mode[0]}x{mode[1]}: both sides must be positive multiples of the "
-                             f"encoder's stride ({s} pixels per vision token)")
-    return mode
-
+# The model's view of an image (reader.py cuts and reads whole files with it)
 
 def preprocess(model, image, mode):
     """A loaded PIL image -> process_image's dict for this model's encoder."""
     cfg = model.encoder.config
     return process_image(image, mode, image_size=cfg.image_size, multiple=cfg.stride)
-
-
-def strip_views(model, image, mode, max_words=0, whole=False):
-    """The inputs one image becomes for this model: [(line index, processed)]. Square modes and an
-    image already at a fixed mode's exact size (a strip as the renderer draws them) are one input;
-    any other image read at a fixed (H, W) strip size is cut into lines and word groups first
-    (layout.text_strips; generate_views joins the texts back), unless whole=True (stretched into
-    one strip). A blank image gives []."""
-    if whole or not isinstance(mode, tuple) or image.size == (mode[1], mode[0]):
-        return [(0, preprocess(model, image, mode))]
-    return [(li, dict(preprocess(model, strip, mode), max_chars=strip.info["max_chars"]))
-            for li, strip in text_strips(image, *mode, max_words=max_words)]
-
-
-def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, **kwargs):
-    """generate() for images given as strip_views() lists: all their views in batches of batch_size,
-    then one result per image: text (a lone view's own text; pieces joined by line with
-    layout.join_lines), num_tokens, finish_reason ("length" if any piece was cut), views (how many
-    were read) and seconds (its views' share of the generation time). prompts: one per image.
-    kwargs go to generate()."""
-    flat = [(p, prompt) for views, prompt in zip(views_per_image, prompts) for _, p in views]
-    outs, t0 = [], time.time()
-    for k in range(0, len(flat), batch_size):  # a paragraph can be dozens of strips
-        chunk = flat[k:k + batch_size]
-        outs += generate(model, tokenizer, [p for p, _ in chunk], [q for _, q in chunk], **kwargs)
-    share = (time.time() - t0) / max(1, len(flat))
-    results, k = [], 0
-    for views in views_per_image:
-        mine, k = outs[k:k + len(views)], k + len(views)
-        text = mine[0]["text"] if len(views) == 1 else join_lines([o["text"] for o in mine], [li for li, _ in views])
-        results.append(dict(text=text, num_tokens=sum(o["num_tokens"] for o in mine), views=len(views),
-                            finish_reason="length" if any(o["finish_reason"] == "length" for o in mine) else "stop",
-                            seconds=share * len(views)))
-    return results
-
-
-def trained_max_words(meta):
-    """The renderer's words-per-line cap the model trained with (0 = none): strips cut for it hold
-    no more words than it has seen in one line."""
-    return int((meta.get("user_config") or {}).get("synth_max_words") or 0)
-
-
-def count_vision_tokens(encoder_config, processed):
-    """Vision tokens of one processed image as DeepSeek-OCR counts them for its compression ratio
-    (dev/design.md §2, §6): grid tokens only (no newlines / separator); of a padded square view only the
-    "valid" part, int(N * valid_ratio) as its released code does; all tile tokens."""
-    gv = processed["global_view"]
-    qh, qw = grid_size(encoder_config, gv.shape[-2], gv.shape[-1])
-    n = int(qh * qw * processed.get("valid_ratio", 1.0))
-    tiles = processed.get("tiles")
-    if tiles is not None:
-        th, tw = grid_size(encoder_config, tiles.shape[-2], tiles.shape[-1])
-        n += tiles.shape[0] * th * tw
-    return max(n, 1)

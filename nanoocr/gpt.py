@@ -12,7 +12,7 @@ callers can normalise by a global token count, and `grow_vocab` for the <|image|
 """
 
 import math
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -287,7 +287,3 @@ def build_gpt(config, device="cpu", proj_std=0.0):
     model.to_empty(device=device)
     model.init_weights(proj_std=proj_std)
     return model
-
-
-def gpt_config_dict(config):
-    return asdict(config)

@@ -10,6 +10,8 @@ import os
 import pickle
 
 import torch
+import rustbpe
+import tiktoken
 
 SPECIAL_TOKENS = [
     "<|bos|>",  # every document / conversation starts with it
@@ -31,7 +33,6 @@ class TokenizerError(ValueError):
 
 def _with_image_token(enc):
     """A tiktoken Encoding with <|image|> appended at id = n_vocab, if it is missing."""
-    import tiktoken
     if IMAGE_TOKEN in enc._special_tokens:
         return enc
     specials = dict(enc._special_tokens)
@@ -53,8 +54,6 @@ class Tokenizer:
     @classmethod
     def train_from_iterator(cls, text_iterator, vocab_size):
         """Train a BPE of vocab_size ids in total (merges + the 10 special tokens)."""
-        import rustbpe
-        import tiktoken
         n_special = len(SPECIAL_TOKENS) + 1
         assert vocab_size >= 256 + n_special, f"vocab_size must be >= {256 + n_special} (256 bytes + specials)"
         tok = rustbpe.Tokenizer()
@@ -182,8 +181,3 @@ def ocr_conversation(prompt, answer=None):
         messages.append({"role": "assistant", "content": answer})
     return {"messages": messages}
 
-
-def get_tokenizer(tokenizer_dir=None):
-    """The project's tokenizer: <base>/tokenizer unless a directory is given."""
-    from nanoocr.common import get_base_dir
-    return Tokenizer.from_directory(tokenizer_dir or os.path.join(get_base_dir(), "tokenizer"))

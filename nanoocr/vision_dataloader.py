@@ -27,6 +27,7 @@ from collections import deque
 import torch
 
 from nanoocr.common import print0
+from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.image_process import load_image, process_image, ImageError, DEFAULT_MAX_PIXELS
 from nanoocr.deepencoder import num_image_tokens
 from nanoocr.tokenizer import ocr_conversation, IMAGE_MARKER
@@ -86,7 +87,7 @@ def prepare_vision(sample, tokenizer, encoder_config, mode, max_pixels=DEFAULT_M
     n_img = num_image_tokens(encoder_config, mode, w, h)
     # the image goes where the dataset's <image> marker was: almost always first ("prompt_before"
     # holds any text that came before it, see tasks/common.py)
-    user = sample.get("prompt_before", "") + IMAGE_MARKER + "\n" + (sample.get("prompt") or "Free OCR.")
+    user = sample.get("prompt_before", "") + IMAGE_MARKER + "\n" + (sample.get("prompt") or DEFAULT_PROMPT)
     ids, mask = tokenizer.render_conversation(ocr_conversation(user, answer), n_img)
     return dict(ids=ids, mask=mask, image=processed, n_image_tokens=n_img, name=name, answer=answer)
 

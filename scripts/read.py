@@ -3,12 +3,12 @@ Read text out of images with a trained model.
 
     nanoocr read page.png                          # one image: its text on stdout
     nanoocr read scans/ more/*.jpg --jsonl out.jsonl
-    nanoocr read x.png --model exported/cpu --mode 32x256 --prompt "Free OCR." --max-tokens 200
+    nanoocr read x.png --model exported/cpu --mode 32x256 --prompt "Free OCR." --max_tokens 200
 
 PATHs are image files, directories (searched recursively for image extensions) and globs. One
 image prints its plain text; several print one JSON line per image,
 {"image": path, "text": ..., "tokens": n, "seconds": s}, to stdout or --jsonl (a line gets
-"truncated": true when --max-tokens cut it). An image that cannot be read yields
+"truncated": true when --max_tokens cut it). An image that cannot be read yields
 {"image": path, "error": ...} and the others continue; the exit status is 1 if any failed.
 "seconds" is the image's own loading time plus its share of its batch's generation time.
 
@@ -29,8 +29,8 @@ import json
 import time
 import argparse
 
-import torch
-
+from nanoocr import reader
+from nanoocr.modes import DEFAULT_PROMPT, resolve_mode
 from tasks.common import IMAGE_EXTS
 from tasks.image_folder import iter_images
 
@@ -69,58 +69,43 @@ def collect_images(paths):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="nanoocr read", description="Read text out of images.")
+    parser = argparse.ArgumentParser(
+        prog="nanoocr read", description="Read text out of images.",
+        epilog="Options are spelled --key_name, as in `nanoocr eval` / `sample` / `train`; the older "
+               "--key-name spellings (--max-tokens, --batch-size, ...) are accepted as aliases until the next release.")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, directories (recursive) or globs")
     parser.add_argument("--model", default=None, help="checkpoint or export directory (default: the newest trained model)")
     parser.add_argument("--mode", default=None,
                         help="tiny | small | base | large | gundam, or HxW for fixed strips (default: the training mode)")
-    parser.add_argument("--prompt", default="Free OCR.", help="the instruction after the image (default: %(default)r)")
-    parser.add_argument("--max-tokens", type=int, default=None,
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the instruction after the image (default: %(default)r)")
+    parser.add_argument("--max_tokens", "--max-tokens", type=int, default=None,
                         help="most answer tokens per image (default: the model's training sequence length)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images generated together (default: %(default)s)")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=8,
+                        help="images generated together (default: %(default)s)")
     parser.add_argument("--jsonl", default=None, metavar="OUT", help="write the JSON lines to OUT instead of stdout")
-    parser.add_argument("--no-repeat-ngram", type=int, default=30,
+    parser.add_argument("--no_repeat_ngram", "--no-repeat-ngram", type=int, default=reader.NO_REPEAT_NGRAM,
                         help="ban repeating any n-gram of this many tokens (0 = off; default %(default)s, as DeepSeek-OCR)")
-    parser.add_argument("--no-repeat-window", type=int, default=90,
+    parser.add_argument("--no_repeat_window", "--no-repeat-window", type=int, default=reader.NO_REPEAT_WINDOW,
                         help="... within the last this many generated tokens (0 = all; default %(default)s)")
     parser.add_argument("--whole", action="store_true",
                         help="strip models: stretch the whole image to the strip instead of cutting it into lines and words")
     parser.add_argument("--device", default="", help="cuda | mps | cpu (default: autodetect)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
+        parser.error("--batch_size must be >= 1")
     if args.max_tokens is not None and args.max_tokens < 1:
-        parser.error("--max-tokens must be >= 1")
+        parser.error("--max_tokens must be >= 1")
     return args
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    # imported after argument parsing so `--help` and usage errors answer instantly
-    from nanoocr.common import autodetect_device_type, set_cpu_threads
-    from nanoocr.checkpoint_manager import load_model, CheckpointError
-    from nanoocr.image_process import load_image, ImageError
-    from nanoocr.engine import (generate_views, find_model, parse_mode, default_mode, check_mode,
-                                strip_views, trained_max_words, NoModelError)
-
-    device_type = args.device or autodetect_device_type()
-    if device_type == "cpu":
-        set_cpu_threads()
     try:
-        model_dir = find_model(args.model)
-        model, tokenizer, meta = load_model(model_dir, device=device_type)
-    except (NoModelError, CheckpointError, OSError, ValueError) as e:
+        _, model, tokenizer, meta, device_type = reader.open_model(args.model, args.device)
+        mode = resolve_mode(model.encoder.config, meta, args.mode)
+    except reader.MODEL_ERRORS as e:  # resolve_mode's are ValueErrors
         print(f"nanoocr read: {e}", file=sys.stderr)
         return 2
-    try:
-        mode = check_mode(model.encoder.config, parse_mode(args.mode) if args.mode else default_mode(meta))
-    except ValueError as e:
-        print(f"nanoocr read: {e}", file=sys.stderr)
-        return 2
-    max_tokens = args.max_tokens or model.gpt.config.sequence_len
-    max_words = trained_max_words(meta)
-    # bf16 autocast on CUDA (what the model trained in); exact fp32 elsewhere
-    autocast_dtype = torch.bfloat16 if device_type == "cuda" else None
 
     items = collect_images(args.paths)
     single = len(items) == 1 and args.jsonl is None
@@ -142,38 +127,24 @@ def main(argv=None):
             sink.write(json.dumps(record, ensure_ascii=False) + "\n")
             sink.flush()
 
+    paths = [p for p, _ in items]
     try:
-        for start in range(0, len(items), args.batch_size):
-            batch = items[start:start + args.batch_size]
-            records = [None] * len(batch)  # keep input order in the output
-            ready = []  # (index in batch, path, [(line index, processed)], load seconds)
-            for i, (path, err) in enumerate(batch):
-                if err is not None:
-                    records[i] = {"image": path, "error": err}
-                    continue
-                t0 = time.time()
-                try:
-                    views = strip_views(model, load_image(path, name=path), mode, max_words, args.whole)
-                except ImageError as e:
-                    records[i] = {"image": path, "error": str(e)}
-                    continue
-                except OSError as e:  # permission denied, a directory that vanished, ...
-                    records[i] = {"image": path, "error": f"{type(e).__name__}: {e}"}
-                    continue
-                ready.append((i, path, views, time.time() - t0))
-            outs = generate_views(model, tokenizer, [r[2] for r in ready], [args.prompt] * len(ready),
-                                  args.batch_size, max_tokens=max_tokens, no_repeat_ngram_size=args.no_repeat_ngram,
-                                  no_repeat_window=args.no_repeat_window, autocast_dtype=autocast_dtype)
-            for (i, path, views, load_s), out in zip(ready, outs):
-                rec = {"image": path, "text": out["text"], "tokens": out["num_tokens"],
-                       "seconds": round(load_s + out["seconds"], 4)}
-                if out["views"] != 1:
-                    rec["strips"] = out["views"]
-                if out["finish_reason"] == "length":
-                    rec["truncated"] = True
-                records[i] = rec
-            for rec in records:
-                emit(rec)
+        for out in reader.read_images(model, tokenizer, paths, mode, args.prompt, names=paths,
+                                      errors=[err for _, err in items], batch_size=args.batch_size,
+                                      max_words=reader.trained_max_words(meta), whole=args.whole,
+                                      max_tokens=args.max_tokens, no_repeat_ngram=args.no_repeat_ngram,
+                                      no_repeat_window=args.no_repeat_window,
+                                      autocast_dtype=reader.read_autocast_dtype(device_type)):
+            if "error" in out:
+                emit(out)
+                continue
+            rec = {"image": out["image"], "text": out["text"], "tokens": out["num_tokens"],
+                   "seconds": round(out["seconds"], 4)}
+            if out["views"] != 1:
+                rec["strips"] = out["views"]
+            if out["finish_reason"] == "length":
+                rec["truncated"] = True
+            emit(rec)
     finally:
         if sink is not sys.stdout:
             sink.close()

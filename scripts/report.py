@@ -13,7 +13,7 @@ import json
 
 from nanoocr.common import get_base_dir
 from nanoocr.configurator import configure
-from nanoocr.checkpoint_manager import committed_steps, load_meta
+from nanoocr.checkpoint_manager import committed_steps, load_meta, checkpoint_dir_for
 from tasks.realistic import ROWS
 
 tag = "cpu"                 # the training tag (speedrun: the preset name)
@@ -27,7 +27,7 @@ os.makedirs(out_dir, exist_ok=True)
 
 
 def stage_meta(phase):
-    d = os.path.join(base, f"{phase}_checkpoints", tag)
+    d = checkpoint_dir_for(phase, tag, base)
     steps = committed_steps(d) if os.path.isdir(d) else []
     return load_meta(d, steps[-1]) if steps else None
 
@@ -38,7 +38,7 @@ stages = [(n, m) for n, m in stages if m is not None]
 
 def plot(path, key, ylabel, from_history=True, log=False):
     """One line per stage (Stage 2's steps continue after Stage 1's)."""
-    import matplotlib
+    import matplotlib  # here, not at the top: heavy, and only needed when there is something to plot
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.4))

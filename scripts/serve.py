@@ -18,7 +18,7 @@ Serve a trained model over HTTP: a web page, a JSON API and an OpenAI-style endp
     curl -F image=@page.png -F mode=base http://127.0.0.1:8000/ocr
 
 One model instance serves everything. Limits, each with its own status: 413 body/upload over
---max-upload-mb (counted while reading, never buffered past the limit), 415 bytes that are not an
+--max_upload_mb (counted while reading, never buffered past the limit), 415 bytes that are not an
 image whatever the name or declared type says, 400 corrupt image / too many pixels / bad parameter,
 408 a body that takes longer than --timeout to arrive. A request that passes all of them joins the
 queue: at most --concurrency + --queue jobs at a time (503 with Retry-After beyond); --concurrency
@@ -46,7 +46,6 @@ import traceback
 import contextlib
 import concurrent.futures
 
-import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse, HTMLResponse
@@ -54,39 +53,18 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from nanoocr import engine
-from nanoocr.engine import DEFAULT_PROMPT
-from nanoocr.image_process import MODES, DEFAULT_MAX_PIXELS, load_image, ImageError, _sniff
+from nanoocr import reader
+from nanoocr.modes import MODES, DEFAULT_PROMPT, default_mode, resolve_mode
+from nanoocr.engine import prompt_ids
+from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, sniff_image_type, describe_non_image
 from nanoocr.deepencoder import num_image_tokens
-from nanoocr.layout import join_lines
 
 PAGE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page.html")
-# `nanoocr read`'s defaults for the no-repeat rule (DeepSeek-OCR's), so both programs read alike
-NO_REPEAT_NGRAM, NO_REPEAT_WINDOW = 30, 90
 PROMPTS = [DEFAULT_PROMPT, "<|grounding|>Convert the document to markdown.", "<|grounding|>OCR this image.",
            "Parse the figure.", "Describe this image in detail."]  # DeepSeek-OCR's (dev/design.md §3)
 MAX_PROMPT_CHARS = 4000
 MB = 1024 * 1024
 FORM_SLACK = 64 * 1024  # multipart boundaries, part headers and the small fields around the image
-
-# Magic numbers of the formats Pillow decodes out of the box. The bytes decide, not the file name or
-# the declared content type: a PDF renamed to .png is a 415, a PNG with a broken body is a 400.
-MAGIC = [
-    (b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
-    (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),
-    (b"P1", "pnm"), (b"P2", "pnm"), (b"P3", "pnm"), (b"P4", "pnm"), (b"P5", "pnm"), (b"P6", "pnm"),
-]
-
-
-def sniff_image_type(data):
-    """The image format the bytes start with, or None when they are not an image we decode."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    for magic, kind in MAGIC:
-        if data.startswith(magic):
-            return kind
-    return None
-
 
 # -----------------------------------------------------------------------------
 # Errors and request bodies
@@ -227,9 +205,9 @@ class OcrServer:
                  timeout=120.0, max_tokens_cap=None, max_pixels=DEFAULT_MAX_PIXELS, autocast_dtype=None):
         self.model, self.tokenizer, self.meta = model.eval(), tokenizer, meta
         self.model_name = os.path.basename(os.path.normpath(model_dir)) if model_dir else "nanoocr"
-        self.mode = engine.default_mode(meta)
-        self.max_words = engine.trained_max_words(meta)  # strip models: words per cut piece, as `nanoocr read`
-        self.max_tokens = model.gpt.config.sequence_len  # `nanoocr read`'s default
+        self.mode = default_mode(meta)
+        self.max_words = reader.trained_max_words(meta)  # strip models: words per cut piece, as `nanoocr read`
+        self.max_tokens = reader.default_max_tokens(model)  # `nanoocr read`'s default
         self.max_tokens_cap = max_tokens_cap or self.max_tokens
         self.max_tokens = min(self.max_tokens, self.max_tokens_cap)
         self.positions = model.gpt.cos.size(1)  # prompt + answer must fit the rotary table
@@ -268,7 +246,7 @@ class OcrServer:
         except (ApiError, BodyTooLarge, HTTPException) as e:
             if isinstance(e, BodyTooLarge):
                 e = ApiError(413, f"request body over the limit of {body_limit / MB:.1f} MB "
-                                  f"(the server's --max-upload-mb is {self.max_upload / MB:g})")
+                                  f"(the server's --max_upload_mb is {self.max_upload / MB:g})")
             elif isinstance(e, HTTPException):  # Starlette's own 400s (malformed multipart, ...)
                 e = ApiError(e.status_code, str(e.detail))
             if e.status != 408:  # a client too slow to send its body will not drain faster
@@ -284,7 +262,7 @@ class OcrServer:
     def check_params(self, mode, prompt, max_tokens):
         """Request parameters -> (mode, prompt, max_tokens) or a 400 that says what is allowed."""
         try:
-            mode = engine.check_mode(self.model.encoder.config, engine.parse_mode(mode) if mode else self.mode)
+            mode = resolve_mode(self.model.encoder.config, self.meta, mode)
         except (ValueError, AssertionError) as e:
             raise ApiError(400, str(e))
         prompt = DEFAULT_PROMPT if prompt is None or not str(prompt).strip() else str(prompt)
@@ -306,18 +284,17 @@ class OcrServer:
             raise ApiError(413, f"image is {len(data) / MB:.1f} MB; the limit is {self.max_upload / MB:g} MB")
         if sniff_image_type(data) is None:
             # image_process's sniffer names the usual impostors (PDF, SVG, an HTML error page)
-            raise ApiError(415, f"not an image the server reads: {_sniff(data[:1024])} "
+            raise ApiError(415, f"not an image the server reads: {describe_non_image(data[:1024])} "
                                 f"(accepted: PNG, JPEG, GIF, BMP, TIFF, WEBP, PNM)")
 
     def decode(self, data, name, mode):
         """Bytes -> [(line index, process_image dict)] (in a decoder thread): one view, or for a strip
         model an image of another size cut into lines and word groups as `nanoocr read` cuts it
-        (engine.strip_views); a broken or oversized image is a 400."""
+        (reader.load_views, as `nanoocr read` loads files); a broken or oversized image is a 400."""
         try:
-            image = load_image(data, max_pixels=self.max_pixels, name=name)
+            return reader.load_views(self.model, data, mode, self.max_words, name=name, max_pixels=self.max_pixels)
         except ImageError as e:
             raise ApiError(400, str(e))
-        return engine.strip_views(self.model, image, mode, self.max_words)
 
     async def prepare(self, data, name, mode, prompt, max_tokens, deadline, sampling=None):
         """Validated bytes + parameters -> a Job ready to submit (every input error raised before a
@@ -330,7 +307,7 @@ class OcrServer:
         w, h = views[0][1]["size"] if views else (mode[1], mode[0])  # only a strip cut can come back empty
         n_image = num_image_tokens(self.model.encoder.config, mode, width=w, height=h)
         try:
-            prompt_len = len(engine.prompt_ids(self.tokenizer, prompt, n_image))
+            prompt_len = len(prompt_ids(self.tokenizer, prompt, n_image))
         except (ValueError, AssertionError) as e:
             raise ApiError(400, f"cannot use this prompt: {e}")
         if prompt_len + max_tokens > self.positions:
@@ -377,25 +354,20 @@ class OcrServer:
             job.emit("error", self.timed_out())
             return
 
-        done, line_ids = [], [li for li, _ in job.views]  # finished pieces' texts, in order
-
-        def on_token(row, token_id, text):
+        def on_token(_image, token_id, text):  # text: the image's pieces so far, joined by line
             if job.expired():
                 raise Cancelled()
             job.n_tokens += 1
-            if len(job.views) > 1:  # the whole text so far: finished pieces + this one, joined by line
-                text = join_lines(done + [text], line_ids[:len(done) + 1])
             job.emit("token", text, job.n_tokens)
 
         t0 = time.monotonic()
-        outs = []
         try:
-            for _, view in job.views:
-                out = engine.generate(self.model, self.tokenizer, [view], job.prompt, max_tokens=job.max_tokens,
-                                      no_repeat_ngram_size=NO_REPEAT_NGRAM, no_repeat_window=NO_REPEAT_WINDOW,
-                                      callback=on_token, autocast_dtype=self.autocast_dtype, **job.sampling)[0]
-                outs.append(out)
-                done.append(out["text"])
+            # one piece at a time (batch_size 1), so the streamed text only ever grows
+            out = reader.generate_views(self.model, self.tokenizer, [job.views], [job.prompt], batch_size=1,
+                                        callback=on_token, max_tokens=job.max_tokens,
+                                        no_repeat_ngram_size=reader.NO_REPEAT_NGRAM,
+                                        no_repeat_window=reader.NO_REPEAT_WINDOW,
+                                        autocast_dtype=self.autocast_dtype, **job.sampling)[0]
         except Cancelled:
             job.emit("error", self.timed_out())
             return
@@ -405,10 +377,6 @@ class OcrServer:
             return
         finally:
             job.views = None  # the pixels are not needed any more; free them before the client reads
-        if len(outs) != 1:  # pieces (or none: a blank image) -> one result, as `nanoocr read` joins them
-            out = dict(text=join_lines(done, line_ids), ids=[i for o in outs for i in o["ids"]],
-                       num_tokens=sum(o["num_tokens"] for o in outs),
-                       finish_reason="length" if any(o["finish_reason"] == "length" for o in outs) else "stop")
         seconds = time.monotonic() - t0
         self.avg_seconds = 0.8 * self.avg_seconds + 0.2 * seconds
         out["seconds"] = round(job.prep_seconds + seconds, 4)
@@ -669,7 +637,10 @@ def usage(job, out):
 # Command line
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="nanoocr serve", description="Serve a model: web page + JSON / OpenAI-style API.")
+    parser = argparse.ArgumentParser(
+        prog="nanoocr serve", description="Serve a model: web page + JSON / OpenAI-style API.",
+        epilog="Options are spelled --key_name, as in `nanoocr eval` / `sample` / `train`; the older "
+               "--key-name spellings (--max-upload-mb, ...) are accepted as aliases until the next release.")
     parser.add_argument("--model", default=None, help="checkpoint or export directory (default: the newest trained model)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default: %(default)s; the server has no authentication)")
@@ -677,12 +648,12 @@ def parse_args(argv):
     parser.add_argument("--concurrency", type=int, default=1, help="generations running at once (default: %(default)s)")
     parser.add_argument("--queue", type=int, default=16,
                         help="requests waiting beyond those; more get 503 + Retry-After (default: %(default)s)")
-    parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image accepted (default: %(default)s)")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--max_upload_mb", "--max-upload-mb", type=float, default=20.0, help="largest image accepted (default: %(default)s)")
+    parser.add_argument("--max_pixels", "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="largest image in pixels, checked before decoding (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds a request may take from arrival to its last token (default: %(default)s)")
-    parser.add_argument("--max-tokens-cap", type=int, default=None,
+    parser.add_argument("--max_tokens_cap", "--max-tokens-cap", type=int, default=None,
                         help="most answer tokens a request may ask for (default: the model's sequence length)")
     parser.add_argument("--device", default="", help="cuda | mps | cpu (default: autodetect)")
     args = parser.parse_args(argv)
@@ -691,30 +662,23 @@ def parse_args(argv):
     if args.concurrency < 1 or args.queue < 0:
         parser.error("--concurrency must be >= 1 and --queue >= 0")
     if args.max_upload_mb <= 0 or args.timeout <= 0 or args.max_pixels < 1:
-        parser.error("--max-upload-mb, --timeout and --max-pixels must be positive")
+        parser.error("--max_upload_mb, --timeout and --max_pixels must be positive")
     if args.max_tokens_cap is not None and args.max_tokens_cap < 1:
-        parser.error("--max-tokens-cap must be >= 1")
+        parser.error("--max_tokens_cap must be >= 1")
     return args
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from nanoocr.common import autodetect_device_type, set_cpu_threads
-    from nanoocr.checkpoint_manager import load_model, CheckpointError
-
-    device_type = args.device or autodetect_device_type()
-    if device_type == "cpu":
-        set_cpu_threads()
     try:
-        model_dir = engine.find_model(args.model)
-        model, tokenizer, meta = load_model(model_dir, device=device_type)
-    except (engine.NoModelError, CheckpointError, OSError, ValueError) as e:
+        model_dir, model, tokenizer, meta, device_type = reader.open_model(args.model, args.device)
+    except reader.MODEL_ERRORS as e:
         print(f"nanoocr serve: {e}", file=sys.stderr)
         return 2
     server = OcrServer(model, tokenizer, meta, model_dir, concurrency=args.concurrency, queue=args.queue,
                        max_upload_mb=args.max_upload_mb, timeout=args.timeout, max_tokens_cap=args.max_tokens_cap,
                        max_pixels=args.max_pixels,
-                       autocast_dtype=torch.bfloat16 if device_type == "cuda" else None)  # as `nanoocr read`
+                       autocast_dtype=reader.read_autocast_dtype(device_type))  # as `nanoocr read`
     # bind the socket ourselves: --port 0 then gets a free port we can print (tests use this), and a
     # port already in use fails here with a plain message
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -734,7 +698,7 @@ def main(argv=None):
         print(f"nanoocr serve: WARNING: listening on {host}: anyone who can reach it can use the model (no authentication)")
     print(f"nanoocr serve: listening on {url}", flush=True)
     # uvicorn answers 503 itself beyond this many open connections: it bounds the uploads being read
-    # and checked at once (each at most --max-upload-mb), which happens before admission
+    # and checked at once (each at most --max_upload_mb), which happens before admission
     config = uvicorn.Config(create_app(server), log_level="info", timeout_keep_alive=5,
                             timeout_graceful_shutdown=5, limit_concurrency=2 * server.capacity + 32)
     uvicorn.Server(config).run(sockets=[sock])

@@ -25,9 +25,17 @@ import shutil
 import tempfile
 import subprocess
 
-import torch
-
+from nanoocr import reader, modes
 from nanoocr.configurator import configure
+from nanoocr.common import get_base_dir
+from nanoocr.image_process import load_image
+from nanoocr.metrics import cer, summarize
+from tasks import sources, fox, omnidocbench, realistic
+from tasks.common import join_prompt
+from tasks.prose import prose_samples
+
+# (config keys are this module's plain values: import modules and functions above, never constants,
+# or they become --keys)
 
 # -----------------------------------------------------------------------------
 # config (override with --key=value)
@@ -43,8 +51,8 @@ prompt = ""             # instruction after the image ("" = each sample's own pr
 max_tokens = -1         # most answer tokens per image (-1 = the model's training sequence length)
 batch_size = 8
 whole = False           # strip models: stretch every image to the strip (True) instead of cutting it into lines
-no_repeat_ngram = 30    # DeepSeek-OCR's repetition guard (0 = off) ...
-no_repeat_window = 90   # ... over this many recent tokens
+no_repeat_ngram = reader.NO_REPEAT_NGRAM    # DeepSeek-OCR's repetition guard (0 = off) ...
+no_repeat_window = reader.NO_REPEAT_WINDOW  # ... over this many recent tokens
 out = ""                # predictions JSONL ("" = <base>/eval/<model>-<data>.jsonl); metrics go beside it
 fox_out = ""            # also write Fox-style predictions JSON (for Fox's own eval script) here
 md_dir = ""             # also write OmniDocBench-style <image stem>.md predictions into this folder
@@ -58,7 +66,6 @@ device_type = ""        # cuda | mps | cpu ("" = autodetect)
 def open_samples(data, source="", image_dir="", split="val", limit=-1, user_config=None, mode=None):
     """A --data value -> (list of samples {id, image, prompt, answer, ...}, description). data ""
     means the model's own validation data (its training config); "synth" the renderer."""
-    from tasks import sources
     user_config = user_config or {}
     if not data:
         data = user_config.get("val_data") or user_config.get("data") or ""
@@ -72,14 +79,12 @@ def open_samples(data, source="", image_dir="", split="val", limit=-1, user_conf
                                    **sources.synth_options(**user_config))
         return [src(i) for i in range(n)], f"synth:{kinds} ({split})"
     if data.split(":")[0] == "realistic":
-        from tasks.realistic import ROWS, SIZES, realistic_samples
         row = data.partition(":")[2]
-        if row not in ROWS:
-            raise ValueError(f"--data=realistic needs a row: --data=realistic:ROW, ROW one of {', '.join(ROWS)}")
-        samples = realistic_samples(row, limit)
-        return samples, f"realistic:{row} ({len(samples)} of {SIZES[row]} images)"
+        if row not in realistic.ROWS:
+            raise ValueError(f"--data=realistic needs a row: --data=realistic:ROW, ROW one of {', '.join(realistic.ROWS)}")
+        samples = realistic.realistic_samples(row, limit)
+        return samples, f"realistic:{row} ({len(samples)} of {realistic.SIZES[row]} images)"
     if data == "prose":
-        from tasks.prose import prose_samples
         samples = prose_samples(limit)
         return samples, f"prose ({len(samples)} paragraphs, unseen fonts)"
     data = sources.resolve(data)  # a bundled set's name ("tier1") -> its file
@@ -98,10 +103,9 @@ def open_samples(data, source="", image_dir="", split="val", limit=-1, user_conf
 
 def sample_prompt(sample, override=""):
     """The user turn's text for a sample: the marker goes where the dataset put it (dev/design.md §3)."""
-    from tasks.common import join_prompt
     if override:
         return override
-    return join_prompt(sample) if sample.get("prompt_before") else (sample.get("prompt") or "Free OCR.")
+    return join_prompt(sample) if sample.get("prompt_before") else (sample.get("prompt") or modes.DEFAULT_PROMPT)
 
 
 def sample_name(sample):
@@ -110,48 +114,36 @@ def sample_name(sample):
 
 
 def load_pil(sample):
-    from nanoocr.image_process import load_image
     return load_image(sample["image"], name=sample_name(sample))
 
 
-def run_model(model, tokenizer, samples, mode, prompt="", max_tokens=256, batch_size=8, no_repeat_ngram=0,
+def run_model(model, tokenizer, samples, mode, prompt="", max_tokens=None, batch_size=8, no_repeat_ngram=0,
               no_repeat_window=0, autocast_dtype=None, max_words=0, whole=False):
-    """Predict every sample. -> one record per sample, in order: {id, image, prompt, pred, ref, tokens,
-    answer_tokens, vision_tokens, seconds, finish_reason}, or {id, image, error} for an unreadable
-    image. seconds = the image's loading time + its share of its batch's generation time.
-    A strip model reads images of another size the way `nanoocr read` does: cut into lines and word
-    groups (engine.strip_views, at most max_words words each), the texts joined back (engine.generate_views);
-    vision_tokens then counts all strips. whole=True stretches every image to the strip instead."""
-    from nanoocr.image_process import ImageError
-    from nanoocr.engine import generate_views, strip_views, count_vision_tokens
-    records = []
-    for start in range(0, len(samples), batch_size):
-        batch = samples[start:start + batch_size]
-        batch_records = [None] * len(batch)
-        ready = []  # (index in batch, sample, [(line index, processed)], load seconds)
-        for i, s in enumerate(batch):
-            t0 = time.time()
-            try:
-                views = strip_views(model, load_pil(s), mode, max_words, whole)
-            except (ImageError, OSError) as e:
-                batch_records[i] = {"id": s.get("id"), "image": sample_name(s), "error": str(e)}
-                continue
-            ready.append((i, s, views, time.time() - t0))
-        outs = generate_views(model, tokenizer, [r[2] for r in ready], [sample_prompt(r[1], prompt) for r in ready],
-                              batch_size, max_tokens=max_tokens, no_repeat_ngram_size=no_repeat_ngram,
+    """Predict every sample (reader.read_images, as `nanoocr read` reads files). -> one record per
+    sample, in order: {id, image, prompt, pred, ref, tokens, answer_tokens, vision_tokens, seconds,
+    finish_reason}, or {id, image, error} for an unreadable image. seconds = the image's loading
+    time + its share of its batch's generation time. A strip model reads images of another size cut
+    into lines and word groups (at most max_words words each), the texts joined back; vision_tokens
+    then counts all strips. whole=True stretches every image to the strip instead. max_tokens None:
+    the model's training sequence length."""
+    prompts = [sample_prompt(s, prompt) for s in samples]
+    outs = reader.read_images(model, tokenizer, [s["image"] for s in samples], mode, prompts,
+                              names=[sample_name(s) for s in samples], batch_size=batch_size, max_words=max_words,
+                              whole=whole, max_tokens=max_tokens, no_repeat_ngram=no_repeat_ngram,
                               no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype)
-        for (i, s, views, load_s), o in zip(ready, outs):
-            batch_records[i] = {
-                "id": s.get("id"), "image": sample_name(s), "prompt": sample_prompt(s, prompt),
-                "pred": o["text"], "ref": s["answer"], "tokens": o["num_tokens"],
-                "answer_tokens": len(tokenizer.encode(s["answer"])),
-                "vision_tokens": max(1, sum(count_vision_tokens(model.encoder.config, p) for _, p in views)),
-                "seconds": load_s + o["seconds"], "finish_reason": o["finish_reason"]}
-            if o["views"] != 1:
-                batch_records[i]["strips"] = o["views"]
-            if "family" in s:  # font family, for per-family CER (tasks/realistic.py, tasks/prose.py)
-                batch_records[i]["family"] = s["family"]
-        records.extend(batch_records)
+    records = []
+    for s, p, o in zip(samples, prompts, outs):
+        if "error" in o:
+            records.append({"id": s.get("id"), "image": o["image"], "error": o["error"]})
+            continue
+        rec = {"id": s.get("id"), "image": o["image"], "prompt": p, "pred": o["text"], "ref": s["answer"],
+               "tokens": o["num_tokens"], "answer_tokens": len(tokenizer.encode(s["answer"])),
+               "vision_tokens": o["vision_tokens"], "seconds": o["seconds"], "finish_reason": o["finish_reason"]}
+        if o["views"] != 1:
+            rec["strips"] = o["views"]
+        if "family" in s:  # font family, for per-family CER (tasks/realistic.py, tasks/prose.py)
+            rec["family"] = s["family"]
+        records.append(rec)
     return records
 
 
@@ -197,7 +189,6 @@ def length_checks(records, key="pred"):
 
 def per_family(records, key="pred"):
     """{font family: CER} over records that carry a "family" (None when none do)."""
-    from nanoocr.metrics import cer
     fams = sorted({r["family"] for r in records if "family" in r})
     if not fams:
         return None
@@ -208,7 +199,6 @@ def per_family(records, key="pred"):
 def compute_metrics(records):
     """{"model": summary, ["tesseract": summary]} over the successfully read records; each summary
     with length checks and, when records carry a font family, CER per family."""
-    from nanoocr.metrics import summarize
     ok = [r for r in records if "error" not in r]
     out = {"n": len(records), "failed": len(records) - len(ok)}
     if not ok:
@@ -274,37 +264,27 @@ def format_report(metrics):
 
 
 def default_out_path(model_dir, data_desc):
-    from nanoocr.common import get_base_dir
     clean = lambda s: "".join(c if c.isalnum() or c in "-_." else "_" for c in s).strip("_")[:60]
     name = f"{clean(os.path.basename(os.path.normpath(model_dir)))}-{clean(data_desc.split(' ')[0].replace(os.sep, '_'))}"
     return os.path.join(get_base_dir(), "eval", name + ".jsonl")
 
 
 def main():
-    from nanoocr.common import autodetect_device_type, set_cpu_threads
-    from nanoocr.checkpoint_manager import load_model
-    from nanoocr.engine import find_model, parse_mode, default_mode, check_mode, trained_max_words
-
-    dev = device_type or autodetect_device_type()
-    if dev == "cpu":
-        set_cpu_threads()
     if tesseract and not tesseract_available():
         print("vision_eval: --tesseract=True but no `tesseract` on PATH "
               "(Debian/Ubuntu: apt-get install tesseract-ocr tesseract-ocr-eng)", file=sys.stderr)
         return 2
-    model_dir = find_model(model)
-    net, tokenizer, meta = load_model(model_dir, step=None if step < 0 else step, device=dev)
-    run_mode = check_mode(net.encoder.config, parse_mode(mode) if mode else default_mode(meta))
+    model_dir, net, tokenizer, meta, dev = reader.open_model(model, device_type, None if step < 0 else step)
+    run_mode = modes.resolve_mode(net.encoder.config, meta, mode)
     samples, desc = open_samples(data, source, image_dir, split, limit, meta.get("user_config"),
                                  run_mode if isinstance(run_mode, tuple) else None)
-    n_tokens = max_tokens if max_tokens > 0 else net.gpt.config.sequence_len
+    n_tokens = max_tokens if max_tokens > 0 else reader.default_max_tokens(net)
     print(f"model {model_dir} (step {meta.get('step')}), mode {run_mode}, {len(samples)} samples from {desc}", flush=True)
 
     out_path = out or default_out_path(model_dir, desc)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    autocast_dtype = torch.bfloat16 if dev == "cuda" else None
     records = run_model(net, tokenizer, samples, run_mode, prompt, n_tokens, batch_size, no_repeat_ngram,
-                        no_repeat_window, autocast_dtype, trained_max_words(meta), whole)
+                        no_repeat_window, reader.read_autocast_dtype(dev), reader.trained_max_words(meta), whole)
     for r in records:
         if "error" in r:
             print(f"unreadable: {r['image']}: {r['error']}", file=sys.stderr)
@@ -324,11 +304,9 @@ def main():
     # benchmark-format outputs, for the benchmarks' own evaluators
     ok = [(s, r["pred"]) for s, r in zip(samples, records) if "error" not in r]
     if fox_out and ok:
-        from tasks import fox
         fox.write_predictions(fox_out, [s for s, _ in ok], [p for _, p in ok])
         print(f"Fox predictions -> {fox_out}")
     if md_dir and ok:
-        from tasks import omnidocbench
         omnidocbench.write_predictions(md_dir, [s for s, _ in ok], [p for _, p in ok])
         print(f"OmniDocBench markdown ({len(ok)} files) -> {md_dir}")
 

@@ -13,7 +13,15 @@ import sys
 
 import torch
 
+from nanoocr import reader, modes
 from nanoocr.configurator import configure
+from nanoocr.engine import encode, preprocess
+from nanoocr.tokenizer import ocr_conversation
+from nanoocr.metrics import normalized_edit_distance, cer
+from scripts.vision_eval import open_samples, run_model, load_pil, sample_prompt
+from tasks.sources import resolve  # a bundled dataset's name ("tier1") -> its file
+
+# (config keys are this module's plain values: import modules and functions above, never constants)
 
 # -----------------------------------------------------------------------------
 # config (override with --key=value)
@@ -37,8 +45,6 @@ def answer_loss(net, tokenizer, processed, prompt_text, answer):
     """Teacher-forced cross-entropy over the answer tokens and <|assistant_end|> (the training
     loss of this one sample, dev/design.md §3), truncated to the training sequence length as the
     dataloader truncates; None when not one answer token fits."""
-    from nanoocr.engine import encode
-    from nanoocr.tokenizer import ocr_conversation
     embeds = encode(net, [processed])
     ids, mask = tokenizer.render_conversation(ocr_conversation(prompt_text, answer), embeds[0].size(0),
                                               max_tokens=net.gpt.config.sequence_len + 1)
@@ -51,23 +57,12 @@ def answer_loss(net, tokenizer, processed, prompt_text, answer):
 
 
 def main():
-    from nanoocr.common import autodetect_device_type, set_cpu_threads
-    from nanoocr.checkpoint_manager import load_model
-    from nanoocr.engine import find_model, parse_mode, default_mode, check_mode, preprocess
-    from nanoocr.metrics import normalized_edit_distance, cer
-    from scripts.vision_eval import open_samples, run_model, load_pil, sample_prompt
-    from tasks.sources import resolve  # a bundled dataset's name ("tier1") -> its file
-
-    dev = device_type or autodetect_device_type()
-    if dev == "cpu":
-        set_cpu_threads()
-    model_dir = find_model(model)
-    net, tokenizer, meta = load_model(model_dir, step=None if step < 0 else step, device=dev)
-    run_mode = check_mode(net.encoder.config, parse_mode(mode) if mode else default_mode(meta))
+    model_dir, net, tokenizer, meta, _ = reader.open_model(model, device_type, None if step < 0 else step)
+    run_mode = modes.resolve_mode(net.encoder.config, meta, mode)
     samples, desc = open_samples(resolve(data), source, image_dir, split, limit, meta.get("user_config"),
                                  run_mode if isinstance(run_mode, tuple) else None)
     samples = samples[:limit] if limit > 0 else samples
-    n_tokens = max_tokens if max_tokens > 0 else net.gpt.config.sequence_len
+    n_tokens = max_tokens if max_tokens > 0 else reader.default_max_tokens(net)
     print(f"model {model_dir} (step {meta.get('step')}), mode {run_mode}, {len(samples)} samples from {desc}")
     # the sanity check shows the model as trained: no repetition guard
     records = run_model(net, tokenizer, samples, run_mode, prompt, n_tokens, batch_size)

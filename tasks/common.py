@@ -37,7 +37,6 @@ def _log0(msg):
 
 
 IMAGE_MARKER = "<image>"
-DEFAULT_PROMPT = "Free OCR."  # DeepSeek-OCR's plain-text prompt, for formats that carry none
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 MAX_LOGGED_SKIPS = 20  # per skips counter: enough to diagnose, without flooding a log on a bad shard
 

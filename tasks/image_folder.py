@@ -12,7 +12,8 @@ Files are visited in sorted order so the stream (and a mixture built on it) is r
 
 import os
 
-from tasks.common import DEFAULT_PROMPT, IMAGE_EXTS, DataError, make_sample, new_skips, skip
+from nanoocr.modes import DEFAULT_PROMPT
+from tasks.common import IMAGE_EXTS, DataError, make_sample, new_skips, skip
 
 
 def iter_images(root):

@@ -13,7 +13,8 @@ Image paths are relative to the JSON file. "prompt" may be missing (then DEFAULT
 import json
 import os
 
-from tasks.common import DEFAULT_PROMPT, DataError, make_sample, new_skips, resolve_image, skip
+from nanoocr.modes import DEFAULT_PROMPT
+from tasks.common import DataError, make_sample, new_skips, resolve_image, skip
 
 
 def _records(path):

@@ -18,7 +18,8 @@ imported on first use: the other readers work without it.
 import glob
 import os
 
-from tasks.common import DEFAULT_PROMPT, DataError, make_sample, new_skips, resolve_image, skip
+from nanoocr.modes import DEFAULT_PROMPT
+from tasks.common import DataError, make_sample, new_skips, resolve_image, skip
 
 
 def list_files(path):

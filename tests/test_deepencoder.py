@@ -10,8 +10,10 @@ so the window blocks also zero-pad: the native 128 px grid is 8 x 8.
 
 import pytest
 import torch
+from PIL import Image
 
-from nanoocr.deepencoder import (DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS, grid_size, num_image_tokens)
+from nanoocr.deepencoder import (DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS, grid_size, num_image_tokens,
+                                 count_vision_tokens)
 from nanoocr.encoder_weights import load_encoder_weights
 from nanoocr.image_process import process_image
 from reference import randomize_, rel_err, UNLIMITED_SAM_KW, UNLIMITED_CLIP_KW, UNLIMITED_TEXT_KW
@@ -152,7 +154,6 @@ def test_counts_equal_returned_embeddings():
     """Through the real preprocessing (image_process) at the CPU preset's geometry -- whose Base side
     256 keeps the full preset's counts -- the number of embeddings embed_image returns is the count.
     (Widths shrunk to keep this fast: counts depend only on patch, sides and convs.)"""
-    from PIL import Image
     cfg = DeepEncoderConfig(**{**ENCODER_PRESETS["cpu"], "sam_width": 16, "sam_heads": 1, "sam_mlp": 16,
                                "neck_channels": 16, "conv_channels": (16,), "clip_width": 16, "clip_depth": 1,
                                "clip_heads": 1, "clip_mlp": 16, "out_dim": 8})
@@ -218,3 +219,13 @@ def test_config_rejects_mismatched_clip_width():
     cfg = DeepEncoderConfig(**{**ENCODER_PRESETS["cpu"], "conv_channels": [], "clip_width": 64})  # no convs
     assert grid_size(cfg, 32, 256) == (4, 32) and cfg.conv_channels == ()
     assert DeepEncoder(cfg)(torch.randn(1, 3, 32, 256)).shape == (1, 128, cfg.out_dim)
+
+
+def test_count_vision_tokens():
+    # vision tokens as DeepSeek-OCR counts them: grid only, valid part of a padded view
+    cfg = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+    im = Image.new("RGB", (512, 256), "white")
+    base = process_image(im, "base", image_size=cfg.image_size, multiple=cfg.stride)
+    assert count_vision_tokens(cfg, base) == int(16 * 16 * 0.5)
+    strip = process_image(im, (32, 256), image_size=cfg.image_size, multiple=cfg.stride)
+    assert count_vision_tokens(cfg, strip) == 2 * 16

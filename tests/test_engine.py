@@ -232,22 +232,3 @@ def test_generate_restores_training_mode_and_checks_length(vlm, tok):
     vlm.eval()
     with pytest.raises(AssertionError, match="max_tokens"):
         generate(vlm, tok, images, "Free OCR.", max_tokens=vlm.gpt.cos.size(1))
-
-
-def test_mode_helpers():
-    assert engine.parse_mode("base") == "base"
-    assert engine.parse_mode("32x256") == (32, 256)
-    assert engine.parse_mode([32, 256]) == (32, 256)
-    assert engine.default_mode({"user_config": {"mode": [32, 128]}}) == (32, 128)
-    assert engine.default_mode({}) == "base"
-    with pytest.raises(ValueError, match="unknown mode"):
-        engine.parse_mode("huge")
-    cfg = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
-    with pytest.raises(ValueError, match="stride"):
-        engine.check_mode(cfg, (30, 64))
-    # vision tokens as DeepSeek-OCR counts them: grid only, valid part of a padded view
-    im = Image.new("RGB", (512, 256), "white")
-    base = process_image(im, "base", image_size=cfg.image_size, multiple=cfg.stride)
-    assert engine.count_vision_tokens(cfg, base) == int(16 * 16 * 0.5)
-    strip = process_image(im, (32, 256), image_size=cfg.image_size, multiple=cfg.stride)
-    assert engine.count_vision_tokens(cfg, strip) == 2 * 16

@@ -14,9 +14,10 @@ import torch
 from PIL import Image, ImageFile
 
 from nanoocr.image_process import (
-    DEFAULT_MAX_PIXELS, MODES, PAD_COLOR, ImageError, _open_lazy, gundam_grid, load_image,
-    mode_side, process_image,
+    DEFAULT_MAX_PIXELS, PAD_COLOR, ImageError, _open_lazy, load_image, process_image, sniff_image_type,
 )
+from nanoocr.modes import MODES, gundam_grid, mode_side, parse_mode, default_mode, check_mode, resolve_mode
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
 
 GREY = (127 / 255 - 0.5) / 0.5  # the pad colour after normalisation, about -0.0039
 
@@ -222,6 +223,30 @@ def test_extreme_sizes_every_mode(size):
         assert g["grid"] is None and g["tiles"] is None
     else:
         assert g["grid"] == ((9, 1) if size[0] > size[1] else (1, 9)) and g["tiles"].shape == (9, 3, 640, 640)
+
+
+def test_mode_helpers():
+    assert parse_mode("base") == "base"
+    assert parse_mode("32x256") == (32, 256)
+    assert parse_mode([32, 256]) == (32, 256)
+    assert default_mode({"user_config": {"mode": [32, 128]}}) == (32, 128)
+    assert default_mode({}) == "base"
+    with pytest.raises(ValueError, match="unknown mode"):
+        parse_mode("huge")
+    cfg = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+    with pytest.raises(ValueError, match="stride"):
+        check_mode(cfg, (30, 64))
+    # what read / eval / sample / serve read with: the asked-for mode, else the training mode
+    meta = {"user_config": {"mode": [32, 128]}}
+    assert resolve_mode(cfg, meta) == (32, 128) and resolve_mode(cfg, meta, "tiny") == "tiny"
+    with pytest.raises(ValueError, match="stride"):
+        resolve_mode(cfg, meta, "30x64")
+
+
+def test_sniff_image_type_names_formats_by_their_bytes():
+    assert sniff_image_type(b"\x89PNG\r\n\x1a\n" + b"rest") == "png"
+    assert sniff_image_type(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "webp"
+    assert sniff_image_type(b"%PDF-1.7") is None and sniff_image_type(b"") is None
 
 
 def test_gundam_grid_rule():

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from nanoocr.engine import preprocess
+from nanoocr.reader import strip_views
 from nanoocr.layout import text_strips, find_lines, background_and_ink, join_lines, FONT_FRAC, INK_FRAC
 from nanoocr.synth import get_font, list_fonts
 
@@ -91,8 +93,6 @@ def test_join_lines():
 
 @pytest.mark.parametrize("size", [(W, H), (W + 8, H)])
 def test_strip_views_reads_an_exact_strip_as_it_is(size):
-    from nanoocr.engine import strip_views, preprocess
-
     class Enc:  # strip_views only needs the encoder's config for preprocess
         class config:
             image_size, stride = 256, 16

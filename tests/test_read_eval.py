@@ -20,7 +20,9 @@ from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr.checkpoint_manager import save_checkpoint, save_tokenizer_once, load_model, is_export_dir
 from nanoocr.image_process import process_image
-from nanoocr.engine import generate, strip_views, trained_max_words
+from nanoocr.engine import generate
+from nanoocr import reader
+from nanoocr.reader import strip_views, trained_max_words
 from nanoocr.layout import join_lines
 from nanoocr import metrics
 from scripts import read as read_script
@@ -74,7 +76,7 @@ def images(tmp_path_factory):
 
 def expected_text(ckpt, path, max_tokens, whole=False):
     """What read must print: generate() on the image in the checkpoint's training mode. These images
-    are not 32x128, so read first cuts them into strips (engine.strip_views) unless --whole."""
+    are not 32x128, so read first cuts them into strips (reader.strip_views) unless --whole."""
     model, tok, meta = load_model(ckpt)
     image = Image.open(path).convert("RGB")
     if whole:
@@ -87,15 +89,52 @@ def expected_text(ckpt, path, max_tokens, whole=False):
     return outs[0]["text"] if len(views) == 1 else join_lines([o["text"] for o in outs], [li for li, _ in views])
 
 
+def test_read_flags_take_the_configurator_spelling_and_the_old_one_for_now(capsys):
+    new = read_script.parse_args(["x.png", "--max_tokens", "5", "--batch_size", "2", "--no_repeat_ngram", "3",
+                                  "--no_repeat_window", "4"])
+    old = read_script.parse_args(["x.png", "--max-tokens", "5", "--batch-size", "2", "--no-repeat-ngram", "3",
+                                  "--no-repeat-window", "4"])
+    assert vars(new) == vars(old) and (new.max_tokens, new.batch_size, new.no_repeat_ngram) == (5, 2, 3)
+    with pytest.raises(SystemExit):
+        read_script.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--max_tokens MAX_TOKENS, --max-tokens MAX_TOKENS" in help_text and "aliases until the next release" in help_text
+
+
+def test_read_images_is_the_one_path(base, images):
+    # paths and PIL images in, one record per input in input order, errors in place naming the file
+    model, tok, meta = load_model(base[1])
+    pil = Image.open(images / "sub" / "b.jpg").convert("RGB")
+    inputs = [str(images / "a.png"), str(images / "bad.png"), pil, "nowhere/*.png"]
+    recs = list(reader.read_images(model, tok, inputs, tuple(MODE), names=["a", "bad", "b", "glob"],
+                                   errors=[None, None, None, "no image files match this pattern"], batch_size=2,
+                                   max_words=trained_max_words(meta), max_tokens=6))
+    assert [r["image"] for r in recs] == ["a", "bad", "b", "glob"]
+    assert set(recs[1]) == {"image", "error"} and recs[1]["error"].startswith("bad: ")
+    assert recs[3] == {"image": "glob", "error": "no image files match this pattern"}
+    assert recs[0]["text"] == expected_text(base[1], images / "a.png", 6)
+    assert recs[2]["text"] == expected_text(base[1], images / "sub" / "b.jpg", 6)
+    assert all(r["views"] >= 1 and r["vision_tokens"] >= 1 and r["seconds"] >= 0 for r in (recs[0], recs[2]))
+    # streaming, as the server reads (one piece at a time): one call per token, each text so far
+    # (the pieces so far, joined by line) a prefix of the final text (up to a character a later
+    # token completes, shown as U+FFFD until then)
+    snapshots = []
+    out, = reader.read_images(model, tok, [pil], tuple(MODE), batch_size=1, max_words=trained_max_words(meta),
+                              max_tokens=6, callback=lambda i, t, text: snapshots.append((i, text)))
+    assert out["text"] == recs[2]["text"] and len(snapshots) == out["num_tokens"] > 0
+    assert all(i == 0 and out["text"].startswith(text.rstrip("\ufffd")) for i, text in snapshots)
+    assert reader.default_max_tokens(model) == 96  # the model's sequence_len: what read uses unless told
+
+
 def test_read_one_image_prints_plain_text_with_the_newest_model(base, images, monkeypatch, capsys):
     monkeypatch.setenv("NANOOCR_BASE_DIR", base[0])  # --model defaults to the newest checkpoint here
-    assert read_script.main([str(images / "a.png"), "--max-tokens", "8"]) == 0
+    assert read_script.main([str(images / "a.png"), "--max_tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert out == expected_text(base[1], images / "a.png", 8) + "\n"
 
 
 def test_read_whole_stretches_the_image_to_the_strip(base, images, capsys):
-    assert read_script.main([str(images / "a.png"), "--model", base[1], "--max-tokens", "8", "--whole"]) == 0
+    assert read_script.main([str(images / "a.png"), "--model", base[1], "--max_tokens", "8", "--whole"]) == 0
     assert capsys.readouterr().out == expected_text(base[1], images / "a.png", 8, whole=True) + "\n"
 
 
@@ -106,7 +145,7 @@ def test_read_cuts_a_paragraph_into_strips(base, tmp_path, capsys):
     for i, line in enumerate(["hello world", "total cash", "lazy dog"]):
         ImageDraw.Draw(im).text((10, 10 + 40 * i), line, fill="black", font=font)
     im.save(tmp_path / "para.png")
-    assert read_script.main([str(tmp_path / "para.png"), "--model", base[1], "--max-tokens", "3",
+    assert read_script.main([str(tmp_path / "para.png"), "--model", base[1], "--max_tokens", "3",
                              "--jsonl", str(tmp_path / "o.jsonl")]) == 0
     rec = json.loads((tmp_path / "o.jsonl").read_text())
     assert rec["strips"] >= 3 and rec["text"].count("\n") == 2
@@ -118,7 +157,7 @@ def test_read_directory_with_a_corrupt_image(base, images, tmp_path):
     out = tmp_path / "out.jsonl"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "scripts.read", str(images), str(tmp_path / "missing.png"),
-                           "--model", base[1], "--max-tokens", "6", "--batch-size", "2", "--jsonl", str(out)],
+                           "--model", base[1], "--max_tokens", "6", "--batch_size", "2", "--jsonl", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     recs = [json.loads(line) for line in out.read_text().splitlines()]
@@ -135,7 +174,7 @@ def test_read_directory_with_a_corrupt_image(base, images, tmp_path):
 
 
 def test_read_globs_and_json_lines_on_stdout(base, images, capsys):
-    code = read_script.main([str(images / "**" / "*.*g"), "--model", base[1], "--max-tokens", "4"])
+    code = read_script.main([str(images / "**" / "*.*g"), "--model", base[1], "--max_tokens", "4"])
     lines = capsys.readouterr().out.splitlines()
     recs = [json.loads(line) for line in lines]
     assert sorted(os.path.basename(r["image"]) for r in recs) == ["a.png", "b.jpg", "bad.png"]
@@ -167,7 +206,7 @@ def test_export_then_read_gives_the_same_text(base, images, tmp_path, capsys):
     assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
     assert meta2["user_config"]["mode"] == MODE
     capsys.readouterr()
-    args = [str(images / "a.png"), str(images / "sub" / "b.jpg"), "--max-tokens", "8"]
+    args = [str(images / "a.png"), str(images / "sub" / "b.jpg"), "--max_tokens", "8"]
     assert read_script.main(args + ["--model", base[1]]) == 0
     from_ckpt = capsys.readouterr().out
     assert read_script.main(args + ["--model", str(out_dir)]) == 0

@@ -24,14 +24,14 @@ import torch
 import uvicorn
 from PIL import Image, ImageDraw, ImageFont
 
-from nanoocr import engine
+from nanoocr import reader
 from nanoocr.checkpoint_manager import load_model
 from scripts import serve
 from scripts import cli
 from serve_fixtures import (WORDS, make_checkpoint, text_image, png_bytes, server_process, rss_mb, request,
                             multipart, post_ocr, post_json, sse_events, read_output)
 
-CAP = 24  # the server's --max-tokens-cap, also its default max_tokens (the model's sequence_len is 96)
+CAP = 24  # the server's --max_tokens_cap, also its default max_tokens (the model's sequence_len is 96)
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n" * 20
 CORRUPT_PNG = b"\x89PNG\r\n\x1a\n" + b"not really a png" * 20
 
@@ -51,8 +51,8 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(files):
     d, ckpt = files
-    with server_process(ckpt, d / "server.log", "--concurrency", "1", "--queue", "16", "--max-upload-mb", "1",
-                        "--max-pixels", "200000", "--timeout", "60", "--max-tokens-cap", str(CAP)) as (proc, url):
+    with server_process(ckpt, d / "server.log", "--concurrency", "1", "--queue", "16", "--max_upload_mb", "1",
+                        "--max_pixels", "200000", "--timeout", "60", "--max_tokens_cap", str(CAP)) as (proc, url):
         yield proc, url
 
 
@@ -127,17 +127,17 @@ def test_ocr_gives_nanoocr_reads_text(server, files):
     d, ckpt = files
     out = ok_json(post_ocr(url, (d / "a.png").read_bytes()))
     assert set(out) <= {"text", "tokens", "seconds", "truncated"} and out["seconds"] > 0
-    assert out["text"] == read_output(ckpt, d / "a.png", "--max-tokens", str(CAP))
+    assert out["text"] == read_output(ckpt, d / "a.png", "--max_tokens", str(CAP))
     assert 0 < out["tokens"] <= CAP and out.get("truncated", False) == (out["tokens"] == CAP)
     # another mode, prompt and max_tokens, a JPEG sent under a PDF's name and type: the bytes decide
     out = ok_json(post_ocr(url, (d / "b.jpg").read_bytes(), filename="scan.pdf", ctype="application/pdf",
                            mode="tiny", prompt="OCR this image.", max_tokens=7))
     assert out["text"] == read_output(ckpt, d / "b.jpg", "--mode", "tiny", "--prompt", "OCR this image.",
-                                      "--max-tokens", "7")
+                                      "--max_tokens", "7")
     assert out["tokens"] <= 7
     # gundam: a global view plus tiles, the mode with the most bookkeeping
     out = ok_json(post_ocr(url, (d / "b.jpg").read_bytes(), mode="gundam", max_tokens=5))
-    assert out["text"] == read_output(ckpt, d / "b.jpg", "--mode", "gundam", "--max-tokens", "5")
+    assert out["text"] == read_output(ckpt, d / "b.jpg", "--mode", "gundam", "--max_tokens", "5")
 
 
 def test_ocr_stream_adds_up_to_the_same_text(server, files):
@@ -165,7 +165,7 @@ def test_a_paragraph_is_cut_into_strips_as_read_cuts_it(server, files, tmp_path)
         ImageDraw.Draw(im).text((10, 10 + 40 * i), line, fill="black", font=ImageFont.load_default(size=22))
     im.save(tmp_path / "para.png")
     whole = ok_json(post_ocr(url, png_bytes(im), max_tokens=4))
-    assert whole["text"] == read_output(ckpt, tmp_path / "para.png", "--max-tokens", "4")
+    assert whole["text"] == read_output(ckpt, tmp_path / "para.png", "--max_tokens", "4")
     assert whole["text"].count("\n") == 2
     events = sse_events(post_ocr(url, png_bytes(im), max_tokens=4, stream="true")[2])
     streamed = "".join(e[1]["delta"] for e in events if e[0] == "token")
@@ -227,7 +227,7 @@ def test_limits_and_bad_inputs_get_their_status(server, files):
     d, _ = files
     good = (d / "a.png").read_bytes()
     big = b"\x89PNG\r\n\x1a\n" + os.urandom(1536 * 1024)  # over the 1 MB limit
-    white = png_bytes(Image.new("RGB", (500, 500), "white"))  # 250,000 pixels > --max-pixels 200,000
+    white = png_bytes(Image.new("RGB", (500, 500), "white"))  # 250,000 pixels > --max_pixels 200,000
     field_only = multipart({"image": "abc"}, {})  # the image sent as a text field, not a file
     expect = [
         (post_ocr(url, big), 413, "limit"),
@@ -368,14 +368,14 @@ def inprocess_server(ckpt, **limits):
 
 @pytest.fixture
 def slow_generation(monkeypatch):
-    real = engine.generate
+    real = reader.generate  # the name the server's reading path (reader.generate_views) calls
 
     def slow(*args, callback=None, **kwargs):
         def cb(*a):
             time.sleep(0.2)
             callback(*a)
         return real(*args, callback=cb, **kwargs)
-    monkeypatch.setattr(engine, "generate", slow)
+    monkeypatch.setattr(reader, "generate", slow)
 
 
 def test_queue_full_client_gone_and_timeout(files, slow_generation):
@@ -439,6 +439,10 @@ def test_command_line_errors(files, capsys):
     with pytest.raises(SystemExit) as e:
         serve.parse_args(["--bogus"])
     assert e.value.code == 2 and "--bogus" in capsys.readouterr().err
+    # --key_name as the configurator spells it; the old --key-name still works for one release
+    old = serve.parse_args(["--max-upload-mb", "2", "--max-pixels", "9", "--max-tokens-cap", "5"])
+    assert vars(old) == vars(serve.parse_args(["--max_upload_mb", "2", "--max_pixels", "9", "--max_tokens_cap", "5"]))
+    assert (old.max_upload_mb, old.max_pixels, old.max_tokens_cap) == (2.0, 9, 5)
     assert cli.main(["serve", "--concurrency", "0"]) == 2
     assert "--concurrency" in capsys.readouterr().err
     assert serve.main(["--model", str(d / "missing")]) == 2

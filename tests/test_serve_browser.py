@@ -17,7 +17,7 @@ from playwright.sync_api import sync_playwright
 from serve_fixtures import WORDS, make_checkpoint, text_image, server_process, read_output
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CAP = 24  # --max-tokens-cap, which the page shows as its default max tokens
+CAP = 24  # --max_tokens_cap, which the page shows as its default max tokens
 
 pytestmark = [pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                  reason="needs Debian's chromium: apt-get install -y chromium"),
@@ -51,11 +51,11 @@ def test_page_streams_the_same_text_as_nanoocr_read(tmp_path):
     for i, words in enumerate(WORDS[:3]):
         images.append(tmp_path / f"img{i}.png")
         text_image(words, size=(256 + 32 * i, 48)).save(images[-1])
-    expected = [read_output(ckpt, images[0], "--max-tokens", str(CAP)),
-                read_output(ckpt, images[1], "--max-tokens", str(CAP)),
-                read_output(ckpt, images[2], "--mode", "tiny", "--prompt", "OCR this image.", "--max-tokens", "9")]
+    expected = [read_output(ckpt, images[0], "--max_tokens", str(CAP)),
+                read_output(ckpt, images[1], "--max_tokens", str(CAP)),
+                read_output(ckpt, images[2], "--mode", "tiny", "--prompt", "OCR this image.", "--max_tokens", "9")]
 
-    with server_process(ckpt, tmp_path / "server.log", "--max-tokens-cap", str(CAP)) as (_, url), \
+    with server_process(ckpt, tmp_path / "server.log", "--max_tokens_cap", str(CAP)) as (_, url), \
             sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:

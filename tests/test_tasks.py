@@ -17,6 +17,7 @@ from PIL import Image
 from tasks import common, fox, image_folder, ocr_json, omnidocbench, parquet
 from tasks.sources import build_source, resolve
 from tasks.common import DataError
+from nanoocr.modes import DEFAULT_PROMPT
 from scripts import prepare_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,7 +104,7 @@ def test_json_and_jsonl_read_the_same(tmp_path):
     assert len(a) == 2
     assert a[0] == {"id": "a", "image": str(tmp_path / "img" / "a.png"), "prompt": "Free OCR.",
                     "answer": "hello\nworld", "source": "s1"}
-    assert a[1]["id"] == "d:1" and a[1]["prompt"] == common.DEFAULT_PROMPT and a[1]["source"] == "d.json"
+    assert a[1]["id"] == "d:1" and a[1]["prompt"] == DEFAULT_PROMPT and a[1]["source"] == "d.json"
     for x, y in zip(a, b):  # identical apart from the default source, which names the file
         assert {k: v for k, v in x.items() if k != "source"} == {k: v for k, v in y.items() if k != "source"}
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from nanoocr.checkpoint_manager import load_checkpoint, committed_steps, load_meta
+from nanoocr.checkpoint_manager import load_checkpoint, committed_steps, load_meta, checkpoint_dir_for
 
 TINY = ["--gpt_depth=1", "--gpt_n_head=2", "--seq_len=96", "--device_batch_size=4", "--total_batch_size=4",
         "--eval_every=0", "--eval_batches=1", "--cer_samples=0", "--dtype=float32", "--log_every=1",
@@ -43,7 +43,7 @@ def run(base, args, module="scripts.vis_tok_train", timeout=300, extra_env=None)
 
 
 def losses(base, tag, phase="vis_tok"):
-    d = os.path.join(base, f"{phase}_checkpoints", tag)
+    d = checkpoint_dir_for(phase, tag, base)
     return load_meta(d, committed_steps(d)[-1])["loop"]["losses"]
 
 
