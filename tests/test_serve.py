@@ -128,7 +128,9 @@ def test_ocr_gives_nanoocr_reads_text(server, files):
     out = ok_json(post_ocr(url, (d / "a.png").read_bytes()))
     assert set(out) <= {"text", "tokens", "seconds", "truncated"} and out["seconds"] > 0
     assert out["text"] == read_output(ckpt, d / "a.png", "--max_tokens", str(CAP))
-    assert 0 < out["tokens"] <= CAP and out.get("truncated", False) == (out["tokens"] == CAP)
+    # truncated when the token cap cut it, or when a strip's answer reached what its ink can hold
+    # (layout.text_strips' max_chars: an untrained model rambles, and the reader stops it there)
+    assert 0 < out["tokens"] <= CAP and (out["tokens"] < CAP or out.get("truncated", False))
     # another mode, prompt and max_tokens, a JPEG sent under a PDF's name and type: the bytes decide
     out = ok_json(post_ocr(url, (d / "b.jpg").read_bytes(), filename="scan.pdf", ctype="application/pdf",
                            mode="tiny", prompt="OCR this image.", max_tokens=7))
