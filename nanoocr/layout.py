@@ -83,14 +83,27 @@ def _ink(norm):
         border = (x == 0) | (y == 0) | (x + w >= W) | (y + h >= H)
         # in an image many lines tall, nothing touching its border is text worth reading (a page's
         # text sits inside margins); in a tight crop letters may touch it, so only long bands go
-        band = border & (((w > 0.5 * W) | (h > 0.5 * H)) & (np.maximum(w, h) > 4 * med_h) | (min(H, W) > 8 * med_h))
+        long = np.maximum(w, h) > 4 * med_h
+        band = border & (((w > 0.5 * W) | (h > 0.5 * H)) & long | (min(H, W) > 8 * med_h))
+        # long thin strokes anywhere (a page's edge, a rule): not letters
         band[0] = False
+        # long thin strokes anywhere (a page's edge, a rule), often broken into dashes: closed along
+        # each axis first so the pieces join; letters close into blobs as tall as a line, not thin
+        k = max(9, int(2 * med_h))
+        strokes = np.zeros_like(ink)
+        for kernel in ((1, k), (k, 1)):
+            closed = cv2.morphologyEx(ink.astype(np.uint8), cv2.MORPH_CLOSE, np.ones(kernel, np.uint8))
+            m, lab2, st2, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+            cw, ch = st2[:, 2], st2[:, 3]
+            thin = (np.maximum(cw, ch) > 4 * med_h) & ((cw > 0.3 * W) | (ch > 0.3 * H)) & (np.minimum(cw, ch) < 0.5 * med_h)
+            thin[0] = False
+            strokes |= thin[lab2]
         drop = band | (area <= 2)
         drop[0] = False
-        if not band.any():
+        if not band.any() and not (strokes & ink).any():
             break
         smooth = smooth.copy()
-        smooth[band[labels]] = 255
+        smooth[band[labels] | (strokes & ink)] = 255
     return ink & ~drop[labels] if drop.any() else ink
 
 
@@ -204,7 +217,12 @@ def find_lines(ink):
     runs = [r for r in _runs(counts > 0) if ink[r[0]:r[1]].sum() >= 3]  # single specks are noise
     if not runs:
         return []
-    med = float(np.median([b - t for t, b in runs]))
+    # a line's height: the median run height weighted by ink, so a one-line crop's few thin runs
+    # (i-dots, accents: little ink) do not set the scale
+    heights = np.array([b - t for t, b in runs], np.float64)
+    inked = np.array([counts[t:b].sum() for t, b in runs], np.float64)
+    order = np.argsort(heights)
+    med = float(heights[order][np.searchsorted(np.cumsum(inked[order]), inked.sum() / 2)])
     merged = []
     for t, b in runs:  # join thin runs to a neighbour less than half a line away
         if merged and (b - t < 0.4 * med or merged[-1][1] - merged[-1][0] < 0.4 * med) and t - merged[-1][1] < 0.5 * med:
@@ -234,7 +252,10 @@ def find_lines(ink):
                     cuts.append(cut)
         cuts.append(b)
         lines.extend((cuts[i], cuts[i + 1]) for i in range(len(cuts) - 1))
-    return [(t, b) for t, b in lines if b > t]
+    lines = [(t, b) for t, b in lines if b > t]
+    if len(lines) > 1:  # a row of thin marks on its own (a rule's remains, dashes of a page edge): no text
+        lines = [(t, b) for t, b in lines if b - t >= 0.35 * med]
+    return lines
 
 
 def word_gap(gaps, line_h):
