@@ -1,7 +1,7 @@
 """
 Train the vision-language model. Stage 1 (this script's defaults): everything trainable, vision
-samples only. Stage 2 is `scripts/vis_mid_train.py`: the same loop with SAM + neck + convs frozen,
-a step LR schedule and text mixing (dev/design.md §5).
+samples only. Stage 2 is this loop with `stage = 2` (presets/mid.py; `scripts/vis_mid_train.py`
+picks NAME_mid.py): SAM + neck + convs frozen, a step LR schedule and text mixing (dev/design.md §5).
 
     python -m scripts.vis_tok_train --preset=cpu                      # the CPU recipe
     python -m scripts.vis_tok_train --preset=tier1                    # overfit the original 10 images
@@ -48,7 +48,7 @@ from tasks.sources import training_sources
 # config (override with --key=value, or --preset=NAME for presets/NAME.py)
 run = "dummy"               # wandb run name ("dummy": no wandb)
 device_type = ""            # cuda | mps | cpu ("" = autodetect)
-stage = 1                   # 1: vis_tok (all trainable); 2: vis_mid (set by scripts/vis_mid_train.py)
+stage = 1                   # 1: vis_tok (all trainable); 2: vis_mid (presets/mid.py and every NAME_mid.py set it)
 tag = "default"             # checkpoint directory name under <base>/vis_tok_checkpoints/ (or vis_mid_)
 seed = 42
 # model
