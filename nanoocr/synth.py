@@ -37,7 +37,7 @@ from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from nanoocr import synth_text as T
-from nanoocr.layout import text_strips
+from nanoocr.strips import text_strips
 from nanoocr.synth_text import corpus_iter, text_split  # noqa: F401  (re-exported: part of this interface)
 
 KINDS = ("line", "line_page", "page", "receipt")
@@ -711,7 +711,7 @@ def render(seed, index, kind, split="train", height=None, width=None, **override
     paths to draw from), text_mix ({"prose", "random", "entity": weight}), max_words (line kinds),
     degrade (None = the split's preset, "none", a split name, or a dict of preset overrides),
     prompt, typeset_p (chance of curly quotes / dashes), columns (page kind), cut_p (line kind: the
-    chance that the line is drawn 1-2.5x larger and cut back to the strip by layout.text_strips,
+    chance that the line is drawn 1-2.5x larger and cut back to the strip by strips.text_strips,
     exactly as `nanoocr read` cuts a user's crop: the model then trains on the reader's own input,
     cleaned, deskewed, scaled by its ink height; a line the cutter splits in two is resized instead),
     cut_degrade (the degradations of those cut lines, default: degrade's)."""

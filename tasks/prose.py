@@ -7,7 +7,7 @@ only tasks/realistic.py's TRAIN_FAMILIES. Here the text is real: opening passage
 books and speeches (ASCII punctuation, as typed), set in the HELD_OUT_FAMILIES (URW's clones of
 Palatino, Bookman and Avant Garde, Carlito, Courier Prime) at natural sizes, wrapped into short
 paragraphs on plain paper, exactly as one would photograph or screenshot them. The images are not
-one-line strips: a strip model reads them through nanoocr/layout.py (lines, then word groups), as
+one-line strips: a strip model reads them through nanoocr/strips.py (lines, then word groups), as
 `nanoocr read` does.
 
     nanoocr eval --data=prose                       # 8 passages x 5 fonts, cut into paragraphs

@@ -129,7 +129,7 @@ def test_ocr_gives_nanoocr_reads_text(server, files):
     assert set(out) <= {"text", "tokens", "seconds", "truncated"} and out["seconds"] > 0
     assert out["text"] == read_output(ckpt, d / "a.png", "--max_tokens", str(CAP))
     # truncated when the token cap cut it, or when a strip's answer reached what its ink can hold
-    # (layout.text_strips' max_chars: an untrained model rambles, and the reader stops it there)
+    # (strips.text_strips' max_chars: an untrained model rambles, and the reader stops it there)
     assert 0 < out["tokens"] <= CAP and (out["tokens"] < CAP or out.get("truncated", False))
     # another mode, prompt and max_tokens, a JPEG sent under a PDF's name and type: the bytes decide
     out = ok_json(post_ocr(url, (d / "b.jpg").read_bytes(), filename="scan.pdf", ctype="application/pdf",
