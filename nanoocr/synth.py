@@ -13,7 +13,7 @@ same call gives the same pixels on every machine. Kinds:
                rows top to bottom, columns joined by as many spaces as the gap is wide in digits
                (so a monospaced receipt reads back exactly like its layout, as in tasks/tier1).
 Answers: visual lines joined by "\n"; a vertical gap between blocks is an empty line; no leading
-spaces. The prompt is "Free OCR." (the <image> marker is not part of it).
+spaces. The prompt is modes.DEFAULT_PROMPT (the <image> marker is not part of it).
 
 Splits: sample seeds live in disjoint ranges per split (sample_seed), and every text unit is hashed
 to one split (synth_text.text_split), so train / val / test share neither seeds nor texts.
@@ -37,12 +37,12 @@ from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from nanoocr import synth_text as T
+from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.strips import text_strips
 from nanoocr.synth_text import corpus_iter, text_split  # noqa: F401  (re-exported: part of this interface)
 
 KINDS = ("line", "line_page", "page", "receipt")
 SPLITS = ("train", "val", "test")
-PROMPT = "Free OCR."
 DEFAULT_SIZE = {"line": (32, 256), "line_page": (256, 256), "page": (1024, 1024), "receipt": (1024, 768)}
 # Smallest (H, W) each kind lays out correctly (lines also need W >= H); below, text cannot fit.
 MIN_SIZE = {"line": (12, 12), "line_page": (32, 32), "page": (64, 64), "receipt": (128, 128)}
@@ -701,7 +701,7 @@ def render_debug(seed, index, kind, split="train", height=None, width=None, boxe
     layout = LAYOUTS[kind](rng, split, W, H, overrides)
     img, aff = _compose(rng, nrng, layout, W, H, _degradation(split, overrides.get("degrade")))
     info = dict(units=layout["units"], fonts=layout["fonts"], boxes=_char_boxes(layout, aff) if boxes else None)
-    return img, overrides.get("prompt", PROMPT), layout["answer"], info
+    return img, overrides.get("prompt", DEFAULT_PROMPT), layout["answer"], info
 
 
 def render(seed, index, kind, split="train", height=None, width=None, **overrides):

@@ -22,6 +22,8 @@ import textwrap
 
 from PIL import Image, ImageDraw
 
+from nanoocr.modes import DEFAULT_PROMPT
+
 from tasks.realistic import HELD_OUT_FAMILIES, upright_styles
 
 PASSAGES = [
@@ -107,7 +109,7 @@ def prose_samples(limit=-1, seed=0):
             font = get_font(spec.name, rng.choice(SIZES))
             for k, para in enumerate(_paragraphs(passage, rng.choice(COLUMNS))):
                 out.append({"id": f"prose-{pi}-{fam.replace(' ', '_')}-{k}", "image": render_paragraph(para, font, rng),
-                            "prompt": "Free OCR.", "answer": para, "family": fam})
+                            "prompt": DEFAULT_PROMPT, "answer": para, "family": fam})
                 if 0 < limit <= len(out):
                     return out
     return out

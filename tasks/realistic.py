@@ -28,6 +28,8 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from nanoocr.modes import DEFAULT_PROMPT
+
 # The CPU recipe trains on TRAIN_FAMILIES (presets/cpu.py names exactly these); HELD_OUT_FAMILIES are
 # never drawn in training, so unseen_fonts (and tasks/prose.py) measure reading, not memorised shapes.
 TRAIN_FAMILIES = ("DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono", "Liberation Sans", "Liberation Serif",
@@ -38,7 +40,6 @@ HELD_OUT_FAMILIES = ("Carlito", "P052", "URW Bookman", "URW Gothic", "Courier Pr
 ROWS = ("clean_lines", "degraded_lines", "unseen_fonts", "paragraphs", "pages", "photos", "symbols")
 SIZES = {"clean_lines": 48, "degraded_lines": 48, "unseen_fonts": 48, "paragraphs": 24, "pages": 8, "photos": 8,
          "symbols": 8}  # small, so a CPU eval of every row takes minutes, not hours
-PROMPT = "Free OCR."
 # Tesseract's page segmentation: 7 = "treat the image as a single text line", 6 = "a single uniform
 # block of text" (its auto mode 3 sometimes drops a one-line crop as noise)
 LINE_ROWS = ("clean_lines", "degraded_lines", "unseen_fonts")
@@ -436,7 +437,7 @@ def realistic_samples(row, limit=-1, seed=0):
         img, lines, family, font_name = _make(row, rng)
         lines = [line.strip() for line in lines]
         assert all(lines), f"realistic {row} #{i}: an empty line"
-        out.append({"id": f"realistic-{row}-{i}", "image": img.convert("RGB"), "prompt": PROMPT,
+        out.append({"id": f"realistic-{row}-{i}", "image": img.convert("RGB"), "prompt": DEFAULT_PROMPT,
                     "answer": "\n".join(lines), "family": family, "font": font_name,
                     "tess_psm": 7 if row in LINE_ROWS else 6})
     return out
