@@ -41,7 +41,7 @@ from nanoocr.diagnostics import encoder_collapse, loss_and_gap
 from nanoocr.flops import batch_flops
 from nanoocr.muon import Muon
 from nanoocr.engine import parse_mode
-from nanoocr.synth import check_fonts, font_manifest
+from nanoocr.typefaces import check_fonts, font_manifest
 from tasks.sources import training_sources
 
 # -----------------------------------------------------------------------------

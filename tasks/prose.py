@@ -23,6 +23,7 @@ import textwrap
 from PIL import Image, ImageDraw
 
 from nanoocr.modes import DEFAULT_PROMPT
+from nanoocr.typefaces import get_font
 
 from tasks.realistic import HELD_OUT_FAMILIES, upright_styles
 
@@ -69,7 +70,7 @@ MAX_LINES = 4                   # a passage longer than this is cut into several
 
 
 def _regular(family):
-    """The upright book style of a shipped family (ValueError from synth.check_fonts if the family
+    """The upright book style of a shipped family (ValueError from typefaces.check_fonts if the family
     is not shipped). By file name too: Courier Prime's files all call their style 'Light'."""
     return upright_styles(family)[0]
 
@@ -100,7 +101,6 @@ def render_paragraph(text, font, rng):
 def prose_samples(limit=-1, seed=0):
     """[{id, image, prompt, answer, family}]: every passage in every font of FONTS (size and
     column width drawn per pair), cut into paragraphs of at most MAX_LINES lines."""
-    from nanoocr.synth import get_font
     out = []
     specs = [(fam, _regular(fam)) for fam in FONTS]
     for pi, passage in enumerate(PASSAGES):

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from nanoocr.engine import preprocess
 from nanoocr.reader import strip_views
 from nanoocr.strips import text_strips, find_lines, background_and_ink, join_lines, FONT_FRAC, INK_FRAC
-from nanoocr.synth import get_font, list_fonts
+from nanoocr.typefaces import get_font, list_fonts
 
 H, W = 32, 256
 
