@@ -27,7 +27,8 @@ import time
 
 from PIL import Image
 
-from nanoocr.common import autocast_dtype, autodetect_device_type, set_cpu_threads
+from nanoocr.common import autodetect_device_type, set_cpu_threads
+from nanoocr.flops import autocast_dtype
 from nanoocr.checkpoint_manager import load_model, find_model, CheckpointError, NoModelError
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, load_image
@@ -64,7 +65,7 @@ def default_max_tokens(model):
 
 def read_autocast_dtype(device_type):
     """bf16 autocast on CUDA (what the model trained in); exact fp32 elsewhere, CPUs with fast bf16
-    included (which is where it differs from training's common.autocast_dtype("auto", ...))."""
+    included (which is where it differs from training's flops.autocast_dtype("auto", ...))."""
     return autocast_dtype("bfloat16" if device_type == "cuda" else "float32", device_type)
 
 

@@ -41,7 +41,8 @@ from contextlib import nullcontext
 
 import torch
 
-from nanoocr.common import cpu_has_fast_bf16, autocast_dtype, tune_malloc, format_flops, dtype_label
+from nanoocr.common import tune_malloc
+from nanoocr.flops import cpu_has_fast_bf16, autocast_dtype, format_flops, dtype_label, matmul_peak
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
@@ -158,31 +159,6 @@ def machine_info(threads):
 # -----------------------------------------------------------------------------
 # 1. Peak matmul FLOP/s
 
-def matmul_peak(device, dtype, sizes, repeats):
-    """Max over N of the median FLOP/s of an N x N x N matmul (min-max of that N's runs)."""
-    by_size = {}
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        out = torch.empty(n, n, device=device, dtype=dtype)
-        torch.mm(a, b, out=out)  # warm-up: first-touch pages, kernel selection
-        runs, share = [], []
-        for _ in range(repeats):
-            sync()
-            t0, c0 = time.perf_counter(), time.process_time()
-            torch.mm(a, b, out=out)
-            sync()
-            dt = time.perf_counter() - t0
-            runs.append(2 * n ** 3 / dt / 1e9)
-            share.append((time.process_time() - c0) / (dt * torch.get_num_threads()))
-        by_size[n] = dict(summary(runs), cpu_share=round(statistics.median(share), 3))
-        del a, b, out
-    best = max(by_size, key=lambda n: by_size[n]["median"])
-    return dict(by_size[best], gflops=by_size[best]["median"], best_n=best,
-                by_size={str(n): round(s["median"], 2) for n, s in by_size.items()})
-
-
 # -----------------------------------------------------------------------------
 # Models and data
 
@@ -223,21 +199,6 @@ def training_batches(model, tok, n, stage, batch_size=BATCH, seq_len=SEQ_LEN, se
     return [next(gen)[0] for _ in range(n)]
 
 
-def make_optimizer(model, lr=1e-3, weight_decay=0.01):
-    """scripts/vis_tok_train.py's AdamW: per-part groups, no decay on vectors, fused off on CPU."""
-    groups = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        part = "gpt" if name.startswith("gpt.") else \
-            "projector" if name.startswith(("encoder.projector", "encoder.image_newline", "encoder.view_separator")) else "encoder"
-        groups.setdefault((part, p.dim() >= 2), []).append(p)
-    param_groups = [dict(params=ps, lr=lr, weight_decay=weight_decay if decay else 0.0)
-                    for (part, decay), ps in groups.items()]
-    device_type = next(model.parameters()).device.type
-    return torch.optim.AdamW(param_groups, betas=(0.9, 0.95), eps=1e-8, fused=False if device_type != "cuda" else None)
-
-
 def train_step(model, optimizer, batch, amp_ctx, grad_clip=1.0):
     """scripts/vis_tok_train.py's step, one micro-batch: sum-loss / answer-token count, backward,
     clip, AdamW, zero_grad. Returns the loss (a float, which also waits for the step to finish)."""
@@ -268,7 +229,7 @@ def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtyp
     freeze_sam = stage == 2
     if freeze_sam:
         model.encoder.sam.requires_grad_(False)  # Stage 2: SAM + neck + compressor frozen
-    optimizer = make_optimizer(model)
+    optimizer, = model.setup_optimizers()  # the trainer's AdamW (lr 1e-3 everywhere, no Muon)
     batches = [to_device(b, device) for b in training_batches(model, tok, warmup + steps, stage)]
     amp_ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     out = {}
@@ -472,7 +433,7 @@ def profile_sections(tok, device, amp_dtype, row_limit=18):
     import numpy as np
     from PIL import Image
     model = random_vlm(tok, "cpu", device=device).train()
-    optimizer = make_optimizer(model)
+    optimizer, = model.setup_optimizers()  # the trainer's AdamW (lr 1e-3 everywhere, no Muon)
     batches = [to_device(b, device) for b in training_batches(model, tok, 3, 1)]
     amp_ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     train_step(model, optimizer, batches[0], amp_ctx)
