@@ -74,10 +74,8 @@ def tune_malloc():
     """Let the process keep the memory it frees instead of handing it back to the OS (glibc only;
     $NANOOCR_TUNE_MALLOC=0 turns it off). By default glibc unmaps freed blocks over its (adaptive)
     mmap threshold and trims the heap top, so a model's activations are page-faulted in afresh pass
-    after pass, which is slow on a VM. Measured with `nanoocr bench` and A/B runs on a 2-core VM:
-    encoder forward in a fresh process 10-17% faster, reading line strips 5-15% faster, a 60-step
-    CPU training run 4x fewer page faults (550k -> 135k) with its step time within the noise.
-    No arithmetic changes (only where memory comes from); RSS stays at its peak instead of
+    after pass, which is slow on a VM; keeping it made reading and the encoder faster on a 2-core VM
+    (the A/B numbers: dev/LOG.md "Histories moved out of docstrings"). No arithmetic changes (only where memory comes from); RSS stays at its peak instead of
     shrinking between steps. Returns whether it was applied."""
     import sys
     if not sys.platform.startswith("linux") or os.environ.get("NANOOCR_TUNE_MALLOC", "1") == "0":

@@ -186,7 +186,8 @@ def peak_flops(device_type, dtype=torch.bfloat16, with_source=False):
 
 def cpu_has_fast_bf16():
     """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 matmuls
-    fall back to a path ~25x slower than fp32 (measured on an AVX2 EPYC), so autocast must stay off."""
+    fall back to an emulated path far slower than fp32 (measured: dev/LOG.md "Histories moved out of docstrings"), so autocast
+    must stay off."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()

@@ -11,7 +11,7 @@ stride-2 conv -> 2x16 = 32 vision tokens, ~0.7 characters per token), a 3-layer 
   which cleans and levels them), so the model trains on what `nanoocr read` gives it.
 - Five families ship but are never drawn here (tasks/realistic.py HELD_OUT_FAMILIES): the unseen-fonts
   check and the prose set use them.
-- The GPT blocks' matrices train with Muon (nanoocr/muon.py): ~1.45x fewer steps for a given loss."""
+- The GPT blocks' matrices train with Muon (nanoocr/muon.py): fewer steps for a given loss (dev/LOG.md c7)."""
 tag = "cpu"
 encoder_preset = "cpu"
 gpt_depth = 3
