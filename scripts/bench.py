@@ -43,10 +43,11 @@ import torch
 
 from nanoocr.common import tune_malloc
 from nanoocr.flops import cpu_has_fast_bf16, autocast_dtype, format_flops, dtype_label, matmul_peak
-from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr import flops as flopcount
+from scripts.bench_encoder import reference_pair, ours_out, ref_out
 
 # -----------------------------------------------------------------------------
 # The two model sizes trained here. "cpu" is the CPU recipe (DeepEncoder cpu preset, 32x256 line
@@ -280,58 +281,7 @@ def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtyp
 
 
 # -----------------------------------------------------------------------------
-# 3. Encoder against transformers' UnlimitedOcrVisionModel
-
-def reference_pair(attn_impls=("sdpa", "eager")):
-    """(our DeepEncoder, {attn_implementation: UnlimitedOcrVisionModel}, config) with the same config
-    and the same random weights, in eval mode. UnlimitedOcrVisionModel always has two stride-2
-    convs while the CPU preset has one, so the pair uses the CPU preset with a second 128->128 conv
-    (SAM, the dominant cost, is unchanged). Raises ImportError without transformers."""
-    import tempfile
-    from transformers import UnlimitedOcrVisionConfig, UnlimitedOcrVisionModel
-    from safetensors.torch import save_file
-    from nanoocr.encoder_weights import load_encoder_weights
-    preset = dict(ENCODER_PRESETS["cpu"])
-    c = DeepEncoderConfig(**{**preset, "conv_channels": (preset["conv_channels"][0],) * 2})
-    ref_cfg = UnlimitedOcrVisionConfig(
-        sam_config=dict(hidden_size=c.sam_width, num_hidden_layers=c.sam_depth, num_attention_heads=c.sam_heads,
-                        window_size=c.window_size, global_attn_indexes=list(c.global_attn_indexes),
-                        image_size=c.image_size, patch_size=c.patch_size, output_channels=c.neck_channels,
-                        downsample_channels=list(c.conv_channels), mlp_dim=c.sam_mlp),
-        encoder_config=dict(hidden_size=c.clip_width, num_hidden_layers=c.clip_depth, num_attention_heads=c.clip_heads,
-                            intermediate_size=c.clip_mlp, image_size=(c.image_size // c.stride) * 16, patch_size=16))
-    refs = {impl: UnlimitedOcrVisionModel._from_config(ref_cfg, attn_implementation=impl).eval() for impl in attn_impls}
-    first = refs[attn_impls[0]]
-    # re-randomise the reference (its default init is degenerate) and give every model these weights
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in first.modules():
-            for name, p in m.named_parameters(recurse=False):
-                if isinstance(m, torch.nn.LayerNorm):
-                    p.copy_((1.0 if name == "weight" else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-                else:
-                    p.copy_(0.05 * torch.randn(p.shape, generator=g))
-    for ref in refs.values():
-        if ref is not first:
-            ref.load_state_dict(first.state_dict())
-    ours = DeepEncoder(c).eval()
-    with tempfile.TemporaryDirectory() as tmp:  # through the public loader, as a user's checkpoint would go
-        path = os.path.join(tmp, "ref.safetensors")
-        save_file({k: v.contiguous() for k, v in first.state_dict().items()}, path)
-        load_encoder_weights(ours, path, verbose=False)
-    return ours, refs, c
-
-
-def ours_out(model, x):
-    """Our encoder's output in the reference's layout: [CLIP tokens, SAM grid tokens], the same
-    function as encode_features minus the projector (the reference has none, so neither side pays for it)."""
-    _, compressed = model.sam(x)
-    return torch.cat([model.clip(compressed)[:, 1:], compressed.flatten(2).transpose(1, 2)], dim=-1)
-
-
-def ref_out(model, x):
-    return model(x).last_hidden_state
-
+# 3. Encoder against transformers' UnlimitedOcrVisionModel (the pair is built in scripts/bench_encoder.py)
 
 def bench_encoder(shapes, runs, warmup):
     try:
