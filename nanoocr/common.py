@@ -74,10 +74,8 @@ def tune_malloc():
     """Let the process keep the memory it frees instead of handing it back to the OS (glibc only;
     $NANOOCR_TUNE_MALLOC=0 turns it off). By default glibc unmaps freed blocks over its (adaptive)
     mmap threshold and trims the heap top, so a model's activations are page-faulted in afresh pass
-    after pass, which is slow on a VM. Measured with `nanoocr bench` and A/B runs on a 2-core VM:
-    encoder forward in a fresh process 10-17% faster, reading line strips 5-15% faster, a 60-step
-    CPU training run 4x fewer page faults (550k -> 135k) with its step time within the noise.
-    No arithmetic changes (only where memory comes from); RSS stays at its peak instead of
+    after pass, which is slow on a VM; keeping it made reading and the encoder faster on a 2-core VM
+    (the A/B numbers: dev/LOG.md "Histories moved out of docstrings"). No arithmetic changes (only where memory comes from); RSS stays at its peak instead of
     shrinking between steps. Returns whether it was applied."""
     import sys
     if not sys.platform.startswith("linux") or os.environ.get("NANOOCR_TUNE_MALLOC", "1") == "0":
@@ -148,64 +146,6 @@ def get_wandb(run_name, project="nanoocr", config=None):
     return wandb.init(project=project, name=run_name, config=config)
 
 
-# Dense peak FLOP/s of common accelerators (bf16, no sparsity) for the MFU line; CPUs are measured.
-_GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
-                  "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
-
-
-def measure_matmul_peak(device="cpu", dtype=torch.float32, sizes=(512, 1024, 2048), repeats=3):
-    """The best FLOP/s over square matmuls on this device: the yardstick for MFU on a CPU, whose
-    peak depends on cores, vector units and whatever else the machine is doing."""
-    import time
-    best = 0.0
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        a @ b  # warm up
-        for _ in range(repeats):
-            if device != "cpu" and torch.cuda.is_available():
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            a @ b
-            if device != "cpu" and torch.cuda.is_available():
-                torch.cuda.synchronize()
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-    return best
-
-
-def peak_flops(device_type, dtype=torch.bfloat16, with_source=False):
-    """Peak FLOP/s to divide by for MFU: a table for known GPUs, a quick measurement elsewhere.
-    with_source=True returns (peak, where it came from), for a log line that says what MFU means."""
-    if device_type == "cuda":
-        name = torch.cuda.get_device_name()
-        for key, value in _GPU_PEAK_BF16.items():
-            if key in name:
-                peak = value if dtype == torch.bfloat16 else value / 2
-                return (peak, f"{name}'s dense datasheet peak") if with_source else peak
-    peak = measure_matmul_peak("cuda" if device_type == "cuda" else device_type, dtype, sizes=(512, 1024), repeats=2)
-    return (peak, f"the best square matmul measured now on this {device_type}") if with_source else peak
-
-
-def cpu_has_fast_bf16():
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 matmuls
-    fall back to a path ~25x slower than fp32 (measured on an AVX2 EPYC), so autocast must stay off."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(dtype, device_type):
-    """Resolve a script's dtype setting ("auto" | "bfloat16" | "float32") to the autocast dtype, or
-    None for plain fp32. auto = bf16 on CUDA and on CPUs with native bf16, else fp32."""
-    if dtype == "auto":
-        dtype = "bfloat16" if device_type == "cuda" or (device_type == "cpu" and cpu_has_fast_bf16()) else "float32"
-    assert dtype in ("bfloat16", "float32"), f"dtype must be auto, bfloat16 or float32, got {dtype!r}"
-    return torch.bfloat16 if dtype == "bfloat16" and device_type != "mps" else None
-
-
 def batch_plan(total_batch_size, device_batch_size, world_size):
     """How a step's rows are split over ranks and micro-batches, for ANY world size.
 
@@ -234,20 +174,3 @@ def batch_plan(total_batch_size, device_batch_size, world_size):
         notes.append(f"device_batch_size {device_batch_size} -> {device}: the largest divisor of the "
                      f"{per_rank} rows per rank that is <= {device_batch_size}")
     return dict(total=total, device=device, accum=per_rank // device, per_rank=per_rank, notes=notes)
-
-
-def format_flops(flops_per_s):
-    """825e9 -> '825 GFLOP/s', 9.89e14 -> '989 TFLOP/s' (three significant figures at most)."""
-    for unit, scale in (("PFLOP/s", 1e15), ("TFLOP/s", 1e12), ("GFLOP/s", 1e9), ("MFLOP/s", 1e6)):
-        if flops_per_s >= scale:
-            v = flops_per_s / scale
-            return f"{v:.0f} {unit}" if v >= 100 else f"{v:.3g} {unit}"
-    return f"{flops_per_s:.3g} FLOP/s"
-
-
-def dtype_label(amp_dtype, device_type="cpu"):
-    """The arithmetic an MFU peak is for: 'bf16', or fp32 ('tf32' on CUDA, where compute_init lets
-    fp32 matmuls run on TF32 tensor cores and peak_flops halves the bf16 peak accordingly)."""
-    if amp_dtype == torch.bfloat16:
-        return "bf16"
-    return "tf32" if device_type == "cuda" else "fp32"

@@ -14,6 +14,9 @@ that lists the valid keys. The returned dict is what scripts store in every chec
 
 Preset files are plain Python assignments of literals (parsed with ast, never executed):
 `--preset=cpu` reads presets/cpu.py from the repository; `--preset=path/to/file.py` reads that file.
+A preset may build on others: `base = "cpu"` (or a list, `base = ["cpu", "mid"]`) applies those
+presets first, in order, and the file's own values override them, so a preset holds only what it
+changes (presets/cpu_mid.py is presets/cpu.py + presets/mid.py + its own lines). A cycle is an error.
 Presets are named for model sizes / jobs (cpu, full, tier1, ...), never tiny/small/base/large/gundam,
 which are DeepSeek-OCR's *resolution modes*.
 """
@@ -67,8 +70,9 @@ def _coerce(key, raw, default, source):
                       f"expected {type(default).__name__} (default {default!r})")
 
 
-def read_preset(name):
-    """Assignments of literals from presets/NAME.py (or a path) -> dict."""
+def read_preset(name, _chain=()):
+    """Assignments of literals from presets/NAME.py (or a path) -> dict, its `base` presets resolved
+    (applied first, in order; the file's own values win)."""
     path = name if (os.sep in name or name.endswith(".py")) else os.path.join(PRESET_DIR, name + ".py")
     if not os.path.isfile(path):
         known = sorted(f[:-3] for f in os.listdir(PRESET_DIR) if f.endswith(".py")) if os.path.isdir(PRESET_DIR) else []
@@ -84,7 +88,19 @@ def read_preset(name):
             values[node.targets[0].id] = ast.literal_eval(node.value)
         except ValueError:
             raise ConfigError(f"{path}:{node.lineno}: the value of {node.targets[0].id} is not a literal") from None
-    return values
+    bases = values.pop("base", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not (isinstance(bases, (list, tuple)) and all(isinstance(b, str) for b in bases)):
+        raise ConfigError(f"{path}: base must be a preset name or a list of them, not {bases!r}")
+    chain = _chain + (os.path.abspath(path),)
+    resolved = {}
+    for b in bases:
+        b_path = b if (os.sep in b or b.endswith(".py")) else os.path.join(PRESET_DIR, b + ".py")
+        if os.path.abspath(b_path) in chain:
+            raise ConfigError(f"{path}: base {b!r} makes a cycle: " + " -> ".join(chain + (os.path.abspath(b_path),)))
+        resolved.update(read_preset(b, chain))
+    resolved.update(values)
+    return resolved
 
 
 def configure(scope, argv=None):

@@ -264,7 +264,7 @@ def generate(model, tokenizer, images, prompts=DEFAULT_PROMPT, max_tokens=256, t
     no_repeat_ngram_size / no_repeat_window: the no-repeat rule (0 = off; window 0 = everything
     generated so far). seed: for sampling (temperature > 0). callback(row, token_id, text_so_far):
     called for every answer token as it is produced. autocast_dtype: e.g. torch.bfloat16 on GPU.
-    A process_image dict with a "max_chars" entry (strips cut by layout.text_strips) ends its row
+    A process_image dict with a "max_chars" entry (strips cut by strips.text_strips) ends its row
     before the answer grows past that many characters.
     Returns one dict per image: text, ids (answer tokens), num_tokens, finish_reason ("stop" when
     the model ended the answer, "length" when max_tokens or max_chars cut it)."""

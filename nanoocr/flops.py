@@ -21,6 +21,11 @@ forward + backward under the counter with the math attention backend: on CPU, to
 attention kernel is not in the counter's table and would otherwise count as zero.
 """
 
+import statistics
+import time
+
+import torch
+
 from nanoocr.deepencoder import grid_size
 
 
@@ -135,3 +140,110 @@ def counted_flops(model, batch, loss_scale=1.0):
         loss = model(batch["input_ids"], targets=batch["targets"], images=batch["images"], loss_reduction="sum")
         (loss * loss_scale).backward()
     return counter.get_total_flops()
+
+
+# -----------------------------------------------------------------------------
+# The denominator of MFU: peak FLOP/s (a datasheet for known GPUs, measured elsewhere), whether a CPU
+# multiplies bf16 natively, and the autocast dtype that follows from it. The trainer and
+# `nanoocr bench` both take them from here.
+
+# Dense peak FLOP/s of common accelerators (bf16, no sparsity) for the MFU line; CPUs are measured.
+_GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
+                  "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+def measure_matmul_peak(device="cpu", dtype=torch.float32, sizes=(512, 1024, 2048), repeats=3):
+    """The best FLOP/s over square matmuls on this device: the yardstick for MFU on a CPU, whose
+    peak depends on cores, vector units and whatever else the machine is doing."""
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        a @ b  # warm up
+        for _ in range(repeats):
+            if device != "cpu" and torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            a @ b
+            if device != "cpu" and torch.cuda.is_available():
+                torch.cuda.synchronize()
+            best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def peak_flops(device_type, dtype=torch.bfloat16, with_source=False):
+    """Peak FLOP/s to divide by for MFU: a table for known GPUs, a quick measurement elsewhere.
+    with_source=True returns (peak, where it came from), for a log line that says what MFU means."""
+    if device_type == "cuda":
+        name = torch.cuda.get_device_name()
+        for key, value in _GPU_PEAK_BF16.items():
+            if key in name:
+                peak = value if dtype == torch.bfloat16 else value / 2
+                return (peak, f"{name}'s dense datasheet peak") if with_source else peak
+    peak = measure_matmul_peak("cuda" if device_type == "cuda" else device_type, dtype, sizes=(512, 1024), repeats=2)
+    return (peak, f"the best square matmul measured now on this {device_type}") if with_source else peak
+
+
+def cpu_has_fast_bf16():
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 matmuls
+    fall back to an emulated path far slower than fp32 (measured: dev/LOG.md "Histories moved out of docstrings"), so autocast
+    must stay off."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(dtype, device_type):
+    """Resolve a script's dtype setting ("auto" | "bfloat16" | "float32") to the autocast dtype, or
+    None for plain fp32. auto = bf16 on CUDA and on CPUs with native bf16, else fp32."""
+    if dtype == "auto":
+        dtype = "bfloat16" if device_type == "cuda" or (device_type == "cpu" and cpu_has_fast_bf16()) else "float32"
+    assert dtype in ("bfloat16", "float32"), f"dtype must be auto, bfloat16 or float32, got {dtype!r}"
+    return torch.bfloat16 if dtype == "bfloat16" and device_type != "mps" else None
+
+
+def matmul_peak(device, dtype, sizes, repeats):
+    """Max over N of the median GFLOP/s of an N x N x N matmul (min-max of that N's runs, and the share
+    of the wall time this process was on a CPU): `nanoocr bench`'s peak, the denominator of its MFU."""
+    by_size = {}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        out = torch.empty(n, n, device=device, dtype=dtype)
+        torch.mm(a, b, out=out)  # warm-up: first-touch pages, kernel selection
+        runs, share = [], []
+        for _ in range(repeats):
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            torch.mm(a, b, out=out)
+            sync()
+            dt = time.perf_counter() - t0
+            runs.append(2 * n ** 3 / dt / 1e9)
+            share.append((time.process_time() - c0) / (dt * torch.get_num_threads()))
+        by_size[n] = dict(median=statistics.median(runs), min=min(runs), max=max(runs), n=len(runs),
+                          cpu_share=round(statistics.median(share), 3))
+        del a, b, out
+    best = max(by_size, key=lambda n: by_size[n]["median"])
+    return dict(by_size[best], gflops=by_size[best]["median"], best_n=best,
+                by_size={str(n): round(s["median"], 2) for n, s in by_size.items()})
+
+
+def format_flops(flops_per_s):
+    """825e9 -> '825 GFLOP/s', 9.89e14 -> '989 TFLOP/s' (three significant figures at most)."""
+    for unit, scale in (("PFLOP/s", 1e15), ("TFLOP/s", 1e12), ("GFLOP/s", 1e9), ("MFLOP/s", 1e6)):
+        if flops_per_s >= scale:
+            v = flops_per_s / scale
+            return f"{v:.0f} {unit}" if v >= 100 else f"{v:.3g} {unit}"
+    return f"{flops_per_s:.3g} FLOP/s"
+
+
+def dtype_label(amp_dtype, device_type="cpu"):
+    """The arithmetic an MFU peak is for: 'bf16', or fp32 ('tf32' on CUDA, where compute_init lets
+    fp32 matmuls run on TF32 tensor cores and peak_flops halves the bf16 peak accordingly)."""
+    if amp_dtype == torch.bfloat16:
+        return "bf16"
+    return "tf32" if device_type == "cuda" else "fp32"

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from nanoocr.gpt import GPT, GPTConfig
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
+from nanoocr.muon import Muon
 
 
 class VLM(nn.Module):
@@ -39,6 +40,61 @@ class VLM(nn.Module):
     def init_weights(self, proj_std=0.0):
         self.encoder.init_weights()
         self.gpt.init_weights(proj_std=proj_std)
+
+    @staticmethod
+    def part_of(name):
+        """The component a parameter (by its name in this model) belongs to: its learning rate,
+        schedule and freeze flag."""
+        if name.startswith("gpt."):
+            return "gpt"
+        if name.startswith(("encoder.projector", "encoder.image_newline", "encoder.view_separator")):
+            return "projector"
+        return "encoder"
+
+    def setup_optimizers(self, lr_encoder=1e-3, lr_projector=1e-3, lr_gpt=1e-3, weight_decay=0.01,
+                         betas=(0.9, 0.95), matrix_lr=0.0, muon_encoder=False, muon_ns_steps=5, ctc_head=None):
+        """[AdamW] or [AdamW, Muon] over the trainable parameters (freeze first), as nanochat's
+        GPT.setup_optimizers. AdamW: one lr per component (encoder, projector, gpt; a CTC head at the
+        encoder's), no weight decay on vectors (norms, biases, newline/separator: decaying them only
+        fights their purpose). With matrix_lr > 0, Muon takes the weights of nn.Linear layers in the
+        GPT's blocks (not the embedding or lm_head: nanochat keeps those on AdamW), and with
+        muon_encoder those of the encoder and projector: it orthogonalises each 2-D update, which
+        suits maps from one hidden space to another; embeddings, heads, norms, biases, conv kernels
+        and position tables stay on AdamW. One Muon group per component, so each follows its
+        component's schedule (freeze, re-warmup). Every group carries `part` and `initial_lr`."""
+        muon_ids = set()
+        if matrix_lr > 0:
+            for mname, mod in self.named_modules():
+                if not isinstance(mod, nn.Linear) or not mod.weight.requires_grad:
+                    continue
+                in_gpt_blocks = mname.startswith("gpt.") and ".h." in f".{mname}." and "lm_head" not in mname
+                if in_gpt_blocks or (muon_encoder and mname.startswith("encoder.")):
+                    muon_ids.add(id(mod.weight))
+        parts = {"encoder": [], "projector": [], "gpt": []}
+        for name, p in self.named_parameters():
+            if p.requires_grad and id(p) not in muon_ids:
+                parts[self.part_of(name)].append(p)
+        if ctc_head is not None:
+            parts["ctc"] = list(ctc_head.parameters())
+        lrs = {"encoder": lr_encoder, "projector": lr_projector, "gpt": lr_gpt, "ctc": lr_encoder}
+        groups = []
+        for part, params in parts.items():
+            for decay in (True, False):
+                ps = [p for p in params if (p.dim() >= 2) == decay]
+                if ps:
+                    groups.append(dict(params=ps, lr=lrs[part], initial_lr=lrs[part], part=part,
+                                       weight_decay=weight_decay if decay else 0.0))
+        device_type = self.get_device().type
+        optimizers = [torch.optim.AdamW(groups, betas=betas, eps=1e-8, fused=False if device_type != "cuda" else None)]
+        if matrix_lr > 0:
+            by_part = {}
+            for name, p in self.named_parameters():
+                if id(p) in muon_ids:
+                    by_part.setdefault(self.part_of(name), []).append(p)
+            optimizers.append(Muon([dict(params=ps, lr=matrix_lr, initial_lr=matrix_lr, part=part)
+                                    for part, ps in by_part.items()],
+                                   lr=matrix_lr, weight_decay=weight_decay, ns_steps=muon_ns_steps))
+        return optimizers
 
     def get_device(self):
         return self.gpt.get_device()

@@ -5,7 +5,8 @@ with it; embeddings, heads, norms and biases stay on AdamW (scripts/vis_tok_trai
 is which).
 
 torch.optim.Muon exists (torch >= 2.9) but always runs the iteration in bfloat16, which CPUs
-without native bf16 emulate: on this project's 2-core machines it made a training step ~7x slower.
+without native bf16 emulate, so it made CPU training steps several times slower (the measurement:
+dev/LOG.md "Histories moved out of docstrings").
 This one iterates in float32 on CPU and in bfloat16 on GPUs, and otherwise takes the same update
 (Keller Jordan's quintic coefficients; Nesterov momentum; step scaled by sqrt(max(1, rows / cols)),
 torch's adjust_lr_fn="original"; decoupled weight decay).

@@ -10,10 +10,10 @@ One image goes:
 1. load_image (image_process: any PIL mode, EXIF rotation, alpha on white, truncated files,
    decompression bombs, PDFs renamed to .png -> an RGB image or an ImageError naming the file);
 2. strip_views: the model's inputs for it. One view, except that a model trained on fixed HxW strips
-   reads an image of another size cut into lines and word groups of that size (layout.text_strips;
+   reads an image of another size cut into lines and word groups of that size (strips.text_strips;
    each piece carries the most characters its ink can hold, and engine ends the piece there);
 3. engine.generate, all the views of a batch of images together, batch_size at a time;
-4. the pieces' texts joined back by line (layout.join_lines).
+4. the pieces' texts joined back by line (strips.join_lines).
 The server runs 1-2 (load_views) on its decoding threads and 3-4 (generate_views) on its generation
 threads, with a callback that streams the joined text so far.
 
@@ -27,12 +27,13 @@ import time
 
 from PIL import Image
 
-from nanoocr.common import autocast_dtype, autodetect_device_type, set_cpu_threads
+from nanoocr.common import autodetect_device_type, set_cpu_threads
+from nanoocr.flops import autocast_dtype
 from nanoocr.checkpoint_manager import load_model, find_model, CheckpointError, NoModelError
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, load_image
 from nanoocr.deepencoder import count_vision_tokens
-from nanoocr.layout import text_strips, join_lines
+from nanoocr.strips import text_strips, join_lines
 from nanoocr.engine import generate, preprocess
 
 # DeepSeek-OCR's guard against repetition loops: no 30-token n-gram twice within 90 tokens
@@ -64,7 +65,7 @@ def default_max_tokens(model):
 
 def read_autocast_dtype(device_type):
     """bf16 autocast on CUDA (what the model trained in); exact fp32 elsewhere, CPUs with fast bf16
-    included (which is where it differs from training's common.autocast_dtype("auto", ...))."""
+    included (which is where it differs from training's flops.autocast_dtype("auto", ...))."""
     return autocast_dtype("bfloat16" if device_type == "cuda" else "float32", device_type)
 
 
@@ -78,7 +79,7 @@ def strip_views(model, image, mode, max_words=0, whole=False):
     """The inputs one image becomes for this model: [(line index, processed)]. Square modes and an
     image already at a fixed mode's exact size (a strip as the renderer draws them) are one input;
     any other image read at a fixed (H, W) strip size is cut into lines and word groups first
-    (layout.text_strips; generate_views joins the texts back), unless whole=True (stretched into
+    (strips.text_strips; generate_views joins the texts back), unless whole=True (stretched into
     one strip). A blank image gives []."""
     if whole or not isinstance(mode, tuple) or image.size == (mode[1], mode[0]):
         return [(0, preprocess(model, image, mode))]
@@ -95,7 +96,7 @@ def load_views(model, src, mode, max_words=0, whole=False, name=None, max_pixels
 def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, callback=None, **kwargs):
     """generate() for images given as strip_views() lists: all their views in batches of batch_size,
     then one result per image: text (a lone view's own text; pieces joined by line with
-    layout.join_lines), num_tokens, finish_reason ("length" if any piece was cut), views (how many
+    strips.join_lines), num_tokens, finish_reason ("length" if any piece was cut), views (how many
     were read) and seconds (its views' share of the generation time). prompts: one per image.
     callback(image index, token_id, text so far): the image's text so far is its pieces up to the
     one being written, joined by line; it only grows when the pieces are read one after another

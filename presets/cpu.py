@@ -7,11 +7,11 @@ stride-2 conv -> 2x16 = 32 vision tokens, ~0.7 characters per token), a 3-layer 
 - The first 600 steps render clean DejaVu Sans only (a curriculum), then 16 shipped families. Half
   the lines are strips with mild scan degradations; the other half are drawn 1-2x larger with the
   renderer's train-split degradations (tilt up to 3 degrees, blur, noise, salt and pepper, JPEG
-  down to quality 20) and cut back to the strip by the reader's own cutter (nanoocr/layout.py,
+  down to quality 20) and cut back to the strip by the reader's own cutter (nanoocr/strips.py,
   which cleans and levels them), so the model trains on what `nanoocr read` gives it.
 - Five families ship but are never drawn here (tasks/realistic.py HELD_OUT_FAMILIES): the unseen-fonts
   check and the prose set use them.
-- The GPT blocks' matrices train with Muon (nanoocr/muon.py): ~1.45x fewer steps for a given loss."""
+- The GPT blocks' matrices train with Muon (nanoocr/muon.py): fewer steps for a given loss (dev/LOG.md c7)."""
 tag = "cpu"
 encoder_preset = "cpu"
 gpt_depth = 3

@@ -6,28 +6,15 @@
 - text_ratio 0.1: the paper's 10% text-only rows keep the GPT a language model.
 - data, kinds, mode, batch: Stage 1's, so Stage 2 refines the same task; 6000 steps = three StepLR
   periods (1x, 0.1x, 0.01x).
-- tokenizer_vocab: the checkpoint carries its tokenizer; the check only guards a fresh build."""
-tag = "full"
-init_from = "stage1"
-freeze_sam = True
-encoder_preset = "full"
+- tokenizer_vocab 0: the checkpoint carries its tokenizer; the check only guards a fresh build.
+- base full / base mid: Stage 1's task and batch, the published Stage 2's freezing, lr and schedule.
+- gpt_depth, gpt_n_embd, gpt_n_head, require_weights: back to the trainer's defaults (the model and
+  its weights come from the Stage 1 checkpoint), which Stage 1's full preset sets."""
+base = ["full", "mid"]
+gpt_depth = 3
+gpt_n_embd = 0
+gpt_n_head = 4
+tokenizer_vocab = 0
+require_weights = False
 seq_len = 8192
-mode = "base"
-data = "synth"
-synth_kinds = "page:4,line_page:1,receipt:2"
-text_ratio = 0.1
-device_batch_size = 4
-total_batch_size = 64
 num_steps = 6000
-lr_encoder = 3e-5
-lr_projector = 3e-5
-lr_gpt = 3e-5
-schedule = "step"
-step_size = 2000
-step_gamma = 0.1
-warmup_steps = 0
-eval_every = 500
-cer_samples = 16
-max_new_tokens = 512
-save_every = 1000
-num_workers = 8

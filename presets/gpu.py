@@ -12,21 +12,16 @@ below is a reasoned choice, not a measured optimum.
   (mode=HxW); a page is many lines in columns. Its job here -- keeping the encoder image-specific
   early (dev/design.md §9.1) -- is done by the probe's other cure, a short encoder freeze, plus the strips.
 - Muon (matrix_lr) for the GPT blocks' matrices as nanochat trains them: on CPU it reached a given
-  loss in ~1.45x fewer steps (dev/LOG.md c7); in bf16 on a GPU its Newton-Schulz costs little
+  loss in fewer steps (dev/LOG.md c7); in bf16 on a GPU its Newton-Schulz costs little
   next to a 64-page step. The encoder stays on AdamW (unmeasured with Muon at this size).
 - lr 5e-4 (AdamW): half the CPU recipe's 1e-3, for 2-3x wider matrices; warmup 500 steps.
 - A curriculum at the start: the first easy_steps render clean DejaVu Sans only (no degradations),
   as the CPU recipe does, then every shipped font and the train split's degradations.
-- seq_len 2048: 273 placeholders + prompt + ~1760 answer tokens. 24 rendered train pages measured with
-  the speedrun's 512-id tokenizer: median 681 answer tokens (~1040 characters), 3 in 4 under 890, the
-  longest 1933 -- so nearly every page is read whole (longer ones are truncated, counted). That is a
-  Base-mode compression of ~2.7 text tokens per vision token (DeepSeek-OCR's 129k vocabulary would count
-  the same text in ~3x fewer tokens); `nanoocr eval --mode=small` / `--mode=tiny` reads the same pages
-  through 100 / 64 vision tokens.
-- Steps: the renderer draws a page in ~0.07 s on one core (receipts 0.03, strips 0.001), so 14
-  workers feed ~300 rows/s; 10000 steps x 64 rows take ~35-70 minutes at 150-300 rows/s. The rate
-  is not yet measured on a GPU: dev/gpu_check.sh prints it; time_limit_min stops (and saves) at
-  100 minutes whatever it is, and Stage 2 starts from that checkpoint."""
+- seq_len 2048: 273 placeholders + prompt + ~1760 answer tokens, so nearly every rendered page is
+  read whole (longer ones are truncated, counted); the page-length measurement: dev/LOG.md "Histories moved out of docstrings".
+- Steps: 14 workers feed ~300 rows/s, so 10000 steps x 64 rows take ~35-70 minutes (the renderer
+  timings: dev/LOG.md "Histories moved out of docstrings"); time_limit_min stops (and saves) at 100 minutes whatever the rate
+  is, and Stage 2 starts from that checkpoint."""
 tag = "gpu"
 encoder_preset = "gpu"
 gpt_depth = 8

@@ -9,31 +9,26 @@ Each value and why:
   would let the first steps undo Stage 1 (warmup 50 steps only to fill AdamW's second moments).
 - schedule step, x0.3 every 500 steps: the published StepLR shape, shortened to this stage's 1000
   steps (about 10 minutes on one H200 at Stage 1's rate), so its last third runs at 0.3x.
-- data, mode, seq_len, batch, workers: Stage 1's, so the eval measures the same task."""
-tag = "gpu"
-init_from = "stage1"
-freeze_sam = True
-encoder_preset = "gpu"
-seq_len = 2048
-data = "synth"
-synth_kinds = "page:3,receipt:1,line:1"
-synth_degrade = "train"
-mode = "base"
-text_ratio = 0.1
-device_batch_size = 32
-total_batch_size = 64
+- base gpu: data, mode, seq_len, batch, workers: Stage 1's, so the eval measures the same task.
+- base mid: init_from, freeze_sam, text_ratio, schedule step (overridden here where it differs).
+- gpt_depth, gpt_n_embd, easy_steps, easy_fonts, encoder_freeze_steps, encoder_rewarmup,
+  time_limit_min: back to the trainer's defaults (the model's shape comes from the Stage 1
+  checkpoint; no curriculum, no encoder freeze, no time limit), which Stage 1's gpu preset changes."""
+base = ["gpu", "mid"]
+gpt_depth = 3
+gpt_n_embd = 0
+easy_steps = 0
+easy_fonts = ""
+encoder_freeze_steps = 0
+encoder_rewarmup = 100
+time_limit_min = 0.0
 num_steps = 1000
 lr_encoder = 1e-4
 lr_projector = 1e-4
 lr_gpt = 1e-4
 matrix_lr = 0.004
-schedule = "step"
 step_size = 500
 step_gamma = 0.3
 warmup_steps = 50
 eval_every = 500
-eval_batches = 2
-cer_samples = 16
-max_new_tokens = 1760
 save_every = 500
-num_workers = 14

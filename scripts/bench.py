@@ -41,11 +41,13 @@ from contextlib import nullcontext
 
 import torch
 
-from nanoocr.common import cpu_has_fast_bf16, autocast_dtype, tune_malloc, format_flops, dtype_label
-from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS
+from nanoocr.common import tune_malloc
+from nanoocr.flops import cpu_has_fast_bf16, autocast_dtype, format_flops, dtype_label, matmul_peak
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr import flops as flopcount
+from scripts.bench_encoder import reference_pair, ours_out, ref_out
 
 # -----------------------------------------------------------------------------
 # The two model sizes trained here. "cpu" is the CPU recipe (DeepEncoder cpu preset, 32x256 line
@@ -158,31 +160,6 @@ def machine_info(threads):
 # -----------------------------------------------------------------------------
 # 1. Peak matmul FLOP/s
 
-def matmul_peak(device, dtype, sizes, repeats):
-    """Max over N of the median FLOP/s of an N x N x N matmul (min-max of that N's runs)."""
-    by_size = {}
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        out = torch.empty(n, n, device=device, dtype=dtype)
-        torch.mm(a, b, out=out)  # warm-up: first-touch pages, kernel selection
-        runs, share = [], []
-        for _ in range(repeats):
-            sync()
-            t0, c0 = time.perf_counter(), time.process_time()
-            torch.mm(a, b, out=out)
-            sync()
-            dt = time.perf_counter() - t0
-            runs.append(2 * n ** 3 / dt / 1e9)
-            share.append((time.process_time() - c0) / (dt * torch.get_num_threads()))
-        by_size[n] = dict(summary(runs), cpu_share=round(statistics.median(share), 3))
-        del a, b, out
-    best = max(by_size, key=lambda n: by_size[n]["median"])
-    return dict(by_size[best], gflops=by_size[best]["median"], best_n=best,
-                by_size={str(n): round(s["median"], 2) for n, s in by_size.items()})
-
-
 # -----------------------------------------------------------------------------
 # Models and data
 
@@ -223,21 +200,6 @@ def training_batches(model, tok, n, stage, batch_size=BATCH, seq_len=SEQ_LEN, se
     return [next(gen)[0] for _ in range(n)]
 
 
-def make_optimizer(model, lr=1e-3, weight_decay=0.01):
-    """scripts/vis_tok_train.py's AdamW: per-part groups, no decay on vectors, fused off on CPU."""
-    groups = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        part = "gpt" if name.startswith("gpt.") else \
-            "projector" if name.startswith(("encoder.projector", "encoder.image_newline", "encoder.view_separator")) else "encoder"
-        groups.setdefault((part, p.dim() >= 2), []).append(p)
-    param_groups = [dict(params=ps, lr=lr, weight_decay=weight_decay if decay else 0.0)
-                    for (part, decay), ps in groups.items()]
-    device_type = next(model.parameters()).device.type
-    return torch.optim.AdamW(param_groups, betas=(0.9, 0.95), eps=1e-8, fused=False if device_type != "cuda" else None)
-
-
 def train_step(model, optimizer, batch, amp_ctx, grad_clip=1.0):
     """scripts/vis_tok_train.py's step, one micro-batch: sum-loss / answer-token count, backward,
     clip, AdamW, zero_grad. Returns the loss (a float, which also waits for the step to finish)."""
@@ -268,7 +230,7 @@ def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtyp
     freeze_sam = stage == 2
     if freeze_sam:
         model.encoder.sam.requires_grad_(False)  # Stage 2: SAM + neck + compressor frozen
-    optimizer = make_optimizer(model)
+    optimizer, = model.setup_optimizers()  # the trainer's AdamW (lr 1e-3 everywhere, no Muon)
     batches = [to_device(b, device) for b in training_batches(model, tok, warmup + steps, stage)]
     amp_ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     out = {}
@@ -319,58 +281,7 @@ def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtyp
 
 
 # -----------------------------------------------------------------------------
-# 3. Encoder against transformers' UnlimitedOcrVisionModel
-
-def reference_pair(attn_impls=("sdpa", "eager")):
-    """(our DeepEncoder, {attn_implementation: UnlimitedOcrVisionModel}, config) with the same config
-    and the same random weights, in eval mode. UnlimitedOcrVisionModel always has two stride-2
-    convs while the CPU preset has one, so the pair uses the CPU preset with a second 128->128 conv
-    (SAM, the dominant cost, is unchanged). Raises ImportError without transformers."""
-    import tempfile
-    from transformers import UnlimitedOcrVisionConfig, UnlimitedOcrVisionModel
-    from safetensors.torch import save_file
-    from nanoocr.encoder_weights import load_encoder_weights
-    preset = dict(ENCODER_PRESETS["cpu"])
-    c = DeepEncoderConfig(**{**preset, "conv_channels": (preset["conv_channels"][0],) * 2})
-    ref_cfg = UnlimitedOcrVisionConfig(
-        sam_config=dict(hidden_size=c.sam_width, num_hidden_layers=c.sam_depth, num_attention_heads=c.sam_heads,
-                        window_size=c.window_size, global_attn_indexes=list(c.global_attn_indexes),
-                        image_size=c.image_size, patch_size=c.patch_size, output_channels=c.neck_channels,
-                        downsample_channels=list(c.conv_channels), mlp_dim=c.sam_mlp),
-        encoder_config=dict(hidden_size=c.clip_width, num_hidden_layers=c.clip_depth, num_attention_heads=c.clip_heads,
-                            intermediate_size=c.clip_mlp, image_size=(c.image_size // c.stride) * 16, patch_size=16))
-    refs = {impl: UnlimitedOcrVisionModel._from_config(ref_cfg, attn_implementation=impl).eval() for impl in attn_impls}
-    first = refs[attn_impls[0]]
-    # re-randomise the reference (its default init is degenerate) and give every model these weights
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in first.modules():
-            for name, p in m.named_parameters(recurse=False):
-                if isinstance(m, torch.nn.LayerNorm):
-                    p.copy_((1.0 if name == "weight" else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-                else:
-                    p.copy_(0.05 * torch.randn(p.shape, generator=g))
-    for ref in refs.values():
-        if ref is not first:
-            ref.load_state_dict(first.state_dict())
-    ours = DeepEncoder(c).eval()
-    with tempfile.TemporaryDirectory() as tmp:  # through the public loader, as a user's checkpoint would go
-        path = os.path.join(tmp, "ref.safetensors")
-        save_file({k: v.contiguous() for k, v in first.state_dict().items()}, path)
-        load_encoder_weights(ours, path, verbose=False)
-    return ours, refs, c
-
-
-def ours_out(model, x):
-    """Our encoder's output in the reference's layout: [CLIP tokens, SAM grid tokens], the same
-    function as encode_features minus the projector (the reference has none, so neither side pays for it)."""
-    _, compressed = model.sam(x)
-    return torch.cat([model.clip(compressed)[:, 1:], compressed.flatten(2).transpose(1, 2)], dim=-1)
-
-
-def ref_out(model, x):
-    return model(x).last_hidden_state
-
+# 3. Encoder against transformers' UnlimitedOcrVisionModel (the pair is built in scripts/bench_encoder.py)
 
 def bench_encoder(shapes, runs, warmup):
     try:
@@ -472,7 +383,7 @@ def profile_sections(tok, device, amp_dtype, row_limit=18):
     import numpy as np
     from PIL import Image
     model = random_vlm(tok, "cpu", device=device).train()
-    optimizer = make_optimizer(model)
+    optimizer, = model.setup_optimizers()  # the trainer's AdamW (lr 1e-3 everywhere, no Muon)
     batches = [to_device(b, device) for b in training_batches(model, tok, 3, 1)]
     amp_ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     train_step(model, optimizer, batches[0], amp_ctx)

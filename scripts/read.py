@@ -17,7 +17,7 @@ under the base dir. --mode: default the mode the model was trained with.
 
 A model trained on fixed HxW strips (the CPU recipe's 32x256 lines) reads an image of exactly that
 size as it is; any other image (a long line, a paragraph, a crop of a page) is first cut into lines
-and word groups the size the model trained on (nanoocr/layout.py), and the pieces' texts are joined
+and word groups the size the model trained on (nanoocr/strips.py), and the pieces' texts are joined
 back into lines. --whole reads the image stretched to the strip instead (the model then sees what
 it never trained on). "strips" in a JSON line counts the pieces.
 """

@@ -1,7 +1,7 @@
 """
 Train the vision-language model. Stage 1 (this script's defaults): everything trainable, vision
-samples only. Stage 2 is `scripts/vis_mid_train.py`: the same loop with SAM + neck + convs frozen,
-a step LR schedule and text mixing (dev/design.md §5).
+samples only. Stage 2 is this loop with `stage = 2` (presets/mid.py; `scripts/vis_mid_train.py`
+picks NAME_mid.py): SAM + neck + convs frozen, a step LR schedule and text mixing (dev/design.md §5).
 
     python -m scripts.vis_tok_train --preset=cpu                      # the CPU recipe
     python -m scripts.vis_tok_train --preset=tier1                    # overfit the original 10 images
@@ -27,8 +27,7 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from nanoocr.common import (compute_init, compute_cleanup, print0, get_base_dir, get_wandb, peak_flops, autocast_dtype,
-                            batch_plan, format_flops, dtype_label)
+from nanoocr.common import compute_init, compute_cleanup, print0, get_base_dir, get_wandb, batch_plan
 from nanoocr.configurator import configure
 from nanoocr.gpt import GPTConfig
 from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
@@ -38,17 +37,16 @@ from nanoocr.checkpoint_manager import (save_checkpoint, load_checkpoint, find_l
                                         save_tokenizer_once, load_nanochat_gpt, CheckpointError)
 from nanoocr.vision_dataloader import vision_data_generator
 from nanoocr.diagnostics import encoder_collapse, loss_and_gap
-from nanoocr.flops import batch_flops
-from nanoocr.muon import Muon
+from nanoocr.flops import batch_flops, peak_flops, autocast_dtype, format_flops, dtype_label
 from nanoocr.engine import parse_mode
-from nanoocr.synth import check_fonts, font_manifest
+from nanoocr.typefaces import check_fonts, font_manifest
 from tasks.sources import training_sources
 
 # -----------------------------------------------------------------------------
 # config (override with --key=value, or --preset=NAME for presets/NAME.py)
 run = "dummy"               # wandb run name ("dummy": no wandb)
 device_type = ""            # cuda | mps | cpu ("" = autodetect)
-stage = 1                   # 1: vis_tok (all trainable); 2: vis_mid (set by scripts/vis_mid_train.py)
+stage = 1                   # 1: vis_tok (all trainable); 2: vis_mid (presets/mid.py and every NAME_mid.py set it)
 tag = "default"             # checkpoint directory name under <base>/vis_tok_checkpoints/ (or vis_mid_)
 seed = 42
 # model
@@ -241,68 +239,13 @@ def ctc_feature_map():
     return f if ctc_features == "neck" else f.transpose(1, 2).reshape(f.size(0), -1, qh, qw)
 
 # -----------------------------------------------------------------------------
-# Optimiser: AdamW with one learning rate per component; no weight decay on vectors (norms,
-# biases, newline/separator) — decaying them only fights their purpose.
+# Optimiser: AdamW with one learning rate per component, and Muon for the matrices when matrix_lr > 0
+# (VLM.setup_optimizers says which parameter goes where and why).
 
-def muon_param_ids():
-    """ids of the matrices Muon updates (matrix_lr > 0): weights of nn.Linear layers in the GPT's blocks
-    (not the embedding or the lm_head: nanochat keeps those on AdamW), and with muon_encoder those
-    of the encoder and projector. Muon orthogonalises each 2-D update, which suits weights that map
-    one hidden space to another; embeddings, heads, norms, biases, conv kernels and position
-    tables stay on AdamW."""
-    if matrix_lr <= 0:
-        return set()
-    out = set()
-    for mname, mod in model.named_modules():
-        if not isinstance(mod, torch.nn.Linear) or not mod.weight.requires_grad:
-            continue
-        in_gpt_blocks = mname.startswith("gpt.") and ".h." in f".{mname}." and "lm_head" not in mname
-        if in_gpt_blocks or (muon_encoder and mname.startswith("encoder.")):
-            out.add(id(mod.weight))
-    return out
-
-
-def part_of(name):
-    """The component a parameter belongs to: its learning rate, schedule and freeze flag."""
-    if name.startswith("gpt."):
-        return "gpt"
-    if name.startswith(("encoder.projector", "encoder.image_newline", "encoder.view_separator")):
-        return "projector"
-    return "encoder"
-
-
-muon_ids = muon_param_ids()
-
-
-def param_groups():
-    parts = {"encoder": [], "projector": [], "gpt": []}
-    for name, p in model.named_parameters():
-        if p.requires_grad and id(p) not in muon_ids:
-            parts[part_of(name)].append(p)
-    if ctc_head is not None:
-        parts["ctc"] = list(ctc_head.parameters())
-    lrs = {"encoder": lr_encoder, "projector": lr_projector, "gpt": lr_gpt, "ctc": lr_encoder}
-    groups = []
-    for part, params in parts.items():
-        for decay in (True, False):
-            ps = [p for p in params if (p.dim() >= 2) == decay]
-            if ps:
-                groups.append(dict(params=ps, lr=lrs[part], initial_lr=lrs[part], part=part,
-                                   weight_decay=weight_decay if decay else 0.0))
-    return groups
-
-
-optimizer = torch.optim.AdamW(param_groups(), betas=(beta1, beta2), eps=1e-8,
-                              fused=False if device_type != "cuda" else None)
-muon = None
-if matrix_lr > 0:  # one Muon group per part, so each follows its part's schedule (freeze, re-warmup)
-    by_part = {}
-    for name, p in model.named_parameters():
-        if id(p) in muon_ids:
-            by_part.setdefault(part_of(name), []).append(p)
-    muon = Muon([dict(params=ps, lr=matrix_lr, initial_lr=matrix_lr, part=part) for part, ps in by_part.items()],
-                lr=matrix_lr, weight_decay=weight_decay, ns_steps=muon_ns_steps)
-optimizers = [optimizer] + ([muon] if muon is not None else [])
+optimizers = model.setup_optimizers(lr_encoder=lr_encoder, lr_projector=lr_projector, lr_gpt=lr_gpt,
+                                    weight_decay=weight_decay, betas=(beta1, beta2), matrix_lr=matrix_lr,
+                                    muon_encoder=muon_encoder, muon_ns_steps=muon_ns_steps, ctc_head=ctc_head)
+optimizer, muon = optimizers[0], (optimizers[1] if len(optimizers) > 1 else None)
 if muon is not None:
     n_mat = sum(len(g["params"]) for g in muon.param_groups)
     print0(f"Muon (lr {matrix_lr}) for {n_mat} matrices of {', '.join(g['part'] for g in muon.param_groups)}; AdamW for the rest")

@@ -7,7 +7,7 @@ only tasks/realistic.py's TRAIN_FAMILIES. Here the text is real: opening passage
 books and speeches (ASCII punctuation, as typed), set in the HELD_OUT_FAMILIES (URW's clones of
 Palatino, Bookman and Avant Garde, Carlito, Courier Prime) at natural sizes, wrapped into short
 paragraphs on plain paper, exactly as one would photograph or screenshot them. The images are not
-one-line strips: a strip model reads them through nanoocr/layout.py (lines, then word groups), as
+one-line strips: a strip model reads them through nanoocr/strips.py (lines, then word groups), as
 `nanoocr read` does.
 
     nanoocr eval --data=prose                       # 8 passages x 5 fonts, cut into paragraphs
@@ -21,6 +21,9 @@ import random
 import textwrap
 
 from PIL import Image, ImageDraw
+
+from nanoocr.modes import DEFAULT_PROMPT
+from nanoocr.typefaces import get_font
 
 from tasks.realistic import HELD_OUT_FAMILIES, upright_styles
 
@@ -67,7 +70,7 @@ MAX_LINES = 4                   # a passage longer than this is cut into several
 
 
 def _regular(family):
-    """The upright book style of a shipped family (ValueError from synth.check_fonts if the family
+    """The upright book style of a shipped family (ValueError from typefaces.check_fonts if the family
     is not shipped). By file name too: Courier Prime's files all call their style 'Light'."""
     return upright_styles(family)[0]
 
@@ -98,7 +101,6 @@ def render_paragraph(text, font, rng):
 def prose_samples(limit=-1, seed=0):
     """[{id, image, prompt, answer, family}]: every passage in every font of FONTS (size and
     column width drawn per pair), cut into paragraphs of at most MAX_LINES lines."""
-    from nanoocr.synth import get_font
     out = []
     specs = [(fam, _regular(fam)) for fam in FONTS]
     for pi, passage in enumerate(PASSAGES):
@@ -107,7 +109,7 @@ def prose_samples(limit=-1, seed=0):
             font = get_font(spec.name, rng.choice(SIZES))
             for k, para in enumerate(_paragraphs(passage, rng.choice(COLUMNS))):
                 out.append({"id": f"prose-{pi}-{fam.replace(' ', '_')}-{k}", "image": render_paragraph(para, font, rng),
-                            "prompt": "Free OCR.", "answer": para, "family": fam})
+                            "prompt": DEFAULT_PROMPT, "answer": para, "family": fam})
                 if 0 < limit <= len(out):
                     return out
     return out

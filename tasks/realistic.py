@@ -28,6 +28,9 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from nanoocr.modes import DEFAULT_PROMPT
+from nanoocr.typefaces import _font_index, check_fonts, get_font, list_fonts
+
 # The CPU recipe trains on TRAIN_FAMILIES (presets/cpu.py names exactly these); HELD_OUT_FAMILIES are
 # never drawn in training, so unseen_fonts (and tasks/prose.py) measure reading, not memorised shapes.
 TRAIN_FAMILIES = ("DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono", "Liberation Sans", "Liberation Serif",
@@ -38,7 +41,6 @@ HELD_OUT_FAMILIES = ("Carlito", "P052", "URW Bookman", "URW Gothic", "Courier Pr
 ROWS = ("clean_lines", "degraded_lines", "unseen_fonts", "paragraphs", "pages", "photos", "symbols")
 SIZES = {"clean_lines": 48, "degraded_lines": 48, "unseen_fonts": 48, "paragraphs": 24, "pages": 8, "photos": 8,
          "symbols": 8}  # small, so a CPU eval of every row takes minutes, not hours
-PROMPT = "Free OCR."
 # Tesseract's page segmentation: 7 = "treat the image as a single text line", 6 = "a single uniform
 # block of text" (its auto mode 3 sometimes drops a one-line crop as noise)
 LINE_ROWS = ("clean_lines", "degraded_lines", "unseen_fonts")
@@ -94,7 +96,6 @@ def _cmap(path):
 def font_covers(font_name, text):
     """True when the shipped font `font_name` (a file name from list_fonts()) has a glyph for every
     character of text (newlines aside)."""
-    from nanoocr.synth import _font_index
     cmap = _cmap(_font_index()[font_name].path)
     return all(ord(c) in cmap for c in text if c != "\n")
 
@@ -104,7 +105,6 @@ def upright_styles(family):
     """The book-weight upright styles of a family (what body text is set in), sorted by file name.
     Styles are judged by file name as well as the name table: Courier Prime's files all call
     themselves 'Light'. check_fonts raises ValueError for a family not shipped."""
-    from nanoocr.synth import check_fonts, list_fonts
     check_fonts([family])
     bad = ("bold", "italic", "oblique", "demi", "condensed", "extralight")
     styles = [f for f in list_fonts() if f.family == family
@@ -115,7 +115,6 @@ def upright_styles(family):
 
 def _bold(family):
     """The family's upright bold, for page titles (the regular style if there is none)."""
-    from nanoocr.synth import list_fonts
     bold = sorted((f for f in list_fonts() if f.family == family and "bold" in f.name.lower()
                    and not any(b in f.name.lower() for b in ("italic", "oblique", "condensed"))), key=lambda f: f.name)
     return bold[0] if bold else upright_styles(family)[0]
@@ -300,7 +299,6 @@ def photograph(page, rng):
 
 def _line_sample(rng, families, degrade=False):
     family, spec = _pick_font(rng, families)
-    from nanoocr.synth import get_font
     font = get_font(spec.name, rng.randint(16, 40))
     text = _line_text(rng)
     img, paper = draw_line_crop(text, font, rng)
@@ -317,7 +315,6 @@ def _prose_words(rng, n_chars):
 
 
 def _paragraph(rng):
-    from nanoocr.synth import get_font
     family, spec = _pick_font(rng, TRAIN_FAMILIES)
     font = get_font(spec.name, rng.randint(16, 28))
     width = round(font.size * rng.uniform(14, 26))  # 28-52 characters a line
@@ -344,7 +341,6 @@ def _title(rng):
 
 
 def _page(rng, n_lines=None, px=(16, 24), width=(560, 900)):
-    from nanoocr.synth import get_font
     family, spec = _pick_font(rng, TRAIN_FAMILIES)
     font = get_font(spec.name, rng.randint(*px))
     margin = rng.randint(30, 70)
@@ -360,7 +356,6 @@ def _page(rng, n_lines=None, px=(16, 24), width=(560, 900)):
 
 def _photo(rng):
     """~300 characters: a short page, photographed."""
-    from nanoocr.synth import get_font
     family, spec = _pick_font(rng, TRAIN_FAMILIES)
     font = get_font(spec.name, rng.randint(14, 22))
     margin = rng.randint(24, 48)
@@ -389,7 +384,6 @@ def _symbol_line(rng, spec, font, width):
 
 
 def _symbols(rng):
-    from nanoocr.synth import get_font
     # families whose upright style draws every symbol and accent (all of them but a few do)
     fams = [f for f in TRAIN_FAMILIES if font_covers(upright_styles(f)[0].name, SYMBOL_CHARS + "éèêëàâäçñöüßÅø")]
     family, spec = _pick_font(rng, fams)
@@ -436,7 +430,7 @@ def realistic_samples(row, limit=-1, seed=0):
         img, lines, family, font_name = _make(row, rng)
         lines = [line.strip() for line in lines]
         assert all(lines), f"realistic {row} #{i}: an empty line"
-        out.append({"id": f"realistic-{row}-{i}", "image": img.convert("RGB"), "prompt": PROMPT,
+        out.append({"id": f"realistic-{row}-{i}", "image": img.convert("RGB"), "prompt": DEFAULT_PROMPT,
                     "answer": "\n".join(lines), "family": family, "font": font_name,
                     "tess_psm": 7 if row in LINE_ROWS else 6})
     return out

@@ -49,3 +49,30 @@ def test_preset_file_and_precedence(tmp_path):
         configure(scope(), [f"--preset={code}"])
     with pytest.raises(ConfigError, match="not found"):
         configure(scope(), ["--preset=no_such_preset"])
+
+
+def test_preset_base_applies_in_order_and_child_wins(tmp_path):
+    (tmp_path / "a.py").write_text('batch_size = 8\nlr = 5e-4\nrun = "a"\n')
+    (tmp_path / "b.py").write_text('lr = 7e-4\n')
+    child = tmp_path / "c.py"
+    child.write_text(f'"""builds on a then b"""\nbase = ["{tmp_path / "a.py"}", "{tmp_path / "b.py"}"]\nrun = "c"\n')
+    s = scope()
+    cfg = configure(s, [f"--preset={child}", "--batch_size=4"])
+    assert (s["batch_size"], s["lr"], s["run"]) == (4, 7e-4, "c") and cfg["preset"] == str(child)
+    assert "base" not in cfg
+
+
+def test_preset_base_cycle_is_an_error(tmp_path):
+    x, y = tmp_path / "x.py", tmp_path / "y.py"
+    x.write_text(f'base = "{y}"\nlr = 1e-3\n')
+    y.write_text(f'base = "{x}"\nlr = 2e-3\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        configure(scope(), [f"--preset={x}"])
+
+
+def test_stage2_presets_build_on_their_stage1_preset():
+    from nanoocr.configurator import read_preset
+    for name in ("cpu", "gpu", "full"):
+        mid = read_preset(f"{name}_mid")
+        assert mid["stage"] == 2 and mid["freeze_sam"] is True and mid["init_from"] == "stage1"
+        assert mid["tag"] == read_preset(name)["tag"] and mid["encoder_preset"] == read_preset(name)["encoder_preset"]

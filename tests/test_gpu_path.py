@@ -135,7 +135,7 @@ def test_gpu_encoder_preset_is_the_real_structure():
 
 def test_mfu_labels_say_the_peak_and_dtype():
     import torch
-    from nanoocr.common import format_flops, dtype_label
+    from nanoocr.flops import format_flops, dtype_label
     assert format_flops(825e9) == "825 GFLOP/s" and format_flops(9.89e14) == "989 TFLOP/s"
     assert format_flops(86.6e9) == "86.6 GFLOP/s"
     assert dtype_label(torch.bfloat16, "cpu") == "bf16" and dtype_label(None, "cpu") == "fp32"

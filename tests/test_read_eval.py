@@ -23,7 +23,7 @@ from nanoocr.image_process import process_image
 from nanoocr.engine import generate
 from nanoocr import reader
 from nanoocr.reader import strip_views, trained_max_words
-from nanoocr.layout import join_lines
+from nanoocr.strips import join_lines
 from nanoocr import metrics
 from scripts import read as read_script
 from scripts import export as export_script

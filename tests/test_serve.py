@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from nanoocr import reader
 from nanoocr.checkpoint_manager import load_model
-from scripts import serve
+from scripts import serve, serve_queue
 from scripts import cli
 from serve_fixtures import (WORDS, make_checkpoint, text_image, png_bytes, server_process, rss_mb, request,
                             multipart, post_ocr, post_json, sse_events, read_output)
@@ -85,7 +85,7 @@ def chat(image_bytes=None, text=None, url=None, **extra):
 # Pieces
 
 def test_deltas_hold_back_a_split_character():
-    d = serve.Deltas()
+    d = serve_queue.Deltas()
     # "é" is two UTF-8 bytes; a token boundary between them shows as U+FFFD until the next token
     assert [d.update(t) for t in ["a", "a\ufffd", "aé", "aé\ufffdb", "aé\ufffdb\ufffd"]] == ["a", "", "é", "\ufffdb", ""]
     assert d.update("aé\ufffdb\ufffd", final=True) == "\ufffd"  # a real one at the end is kept
@@ -99,9 +99,9 @@ def test_every_accepted_format_is_sniffed_and_decoded():
     for fmt in formats:
         buf = io.BytesIO()
         im.save(buf, format=fmt)
-        assert serve.sniff_image_type(buf.getvalue()) is not None, fmt
+        assert serve_queue.sniff_image_type(buf.getvalue()) is not None, fmt
     for impostor in (PDF, b"<svg xmlns='http://www.w3.org/2000/svg'/>", b"", b"GIF8", b"\x00" * 64):
-        assert serve.sniff_image_type(impostor) is None
+        assert serve_queue.sniff_image_type(impostor) is None
 
 
 # -----------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_ocr_gives_nanoocr_reads_text(server, files):
     assert set(out) <= {"text", "tokens", "seconds", "truncated"} and out["seconds"] > 0
     assert out["text"] == read_output(ckpt, d / "a.png", "--max_tokens", str(CAP))
     # truncated when the token cap cut it, or when a strip's answer reached what its ink can hold
-    # (layout.text_strips' max_chars: an untrained model rambles, and the reader stops it there)
+    # (strips.text_strips' max_chars: an untrained model rambles, and the reader stops it there)
     assert 0 < out["tokens"] <= CAP and (out["tokens"] < CAP or out.get("truncated", False))
     # another mode, prompt and max_tokens, a JPEG sent under a PDF's name and type: the bytes decide
     out = ok_json(post_ocr(url, (d / "b.jpg").read_bytes(), filename="scan.pdf", ctype="application/pdf",
@@ -351,7 +351,7 @@ def test_load_50_concurrent_requests(server, files):
 @contextlib.contextmanager
 def inprocess_server(ckpt, **limits):
     model, tok, meta = load_model(ckpt)
-    state = serve.OcrServer(model, tok, meta, "t", **limits)
+    state = serve_queue.OcrServer(model, tok, meta, "t", **limits)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     uv = uvicorn.Server(uvicorn.Config(serve.create_app(state), log_level="warning"))

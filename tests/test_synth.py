@@ -16,6 +16,7 @@ from PIL import Image
 
 from nanoocr import synth as S
 from nanoocr import synth_text as T
+from nanoocr import typefaces as TF
 
 SMALL = {"line": (32, 256), "line_page": (256, 256), "page": (320, 320), "receipt": (512, 384)}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +122,7 @@ def test_line_strip_matches_probe_recipe():
     assert max(lens[256]) <= 40 and np.mean(lens[640]) > 1.5 * np.mean(lens[256])
     # font size override and font restriction are honoured
     _, _, _, info = S.render_debug(0, 0, "line", fonts=["DejaVu Sans"], font_px=19, degrade="none")
-    assert all(S._font_index()[n].family == "DejaVu Sans" for n in info["fonts"])
+    assert all(TF._font_index()[n].family == "DejaVu Sans" for n in info["fonts"])
 
 
 def _check_reading_order(answer, boxes):
@@ -175,10 +176,10 @@ def test_page_answer_follows_layout_reading_order():
 
 def test_list_fonts():
     """The renderer draws exactly the shipped files, whatever the machine has installed."""
-    fonts = S.list_fonts()
+    fonts = TF.list_fonts()
     names = [f.name for f in fonts]
     assert names == sorted(names) and len(set(names)) == len(names)
-    assert all(f.path.startswith(S.FONT_DIR) for f in fonts)
+    assert all(f.path.startswith(TF.FONT_DIR) for f in fonts)
     families = {f.family for f in fonts}
     assert {"DejaVu Sans", "Liberation Serif", "FreeSans", "P052", "Carlito", "EB Garamond", "Courier Prime"} <= families
     assert all(set(T.CORE_CHARS) <= f.covers for f in fonts)
@@ -189,14 +190,14 @@ def test_list_fonts():
     for folder in {os.path.dirname(f.path) for f in fonts}:
         assert os.path.getsize(os.path.join(folder, "LICENSE")) > 500, folder
     # the manifest names files and hashes of exactly the selected families
-    man = S.font_manifest(["Carlito"])
+    man = TF.font_manifest(["Carlito"])
     assert [n for n, _ in man] == sorted(f.name for f in fonts if f.family == "Carlito") and all(len(h) == 12 for _, h in man)
 
 
 def test_missing_family_is_an_error_not_a_fallback():
     """A preset naming a family that does not ship stops: it never draws from the others."""
     with pytest.raises(ValueError, match=r"\['Comic Sans'\] are not among the shipped fonts"):
-        S.check_fonts(["DejaVu Sans", "Comic Sans"])
+        TF.check_fonts(["DejaVu Sans", "Comic Sans"])
     with pytest.raises(ValueError, match="Comic Sans"):
         S.render(0, 0, "line", fonts=["DejaVu Sans", "Comic Sans"])
 
@@ -208,10 +209,10 @@ def test_answers_have_no_tofu():
         for i in range(10):
             _, _, answer, info = small(6, i, kind, typeset_p=1.0)
             for name in info["fonts"]:
-                spec = S._font_index()[name]
-                font = S.get_font(name, 24)
+                spec = TF._font_index()[name]
+                font = TF.get_font(name, 24)
                 if name not in notdef:
-                    m = font.getmask(S._NOTDEF)
+                    m = font.getmask(TF._NOTDEF)
                     notdef[name] = (m.size, bytes(m))
                 for c in set(answer) - {" ", "\n"}:
                     assert c in spec.covers, f"{kind} {i}: {c!r} not covered by {name}"
@@ -220,15 +221,15 @@ def test_answers_have_no_tofu():
 
 
 def test_no_font_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(S, "FONT_DIR", "/nonexistent/fonts")
-    S.list_fonts.cache_clear()
+    monkeypatch.setattr(TF, "FONT_DIR", "/nonexistent/fonts")
+    TF.list_fonts.cache_clear()
     try:
         with pytest.raises(RuntimeError, match="no usable font.*reinstall"):
-            S.list_fonts()
+            TF.list_fonts()
     finally:
         monkeypatch.undo()
-        S.list_fonts.cache_clear()
-    assert S.list_fonts()
+        TF.list_fonts.cache_clear()
+    assert TF.list_fonts()
 
 
 # -----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """
-nanoocr/layout.py: cutting a paragraph or a long line into the strips a strip model reads.
+nanoocr/strips.py: cutting a paragraph or a long line into the strips a strip model reads.
 """
 
 import numpy as np
@@ -8,8 +8,8 @@ from PIL import Image, ImageDraw
 
 from nanoocr.engine import preprocess
 from nanoocr.reader import strip_views
-from nanoocr.layout import text_strips, find_lines, background_and_ink, join_lines, FONT_FRAC, INK_FRAC
-from nanoocr.synth import get_font, list_fonts
+from nanoocr.strips import text_strips, find_lines, background_and_ink, join_lines, FONT_FRAC, INK_FRAC
+from nanoocr.typefaces import get_font, list_fonts
 
 H, W = 32, 256
 
