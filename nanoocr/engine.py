@@ -204,6 +204,12 @@ class _Decoder:
                     self.out[b].pop()  # more text than the strip's ink can hold: the rest is invented
                     self.done[b] = True
                     continue
+                chunk = _looping(text, 4) if self.max_chars[b] is not None else None
+                if chunk:  # "knownownownown": a strip's short loop, invented; keep one copy
+                    while self.out[b] and self.tokenizer.decode(self.out[b]).endswith(chunk * 2):
+                        self.out[b].pop()
+                    self.done[b] = True
+                    continue
                 if self.callback is not None:
                     self.callback(b, tok, text)
             if len(self.out[b]) >= self.max_tokens:
@@ -217,6 +223,17 @@ class _Decoder:
     def results(self):
         return [{"text": self.tokenizer.decode(ids), "ids": ids, "num_tokens": len(ids), "finish_reason": r}
                 for ids, r in zip(self.out, self.reason)]
+
+
+def _looping(text, repeats):
+    """The 2-4 character chunk that text ends with `repeats` times in a row, or None. Real lines
+    hardly ever do ("ownownownown"); a decoder stuck in a loop does it at once. Runs of one character
+    ("....", "0000") are not counted."""
+    for p in (2, 3, 4):
+        tail = text[-p:]
+        if len(text) >= p * repeats and len(set(tail)) > 1 and text.endswith(tail * repeats):
+            return tail
+    return None
 
 
 def _max_chars(images):

@@ -232,3 +232,12 @@ def test_generate_restores_training_mode_and_checks_length(vlm, tok):
     vlm.eval()
     with pytest.raises(AssertionError, match="max_tokens"):
         generate(vlm, tok, images, "Free OCR.", max_tokens=vlm.gpt.cos.size(1))
+
+
+def test_looping_chunks_are_found_and_real_text_is_not():
+    from nanoocr.engine import _looping
+    assert _looping("were knownownownown", 4) == "own"
+    assert _looping("abababab", 4) == "ab"
+    assert _looping("1,000,000 dollars", 4) is None
+    assert _looping("........", 4) is None and _looping("10000000", 4) is None
+    assert _looping("the cat sat on the mat", 4) is None
