@@ -204,10 +204,10 @@ class _Decoder:
                     self.out[b].pop()  # more text than the strip's ink can hold: the rest is invented
                     self.done[b] = True
                     continue
-                chunk = _looping(text, 4) if self.max_chars[b] is not None else None
-                if chunk:  # "knownownownown": a strip's short loop, invented; keep one copy
-                    while self.out[b] and self.tokenizer.decode(self.out[b]).endswith(chunk * 2):
-                        self.out[b].pop()
+                if self.max_chars[b] is not None and _looping(text, 4):
+                    # "knownownownown": a strip's short loop, invented. Stop before this token, as
+                    # the cap does, so the final text is exactly the last text streamed
+                    self.out[b].pop()
                     self.done[b] = True
                     continue
                 if self.callback is not None:
