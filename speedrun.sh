@@ -55,7 +55,7 @@ fi
 
 # ---- training ---------------------------------------------------------------------------------------
 stage stage1 $RUN scripts.vis_tok_train --preset="$PRESET" --resume=True
-stage stage2 $RUN scripts.vis_mid_train --preset="$PRESET" --resume=True
+stage stage2 $RUN scripts.vis_tok_train --preset="${PRESET}_mid" --resume=True
 
 # ---- evaluation and report ------------------------------------------------------------------------------
 # unseen renderer test-split samples from the distribution the model trained on (eval reads the

@@ -5,8 +5,8 @@
 #   GPU_CHECK_CPU=1 bash dev/gpu_check.sh   # the same steps on the CPU at tiny dims (tests/test_gpu_path.py)
 #
 # Steps, each bounded: (1) the CUDA-only tests, if the suite has any (pytest -m cuda); (2) ~200 steps
-# of the GPU speedrun preset (presets/gpu.py: pages in Base mode) with one eval at the end; (3) ~20
-# steps of the full-size preset (presets/full.py) in bf16 from random init (--from_scratch=True);
+# of the GPU speedrun preset (presets/gpu.toml: pages in Base mode) with one eval at the end; (3) ~20
+# steps of the full-size preset (presets/full.toml) in bf16 from random init (--from_scratch=True);
 # (4) generation at batch 1 and 16 from the step-(2) model.
 # Then a summary: samples/s, tokens/s, MFU against the GPU's bf16 peak (the progress lines say which
 # peak), peak memory, the first val CER. Logs and checkpoints go under $NANOOCR_BASE_DIR (default: a

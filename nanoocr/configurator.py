@@ -12,11 +12,13 @@ None, tuple, list) whose names do not start with "_". Precedence: script default
 file < command line. Values are type-checked against the defaults; an unknown key is an error
 that lists the valid keys. The returned dict is what scripts store in every checkpoint's meta.
 
-Preset files are plain Python assignments of literals (parsed with ast, never executed):
-`--preset=cpu` reads presets/cpu.py from the repository; `--preset=path/to/file.py` reads that file.
-A preset may build on others: `base = "cpu"` (or a list, `base = ["cpu", "mid"]`) applies those
-presets first, in order, and the file's own values override them, so a preset holds only what it
-changes (presets/cpu_mid.py is presets/cpu.py + presets/mid.py + its own lines). A cycle is an error.
+Preset files are TOML: top-level `key = value` lines and `#` comments that say why, data that cannot
+run code (tomllib is in the standard library). `--preset=cpu` reads presets/cpu.toml from the
+repository; `--preset=path/to/file.toml` reads that file. A preset may build on others: `base = "cpu"`
+(or a list, `base = ["cpu", "mid"]`) applies those presets first, in order, and the file's own values
+override them, so a preset holds only what it changes (presets/cpu_mid.toml is presets/cpu.toml +
+presets/mid.toml + its own lines). A cycle is an error. Given twice, the last --preset counts (so a
+default put in front, as `nanoocr mid-train` puts --preset=mid, gives way to the user's).
 Presets are named for model sizes / jobs (cpu, full, tier1, ...), never tiny/small/base/large/gundam,
 which are DeepSeek-OCR's *resolution modes*.
 """
@@ -24,6 +26,7 @@ which are DeepSeek-OCR's *resolution modes*.
 import os
 import ast
 import sys
+import tomllib
 
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "presets")
 _SIMPLE = (int, float, bool, str, tuple, list, type(None))
@@ -70,34 +73,35 @@ def _coerce(key, raw, default, source):
                       f"expected {type(default).__name__} (default {default!r})")
 
 
+def preset_path(name):
+    """A preset name (presets/NAME.toml) or a path to a .toml file -> the file's path."""
+    return name if (os.sep in name or name.endswith(".toml")) else os.path.join(PRESET_DIR, name + ".toml")
+
+
 def read_preset(name, _chain=()):
-    """Assignments of literals from presets/NAME.py (or a path) -> dict, its `base` presets resolved
-    (applied first, in order; the file's own values win)."""
-    path = name if (os.sep in name or name.endswith(".py")) else os.path.join(PRESET_DIR, name + ".py")
+    """The values of presets/NAME.toml (or a path) -> dict, its `base` presets resolved (applied
+    first, in order; the file's own values win)."""
+    path = preset_path(name)
     if not os.path.isfile(path):
-        known = sorted(f[:-3] for f in os.listdir(PRESET_DIR) if f.endswith(".py")) if os.path.isdir(PRESET_DIR) else []
+        known = sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".toml")) if os.path.isdir(PRESET_DIR) else []
         raise ConfigError(f"preset {name!r} not found at {path}; known presets: {', '.join(known) or 'none'}")
-    values = {}
-    tree = ast.parse(open(path).read(), filename=path)
-    for node in tree.body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            continue  # docstring / comment string
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise ConfigError(f"{path}:{node.lineno}: presets may only contain `name = literal` lines")
-        try:
-            values[node.targets[0].id] = ast.literal_eval(node.value)
-        except ValueError:
-            raise ConfigError(f"{path}:{node.lineno}: the value of {node.targets[0].id} is not a literal") from None
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not a valid TOML preset: {e}") from None
+    for key, value in values.items():
+        if isinstance(value, dict):  # a [table] or a.b key: the trainer's config is flat
+            raise ConfigError(f"{path}: presets hold only top-level `key = value` lines, not the table {key!r}")
     bases = values.pop("base", [])
     bases = [bases] if isinstance(bases, str) else bases
-    if not (isinstance(bases, (list, tuple)) and all(isinstance(b, str) for b in bases)):
+    if not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
         raise ConfigError(f"{path}: base must be a preset name or a list of them, not {bases!r}")
     chain = _chain + (os.path.abspath(path),)
     resolved = {}
     for b in bases:
-        b_path = b if (os.sep in b or b.endswith(".py")) else os.path.join(PRESET_DIR, b + ".py")
-        if os.path.abspath(b_path) in chain:
-            raise ConfigError(f"{path}: base {b!r} makes a cycle: " + " -> ".join(chain + (os.path.abspath(b_path),)))
+        if os.path.abspath(preset_path(b)) in chain:
+            raise ConfigError(f"{path}: base {b!r} makes a cycle: " + " -> ".join(chain + (os.path.abspath(preset_path(b)),)))
         resolved.update(read_preset(b, chain))
     resolved.update(values)
     return resolved

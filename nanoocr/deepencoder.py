@@ -83,7 +83,7 @@ ENCODER_PRESETS = {
     # 4 patches tall), three 128-wide SAM blocks (two windowed, one global), neck 64, ONE stride-2
     # conv 64->128 (2 x 16 = 32 tokens for a 32 x 256 strip), two 128-wide CLIP blocks, no CLIP
     # patch conv. Base side 256 keeps the mode token counts of the full preset (73/111/273/421).
-    # The GPU speedrun's (presets/gpu.py): DeepSeek-OCR's structure and geometry unchanged -- 1024-px Base
+    # The GPU speedrun's (presets/gpu.toml): DeepSeek-OCR's structure and geometry unchanged -- 1024-px Base
     # side, patch 16, 14x14 windows with two global blocks, TWO stride-2 convs (16x fewer tokens: 256
     # for a Base page, 64 / 100 in Tiny / Small), CLIP fed the conv grid -- at about a tenth of the
     # width and half the depth (SAM 384 x 6, CLIP 512 x 6: ~34M parameters against ~400M), so one

@@ -1,6 +1,8 @@
 """
 The `nanoocr` console command: a thin dispatcher to the scripts, so `nanoocr read x.png` and
-`python -m scripts.read x.png` are the same program. Each subcommand is one module in scripts/.
+`python -m scripts.read x.png` are the same program. Each subcommand is one module in scripts/;
+`mid-train` is the one trainer started with Stage 2 defaults in front of your arguments (yours win:
+the last --preset counts, and a Stage 1 preset there stops with a message naming NAME_mid).
 """
 
 import sys
@@ -12,8 +14,8 @@ SUBCOMMANDS = {
     "tok-train": ("scripts.tok_train", "train the BPE tokenizer"),
     "render": ("scripts.render_samples", "write synthetic samples (images + JSONL)"),
     "prepare-data": ("scripts.prepare_data", "convert a dataset to the project's JSONL + images"),
-    "train": ("scripts.vis_tok_train", "Stage 1 training (everything trainable)"),
-    "mid-train": ("scripts.vis_mid_train", "Stage 2 training (SAM frozen, text mixed in)"),
+    "train": ("scripts.vis_tok_train", "training: Stage 1 (everything trainable), or a NAME_mid preset"),
+    "mid-train": ("scripts.vis_tok_train", "Stage 2 training (SAM frozen, text mixed in): --preset=NAME_mid"),
     "sample": ("scripts.vision_sample", "EXPECTED vs GENERATED on a dataset"),
     "read": ("scripts.read", "read text out of images"),
     "eval": ("scripts.vision_eval", "predictions + OCR metrics on a dataset"),
@@ -21,6 +23,9 @@ SUBCOMMANDS = {
     "serve": ("scripts.serve", "web page + JSON / OpenAI-style API"),
     "bench": ("scripts.bench", "speed benchmarks on this machine"),
 }
+# arguments put before the user's: Stage 2 is the trainer with a Stage 2 preset (the user's --preset,
+# the last one given, replaces mid; --stage=2 makes a Stage 1 preset an error, not a Stage 1 run)
+DEFAULT_ARGS = {"mid-train": ["--preset=mid", "--stage=2"]}
 
 
 def usage(available):
@@ -41,7 +46,7 @@ def main(argv=None):
     if name not in available:
         print(f"nanoocr: unknown subcommand {name!r}\n\n{usage(available)}", file=sys.stderr)
         return 2
-    sys.argv = [f"nanoocr {name}"] + argv[1:]
+    sys.argv = [f"nanoocr {name}"] + DEFAULT_ARGS.get(name, []) + argv[1:]
     try:
         runpy.run_module(SUBCOMMANDS[name][0], run_name="__main__")
     except SystemExit as e:

@@ -1,9 +1,11 @@
 """
 Train the vision-language model. Stage 1 (this script's defaults): everything trainable, vision
-samples only. Stage 2 is this loop with `stage = 2` (presets/mid.py; `scripts/vis_mid_train.py`
-picks NAME_mid.py): SAM + neck + convs frozen, a step LR schedule and text mixing (dev/design.md §5).
+samples only. Stage 2 is this loop with `stage = 2`, which every Stage 2 preset sets (presets/mid.toml,
+and NAME_mid.toml = NAME + mid + its own lines): SAM + neck + convs frozen, a step LR schedule and
+text mixing (dev/design.md §5). `nanoocr mid-train` is this script with --preset=mid --stage=2 first.
 
-    python -m scripts.vis_tok_train --preset=cpu                      # the CPU recipe
+    python -m scripts.vis_tok_train --preset=cpu                      # the CPU recipe, Stage 1
+    python -m scripts.vis_tok_train --preset=cpu_mid                  # ... and its Stage 2
     python -m scripts.vis_tok_train --preset=tier1                    # overfit the original 10 images
     python -m scripts.vis_tok_train --data=my.jsonl --mode=base ...   # your data
     torchrun --standalone --nproc_per_node=8 -m scripts.vis_tok_train --preset=full
@@ -43,10 +45,10 @@ from nanoocr.typefaces import check_fonts, font_manifest
 from tasks.sources import training_sources
 
 # -----------------------------------------------------------------------------
-# config (override with --key=value, or --preset=NAME for presets/NAME.py)
+# config (override with --key=value, or --preset=NAME for presets/NAME.toml)
 run = "dummy"               # wandb run name ("dummy": no wandb)
 device_type = ""            # cuda | mps | cpu ("" = autodetect)
-stage = 1                   # 1: vis_tok (all trainable); 2: vis_mid (presets/mid.py and every NAME_mid.py set it)
+stage = 1                   # 1: vis_tok (all trainable); 2: vis_mid (presets/mid.toml and every NAME_mid.toml set it)
 tag = "default"             # checkpoint directory name under <base>/vis_tok_checkpoints/ (or vis_mid_)
 seed = 42
 # model
@@ -65,7 +67,7 @@ nanochat_tokenizer = ""
 tokenizer_dir = ""          # "" = <base>/tokenizer (ignored with nanochat_dir or init_from)
 tokenizer_vocab = 0         # > 0: the tokenizer must have this many ids, as tok_train's vocab_size (a full-size run must not
                             # pick up the speedrun's 512-id tokenizer from the same base dir); 0 = any
-require_weights = False     # the preset is meant to start from real weights (presets/full.py): without
+require_weights = False     # the preset is meant to start from real weights (presets/full.toml): without
 from_scratch = False        # --encoder_weights and --nanochat_dir it stops, unless --from_scratch=True
 # data
 data = "synth"              # "synth" (the built-in renderer) or comma-separated dataset files / folders
@@ -150,6 +152,13 @@ def _has_checkpoint(d):
     except (CheckpointError, OSError):
         return False
 
+
+# Stage 2 continues a Stage 1 model (its meta and checkpoints say Stage 2): from random weights it would
+# be a Stage 1 run filed under the wrong name, e.g. `nanoocr mid-train --preset=cpu` (a Stage 1 preset).
+if stage == 2 and not init_from:
+    sys.exit(f"vis_tok_train: Stage 2 continues a Stage 1 model, but init_from is empty (preset "
+             f"{config.get('preset', 'none')!r}). Use a Stage 2 preset, --preset=NAME_mid (presets/cpu_mid.toml, "
+             f"gpu_mid, full_mid; mid for the published defaults), or pass --init_from=stage1 or a checkpoint dir.")
 
 # (runs/full.sh always passes --resume=True, so only a checkpoint that exists to resume from skips the check)
 if require_weights and not from_scratch and not init_from and not (resume and _has_checkpoint(checkpoint_dir)):

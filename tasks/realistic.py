@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.typefaces import _font_index, check_fonts, get_font, list_fonts
 
-# The CPU recipe trains on TRAIN_FAMILIES (presets/cpu.py names exactly these); HELD_OUT_FAMILIES are
+# The CPU recipe trains on TRAIN_FAMILIES (presets/cpu.toml names exactly these); HELD_OUT_FAMILIES are
 # never drawn in training, so unseen_fonts (and tasks/prose.py) measure reading, not memorised shapes.
 TRAIN_FAMILIES = ("DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono", "Liberation Sans", "Liberation Serif",
                   "Liberation Mono", "Liberation Sans Narrow", "FreeSans", "FreeSerif", "FreeMono", "Nimbus Roman",

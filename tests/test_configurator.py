@@ -34,28 +34,32 @@ def test_wrong_type_is_an_error():
 
 
 def test_preset_file_and_precedence(tmp_path):
-    p = tmp_path / "mine.py"
-    p.write_text('"""a preset"""\nbatch_size = 8\nlr = 5e-4\n')
+    p = tmp_path / "mine.toml"
+    p.write_text('# a preset\nbatch_size = 8\nlr = 5e-4\n')
     s = scope()
     cfg = configure(s, ["--lr=1e-2", f"--preset={p}"])  # the command line wins over the preset
     assert s["batch_size"] == 8 and s["lr"] == 1e-2 and cfg["preset"] == str(p)
-    bad = tmp_path / "bad.py"
+    bad = tmp_path / "bad.toml"
     bad.write_text("nonsense = 3\n")
     with pytest.raises(ConfigError, match="unknown key 'nonsense'"):
         configure(scope(), [f"--preset={bad}"])
-    code = tmp_path / "code.py"
-    code.write_text("import os\n")
-    with pytest.raises(ConfigError, match="literal"):
+    code = tmp_path / "code.toml"
+    code.write_text("import os\n")  # a preset is data: Python in it is a parse error naming the file
+    with pytest.raises(ConfigError, match="code.toml: not a valid TOML preset"):
         configure(scope(), [f"--preset={code}"])
+    table = tmp_path / "table.toml"
+    table.write_text("[train]\nlr = 1e-3\n")
+    with pytest.raises(ConfigError, match="only top-level"):
+        configure(scope(), [f"--preset={table}"])
     with pytest.raises(ConfigError, match="not found"):
         configure(scope(), ["--preset=no_such_preset"])
 
 
 def test_preset_base_applies_in_order_and_child_wins(tmp_path):
-    (tmp_path / "a.py").write_text('batch_size = 8\nlr = 5e-4\nrun = "a"\n')
-    (tmp_path / "b.py").write_text('lr = 7e-4\n')
-    child = tmp_path / "c.py"
-    child.write_text(f'"""builds on a then b"""\nbase = ["{tmp_path / "a.py"}", "{tmp_path / "b.py"}"]\nrun = "c"\n')
+    (tmp_path / "a.toml").write_text('batch_size = 8\nlr = 5e-4\nrun = "a"\n')
+    (tmp_path / "b.toml").write_text('lr = 7e-4\n')
+    child = tmp_path / "c.toml"
+    child.write_text(f'# builds on a then b\nbase = ["{tmp_path / "a.toml"}", "{tmp_path / "b.toml"}"]\nrun = "c"\n')
     s = scope()
     cfg = configure(s, [f"--preset={child}", "--batch_size=4"])
     assert (s["batch_size"], s["lr"], s["run"]) == (4, 7e-4, "c") and cfg["preset"] == str(child)
@@ -63,7 +67,7 @@ def test_preset_base_applies_in_order_and_child_wins(tmp_path):
 
 
 def test_preset_base_cycle_is_an_error(tmp_path):
-    x, y = tmp_path / "x.py", tmp_path / "y.py"
+    x, y = tmp_path / "x.toml", tmp_path / "y.toml"
     x.write_text(f'base = "{y}"\nlr = 1e-3\n')
     y.write_text(f'base = "{x}"\nlr = 2e-3\n')
     with pytest.raises(ConfigError, match="cycle"):

@@ -59,10 +59,8 @@ def test_batch_plan_examples():
 def _preset_batches():
     """(name, total, device) for every preset file, with vis_tok_train's defaults (16, 16) underneath."""
     out = []
-    for path in sorted(glob.glob(os.path.join(REPO, "presets", "*.py"))):
-        name = os.path.basename(path)[:-3]
-        if name == "__init__":
-            continue
+    for path in sorted(glob.glob(os.path.join(REPO, "presets", "*.toml"))):
+        name = os.path.basename(path)[:-len(".toml")]
         v = read_preset(name)
         out.append((name, v.get("total_batch_size", 16), v.get("device_batch_size", 16)))
     return out
@@ -151,13 +149,13 @@ TINY_PAGES = ["--encoder_preset=cpu", "--gpt_depth=1", "--gpt_n_embd=128", "--gp
 
 
 def test_gpu_speedrun_dry_run_reads_pages(base):
-    def run(module, args):
-        p = subprocess.run([sys.executable, "-m", module, "--preset=gpu", "--device_type=cpu"] + args, cwd=REPO,
+    def run(preset, args):
+        p = subprocess.run([sys.executable, "-m", "scripts.vis_tok_train", f"--preset={preset}", "--device_type=cpu"] + args, cwd=REPO,
                            env=_env(base), capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
         return p.stdout
-    out1 = run("scripts.vis_tok_train", TINY_PAGES)
-    out2 = run("scripts.vis_mid_train", TINY_PAGES)
+    out1 = run("gpu", TINY_PAGES)
+    out2 = run("gpu_mid", TINY_PAGES)
     s1, s2 = base / "vis_tok_checkpoints" / "gpu", base / "vis_mid_checkpoints" / "gpu"
     m1, m2 = load_meta(str(s1), 2), load_meta(str(s2), 2)
     # the presets' task: whole pages (and receipts, strips) in DeepSeek-OCR's Base mode, no CTC

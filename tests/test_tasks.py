@@ -18,6 +18,7 @@ from tasks import common, fox, image_folder, ocr_json, omnidocbench, parquet
 from tasks.sources import build_source, resolve
 from tasks.common import DataError
 from nanoocr.modes import DEFAULT_PROMPT
+from nanoocr.configurator import read_preset
 from scripts import prepare_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,11 +79,10 @@ def test_tier1_json_real_fixture():
 
 
 def test_tier1_by_name(tmp_path, monkeypatch):
-    """--data=tier1 (and presets/tier1.py) name the bundled set from any working directory; a
+    """--data=tier1 (and presets/tier1.toml) name the bundled set from any working directory; a
     local file of that name is not shadowed."""
     monkeypatch.chdir(tmp_path)
-    preset = {}
-    exec(open(os.path.join(REPO, "presets", "tier1.py")).read(), preset)
+    preset = read_preset("tier1")
     assert preset["data"] == "tier1"
     src = build_source(preset["data"], "train", seed=0)
     ids = {src(i)["id"] for i in range(10)}  # one epoch: every record once, reshuffled
@@ -390,11 +390,10 @@ def test_prepare_keeps_text_before_the_image(tmp_path):
 def test_prose_samples_are_real_passages_in_unseen_fonts():
     from tasks.prose import prose_samples, PASSAGES, FONTS
     from tasks.realistic import TRAIN_FAMILIES, HELD_OUT_FAMILIES
-    import presets.cpu as cpu
     samples = prose_samples()
     assert list(FONTS) == list(HELD_OUT_FAMILIES)
     assert not set(TRAIN_FAMILIES) & set(HELD_OUT_FAMILIES)
-    trained = set(cpu.synth_fonts.split(","))
+    trained = set(read_preset("cpu")["synth_fonts"].split(","))
     assert not trained & set(HELD_OUT_FAMILIES), "the prose check must use families the CPU recipe never draws"
     # every passage in every font, each cut into paragraphs that rejoin to the passage
     for pi, passage in enumerate(PASSAGES):

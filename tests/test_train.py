@@ -102,10 +102,17 @@ def test_ddp_matches_single_process(base):
             assert torch.allclose(w, optim_n["ctc_head"][name], atol=1e-5), (tag, name)
 
 
+def cli(base, argv):
+    return subprocess.run([sys.executable, "-m", "scripts.cli"] + argv, cwd=REPO, env=env_for(base),
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_stage2_freezes_sam_and_trains_the_rest(base):
     run(base, ["--tag=s2", "--num_steps=2", "--save_every=0"])
-    run(base, ["--tag=s2", "--num_steps=2", "--save_every=0", "--lr_gpt=1e-3", "--lr_encoder=1e-3",
-               "--lr_projector=1e-3", "--text_ratio=0.25"], module="scripts.vis_mid_train")
+    # `nanoocr mid-train` = the trainer with --preset=mid --stage=2 in front of the user's arguments
+    p = cli(base, ["mid-train"] + TINY + ["--tag=s2", "--num_steps=2", "--save_every=0", "--lr_gpt=1e-3",
+                                          "--lr_encoder=1e-3", "--lr_projector=1e-3", "--text_ratio=0.25"])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     before, _, _ = load_checkpoint(os.path.join(base, "vis_tok_checkpoints", "s2"))
     after, _, meta = load_checkpoint(os.path.join(base, "vis_mid_checkpoints", "s2"))
     assert meta["stage"] == 2
@@ -114,6 +121,14 @@ def test_stage2_freezes_sam_and_trains_the_rest(base):
     for prefix in ("encoder.clip.blocks", "encoder.projector", "gpt.transformer.h"):
         keys = [k for k in before if k.startswith(prefix)]
         assert keys and any(not torch.equal(before[k], after[k]) for k in keys), prefix
+
+
+def test_mid_train_with_a_stage1_preset_stops_and_names_the_stage2_preset(base):
+    """`nanoocr mid-train --preset=cpu` (cpu is Stage 1's preset) would train from random weights and
+    file the result as Stage 2: it stops before building anything and says to use NAME_mid."""
+    p = cli(base, ["mid-train", "--preset=cpu", "--tag=wrong_stage"])
+    assert p.returncode != 0 and "init_from is empty" in p.stderr and "--preset=NAME_mid" in p.stderr, p.stderr
+    assert not os.path.exists(os.path.join(base, "vis_mid_checkpoints", "wrong_stage"))
 
 
 def test_sigkill_mid_save_keeps_previous_checkpoint(base):
