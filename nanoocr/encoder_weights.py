@@ -69,23 +69,24 @@ CLIP_EMBED_STEM = [
     (r"pre_layrnorm\.(weight|bias)", r"clip.pre_norm.\1"),
     (r"post_layernorm\.(weight|bias)", IGNORE),  # DeepSeek-OCR feeds the projector before it
 ]
-CLIP_HF_STEM = CLIP_EMBED_STEM + [  # separate q/k/v projections, fused on load ("qkv:" marker)
-    (r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", r"qkv:clip.blocks.\1.attn.qkv.\3:\2"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)", r"clip.blocks.\1.attn.proj.\2"),
-    (r"encoder\.layers\.(\d+)\.layer_norm([12])\.(weight|bias)", r"clip.blocks.\1.norm\2.\3"),
-    (r"encoder\.layers\.(\d+)\.mlp\.(fc[12])\.(weight|bias)", r"clip.blocks.\1.mlp.\2.\3"),
-]
-CLIP_DEEPSEEK_STEM = CLIP_EMBED_STEM + [
-    (r"transformer\.layers\.(\d+)\.self_attn\.qkv_proj\.(weight|bias)", r"clip.blocks.\1.attn.qkv.\2"),
-    (r"transformer\.layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)", r"clip.blocks.\1.attn.proj.\2"),
-    (r"transformer\.layers\.(\d+)\.layer_norm([12])\.(weight|bias)", r"clip.blocks.\1.norm\2.\3"),
-    (r"transformer\.layers\.(\d+)\.mlp\.(fc[12])\.(weight|bias)", r"clip.blocks.\1.mlp.\2.\3"),
+# A CLIP layer is named alike in both layouts but for the stack ("encoder." in HF, "transformer." in
+# DeepSeek-OCR) and its attention input: HF keeps q/k/v apart, DeepSeek-OCR fuses them as we do.
+CLIP_LAYER_STEM = [
+    (r"layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)", r"clip.blocks.\1.attn.proj.\2"),
+    (r"layers\.(\d+)\.layer_norm([12])\.(weight|bias)", r"clip.blocks.\1.norm\2.\3"),
+    (r"layers\.(\d+)\.mlp\.(fc[12])\.(weight|bias)", r"clip.blocks.\1.mlp.\2.\3"),
 ]
 LM_IGNORE = r"(model\.)?(language_model|layers|embed_tokens|norm)\..*|lm_head\..*"
 
 
 def _prefixed(prefix, stem):
     return [(prefix + pat, rep) for pat, rep in stem]
+
+
+CLIP_HF_STEM = CLIP_EMBED_STEM + _prefixed(r"encoder\.", [  # q/k/v fused on load ("qkv:" marker)
+    (r"layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", r"qkv:clip.blocks.\1.attn.qkv.\3:\2")] + CLIP_LAYER_STEM)
+CLIP_DEEPSEEK_STEM = CLIP_EMBED_STEM + _prefixed(r"transformer\.", [
+    (r"layers\.(\d+)\.self_attn\.qkv_proj\.(weight|bias)", r"clip.blocks.\1.attn.qkv.\2")] + CLIP_LAYER_STEM)
 
 
 LAYOUTS = {
