@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from nanoocr import synth_text as T
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.strips import text_strips
-from nanoocr.typefaces import get_font, choose_font, _bold_sibling
+from nanoocr.typefaces import get_font, choose_font, bold_sibling
 from nanoocr.synth_text import corpus_iter, text_split  # noqa: F401  (re-exported: part of this interface)
 
 KINDS = ("line", "line_page", "page", "receipt")
@@ -182,7 +182,7 @@ def layout_page(rng, split, W, H, opts):
     indent_style = rng.random() < 0.5  # first-line indent and no gap, or a blank gap between paragraphs
     justify = rng.random() < 0.3
     space_w = font.getlength(" ")
-    tspec = _bold_sibling(spec)
+    tspec = bold_sibling(spec)
     covers = spec.covers & tspec.covers  # typographic characters only where body and title font have them
     runs, lines, units, fonts = [], [], [], [spec.name]  # lines: answer lines ("" = blank line)
     y0 = max(my, 1 - top)  # first draw position: the tallest glyph's ink starts inside the margin
@@ -268,7 +268,7 @@ def layout_page(rng, split, W, H, opts):
 def layout_receipt(rng, split, W, H, opts):
     """A receipt strip, usually lying on a darker table; rows in columns, amounts right-aligned."""
     spec = choose_font(rng, opts.get("fonts"), mono_p=0.6)
-    bspec = _bold_sibling(spec)
+    bspec = bold_sibling(spec)
     on_table = rng.random() < 0.7
     pw = round(W * rng.uniform(0.55, 0.9)) if on_table else W
     px0 = (W - pw) // 2 + (rng.randint(-(W - pw) // 4, (W - pw) // 4) if on_table else 0)

@@ -117,6 +117,11 @@ def _data():
     return _DATA
 
 
+def word(rng):
+    """A plain dictionary word (Faker's ~1k-word English list)."""
+    return rng.choice(_data()["words"])
+
+
 def _weighted(rng, pair):
     names, cum = pair
     return names[bisect.bisect_right(cum, rng.random() * cum[-1]) if cum else 0]
@@ -189,18 +194,14 @@ def price(rng, symbol=False):
     return ("$" + s) if symbol else s
 
 
+# The ways a date is written: 07/03/1998, 1998-03-07, March 7, 1998, 7 Mar 1998, 3/7/98
+DATE_FORMATS = ("{d:02d}/{m:02d}/{y}", "{y}-{m:02d}-{d:02d}", "{month} {d}, {y}", "{d} {mon} {y}", "{m}/{d}/{yy:02d}")
+
+
 def date(rng):
     y, m, d = rng.randint(1950, 2035), rng.randint(1, 12), rng.randint(1, 28)
-    f = rng.randrange(5)
-    if f == 0:
-        return f"{d:02d}/{m:02d}/{y}"
-    if f == 1:
-        return f"{y}-{m:02d}-{d:02d}"
-    if f == 2:
-        return f"{MONTHS[m - 1]} {d}, {y}"
-    if f == 3:
-        return f"{d} {MONTHS[m - 1][:3]} {y}"
-    return f"{m}/{d}/{y % 100:02d}"
+    fmt = DATE_FORMATS[rng.randrange(len(DATE_FORMATS))]
+    return fmt.format(d=d, m=m, y=y, yy=y % 100, month=MONTHS[m - 1], mon=MONTHS[m - 1][:3])
 
 
 # -----------------------------------------------------------------------------
@@ -211,7 +212,7 @@ def prose_word(rng):
     if r < 0.45:
         return FUNCTION_WORDS[bisect.bisect_right(_FW_CUM, rng.random() * _FW_CUM[-1])]
     if r < 0.87:
-        return rng.choice(_data()["words"])
+        return word(rng)
     if r < 0.92:
         k = rng.randrange(5)
         return (first_name(rng), last_name(rng), city(rng), rng.choice(MONTHS), rng.choice(DAYS))[k]
@@ -219,7 +220,7 @@ def prose_word(rng):
         return number(rng)
     if r < 0.985:
         return rng.choice(ACRONYMS)
-    return rng.choice(_data()["words"]) + "-" + rng.choice(_data()["words"])  # compound
+    return word(rng) + "-" + word(rng)  # compound
 
 
 def prose_sentence(rng, max_words=None):
@@ -456,7 +457,7 @@ def receipt_rows(rng, split, cur):
 
 
 def item_name(rng):
-    words = [rng.choice(_data()["words"]) for _ in range(rng.randint(1, 3))]
+    words = [word(rng) for _ in range(rng.randint(1, 3))]
     name = " ".join(words)
     name = name.upper() if rng.random() < 0.6 else name.title()
     r = rng.random()

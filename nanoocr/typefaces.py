@@ -96,14 +96,15 @@ def get_font(name, size):
     """An ImageFont for (font name from list_fonts(), pixel size). Loading takes ~0.1 ms but each
     object holds ~150 KB, so few are kept; what is costly to measure is cached by (name, size)
     below (font.key), not by font object, so evicted fonts are not kept alive."""
-    spec = _font_index()[name]
+    spec = font_index()[name]
     font = _load(spec.path, spec.index, int(size))
     font.key = (name, int(size))
     return font
 
 
 @functools.lru_cache(maxsize=1)
-def _font_index():
+def font_index():
+    """{font name: FontSpec} of list_fonts()."""
     return {f.name: f for f in list_fonts()}
 
 
@@ -150,7 +151,8 @@ def choose_font(rng, fonts_filter=None, mono_p=0.0):
     return rng.choice(fams[rng.choice(names)])
 
 
-def _bold_sibling(spec):
+def bold_sibling(spec):
+    """The upright bold of spec's family (for titles and bold text), or spec itself if it has none."""
     for f in _families(None).get(spec.family, []):
         if "bold" in f.style.lower() and "italic" not in f.style.lower() and "oblique" not in f.style.lower():
             return f

@@ -28,8 +28,9 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from nanoocr import synth_text as T
 from nanoocr.modes import DEFAULT_PROMPT
-from nanoocr.typefaces import _font_index, check_fonts, get_font, list_fonts
+from nanoocr.typefaces import check_fonts, font_index, get_font, list_fonts
 
 # The CPU recipe trains on TRAIN_FAMILIES (presets/cpu.toml names exactly these); HELD_OUT_FAMILIES are
 # never drawn in training, so unseen_fonts (and tasks/prose.py) measure reading, not memorised shapes.
@@ -55,30 +56,24 @@ ACCENT_WORDS = ("café", "crème", "brûlée", "façade", "señor", "Köln", "ü
                 "Öl", "Übung", "cœur", "piñata", "Genève", "Besançon", "Düsseldorf", "Peñalver", "Tromsø", "cañón")
 
 
+# The kinds of symbol token: prices, percentages, addresses, brackets, quotes, tags.
+SYMBOL_TOKENS = (
+    lambda rng: f"${rng.randint(1, 999)}.{rng.randint(0, 99):02d}",
+    lambda rng: f"{rng.randint(1, 100)}%",
+    lambda rng: f"{T.word(rng)}@{T.word(rng)}.{rng.choice(('com', 'org', 'de', 'fr'))}",
+    lambda rng: "{" + T.word(rng) + "}",
+    lambda rng: f"[{rng.randint(1, 60)}]",
+    lambda rng: f"<{T.word(rng)}>",
+    lambda rng: f"«{T.word(rng)}»",
+    lambda rng: f"„{T.word(rng)}”",
+    lambda rng: f"“{T.word(rng)}”",
+)
+
+
 def _symbol_tokens(rng):
-    """One token that carries symbols: prices, percentages, addresses, brackets, quotes, tags."""
-    from nanoocr import synth_text as T
-    w = lambda: rng.choice(T._data()["words"])  # noqa: E731  (a plain dictionary word)
-    k = rng.randrange(18)  # half the tokens symbols, half accented words
-    if k == 0:
-        return f"${rng.randint(1, 999)}.{rng.randint(0, 99):02d}"
-    if k == 1:
-        return f"{rng.randint(1, 100)}%"
-    if k == 2:
-        return f"{w()}@{w()}.{rng.choice(('com', 'org', 'de', 'fr'))}"
-    if k == 3:
-        return "{" + w() + "}"
-    if k == 4:
-        return f"[{rng.randint(1, 60)}]"
-    if k == 5:
-        return f"<{w()}>"
-    if k == 6:
-        return f"«{w()}»"
-    if k == 7:
-        return f"„{w()}”"
-    if k == 8:
-        return f"“{w()}”"
-    return rng.choice(ACCENT_WORDS)
+    """One token that carries symbols (a kind of SYMBOL_TOKENS) or accents (one of ACCENT_WORDS)."""
+    k = rng.randrange(2 * len(SYMBOL_TOKENS))  # half the tokens symbols, half accented words
+    return SYMBOL_TOKENS[k](rng) if k < len(SYMBOL_TOKENS) else rng.choice(ACCENT_WORDS)
 
 
 # -----------------------------------------------------------------------------
@@ -96,7 +91,7 @@ def _cmap(path):
 def font_covers(font_name, text):
     """True when the shipped font `font_name` (a file name from list_fonts()) has a glyph for every
     character of text (newlines aside)."""
-    cmap = _cmap(_font_index()[font_name].path)
+    cmap = _cmap(font_index()[font_name].path)
     return all(ord(c) in cmap for c in text if c != "\n")
 
 
@@ -130,7 +125,6 @@ def _pick_font(rng, families):
 
 def _sentence(rng, mix=(("prose", 0.7), ("random", 0.2), ("entity", 0.1))):
     """One test-split text unit, whitespace normalised (a unit is one line's worth or more)."""
-    from nanoocr import synth_text as T
     src = rng.choices([m[0] for m in mix], weights=[m[1] for m in mix])[0]
     return " ".join(T.pick_text(rng, "test", lambda: T.SOURCES[src](rng)).split())
 
@@ -139,8 +133,6 @@ def _line_text(rng, lo=3, hi=10):
     """3-10 words cut from a run of prose / random / entity text: lines of a crop start and end
     mid-sentence. pick_text keeps only windows whose own hash is in the test split, as the renderer
     does for its line strips."""
-    from nanoocr import synth_text as T
-
     def make():
         k = rng.randint(lo, hi)
         words = []

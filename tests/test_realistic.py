@@ -65,8 +65,8 @@ def test_unseen_fonts_only_held_out(rows):
 
 
 def test_every_glyph_is_in_its_font(rows):
-    from nanoocr.typefaces import _font_index
-    idx = _font_index()
+    from nanoocr.typefaces import font_index
+    idx = font_index()
     for row, samples in rows.items():
         for s in samples:
             assert idx[s["font"]].family == s["family"]

@@ -122,7 +122,7 @@ def test_line_strip_matches_probe_recipe():
     assert max(lens[256]) <= 40 and np.mean(lens[640]) > 1.5 * np.mean(lens[256])
     # font size override and font restriction are honoured
     _, _, _, info = S.render_debug(0, 0, "line", fonts=["DejaVu Sans"], font_px=19, degrade="none")
-    assert all(TF._font_index()[n].family == "DejaVu Sans" for n in info["fonts"])
+    assert all(TF.font_index()[n].family == "DejaVu Sans" for n in info["fonts"])
 
 
 def _check_reading_order(answer, boxes):
@@ -209,7 +209,7 @@ def test_answers_have_no_tofu():
         for i in range(10):
             _, _, answer, info = small(6, i, kind, typeset_p=1.0)
             for name in info["fonts"]:
-                spec = TF._font_index()[name]
+                spec = TF.font_index()[name]
                 font = TF.get_font(name, 24)
                 if name not in notdef:
                     m = font.getmask(TF._NOTDEF)
