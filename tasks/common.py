@@ -116,9 +116,10 @@ def make_sample(sample_id, image, prompt, answer, source, where, skips, strict):
     return sample
 
 
-def load_json_list(path, kind, expected):
-    """A JSON file that must hold a list (Fox, OmniDocBench): the list, or a DataError naming the
-    file — missing, not JSON, or not a list (`expected` says what it should contain)."""
+def json_list_records(path, kind, expected):
+    """(where, record) for each record of a JSON file that must hold a list (Fox, OmniDocBench),
+    where = "file[index]" for skip messages; a DataError naming the file when it is missing, not
+    JSON, or not a list (`expected` says what it should contain)."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such {kind} JSON file")
     with open(path, encoding="utf-8-sig") as f:  # -sig: tolerate a BOM from Windows editors
@@ -128,7 +129,8 @@ def load_json_list(path, kind, expected):
             raise DataError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of {expected}")
-    return data
+    for i, rec in enumerate(data):
+        yield f"{path}[{i}]", rec
 
 
 def resolve_image(image, base_dir):

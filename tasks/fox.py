@@ -19,7 +19,7 @@ with the authors' own script): a JSON list of {"image", "question", "label" (gro
 import json
 import os
 
-from tasks.common import DataError, join_prompt, load_json_list, make_sample, new_skips, resolve_image, skip
+from tasks.common import DataError, join_prompt, json_list_records, make_sample, new_skips, resolve_image, skip
 
 HUMAN_ROLES = ("human", "user")
 MODEL_ROLES = ("gpt", "assistant")
@@ -28,12 +28,10 @@ MODEL_ROLES = ("gpt", "assistant")
 def read(path, image_dir=None, strict=False, skips=None, source=None):
     """Yield samples from a Fox ground-truth JSON. The sample id is the image name exactly as the
     JSON writes it, which is what write_predictions puts back in "image"."""
-    data = load_json_list(path, "Fox", "{'image', 'conversations'} records")
     skips = new_skips() if skips is None else skips
     base_dir = os.path.abspath(image_dir) if image_dir else os.path.dirname(os.path.abspath(path))
     source = source or os.path.splitext(os.path.basename(path))[0]
-    for i, rec in enumerate(data):
-        where = f"{path}[{i}]"
+    for where, rec in json_list_records(path, "Fox", "{'image', 'conversations'} records"):
         conv = rec.get("conversations") if isinstance(rec, dict) else None
         if not isinstance(conv, list) or not isinstance(rec.get("image"), str):
             skip(skips, strict, where, "bad_record", "expected {'image': str, 'conversations': [...]}")

@@ -23,7 +23,7 @@ end-to-end evaluator reads from its prediction directory).
 import os
 import sys
 
-from tasks.common import load_json_list, make_sample, new_skips, resolve_image, skip
+from tasks.common import json_list_records, make_sample, new_skips, resolve_image, skip
 
 # No grounding tag: the assembled answers carry no boxes, so "<|grounding|>..." would be a lie.
 DEFAULT_PROMPT = "Convert the document to markdown."
@@ -72,14 +72,12 @@ def read(path, image_dir=None, prompt=DEFAULT_PROMPT, skip_categories=(), strict
     """Yield one sample per page of an OmniDocBench JSON. Images are looked up in image_dir, by
     default images/ beside the JSON (the dataset's layout) or else the JSON's own directory. The id
     is page_info.image_path, which write_predictions turns into the .md name."""
-    data = load_json_list(path, "OmniDocBench", "pages with 'layout_dets' and 'page_info'")
     skips = new_skips() if skips is None else skips
     json_dir = os.path.dirname(os.path.abspath(path))
     if image_dir is None:
         image_dir = os.path.join(json_dir, "images") if os.path.isdir(os.path.join(json_dir, "images")) else json_dir
     source = source or os.path.splitext(os.path.basename(path))[0]
-    for i, page in enumerate(data):
-        where = f"{path}[{i}]"
+    for where, page in json_list_records(path, "OmniDocBench", "pages with 'layout_dets' and 'page_info'"):
         info = page.get("page_info") if isinstance(page, dict) else None
         if not isinstance(info, dict) or not isinstance(info.get("image_path"), str):
             skip(skips, strict, where, "bad_record", "no page_info.image_path")
