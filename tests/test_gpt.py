@@ -86,25 +86,17 @@ def test_gqa_fallback_matches_enable_gqa():
     torch.testing.assert_close(native, fallback, atol=1e-5, rtol=0)
 
 
-def test_kv_cache_matches_full_forward():
+@pytest.mark.parametrize("batch, cuts, cache_len", [
+    (2, (0, 8, *range(9, 25)), 32),  # a prefill chunk, then one token at a time
+    (1, (0, 7, 20), 20),  # a chunked prefill that fills the cache exactly
+], ids=["prefill_then_tokens", "chunked_prefill"])
+def test_kv_cache_matches_full_forward(batch, cuts, cache_len):
     model = small_gpt()
-    idx = torch.randint(0, 300, (2, 24))
+    idx = torch.randint(0, 300, (batch, cuts[-1]))
     with torch.no_grad():
         full = model(idx)
-        cache = model.new_kv_cache(2, 32)
-        steps = [model(idx[:, :8], kv_cache=cache)]  # a prefill chunk, then one token at a time
-        for t in range(8, 24):
-            steps.append(model(idx[:, t:t + 1], kv_cache=cache))
-    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=0)
-
-
-def test_chunked_prefill_matches_full_forward():
-    model = small_gpt()
-    idx = torch.randint(0, 300, (1, 20))
-    with torch.no_grad():
-        full = model(idx)
-        cache = model.new_kv_cache(1, 20)
-        parts = [model(idx[:, :7], kv_cache=cache), model(idx[:, 7:20], kv_cache=cache)]
+        cache = model.new_kv_cache(batch, cache_len)
+        parts = [model(idx[:, a:b], kv_cache=cache) for a, b in zip(cuts, cuts[1:])]
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-4, rtol=0)
 
 
