@@ -21,8 +21,11 @@ forward + backward under the counter with the math attention backend: on CPU, to
 attention kernel is not in the counter's table and would otherwise count as zero.
 """
 
-import statistics
+import os
+import json
 import time
+import platform
+import statistics
 
 import torch
 
@@ -152,36 +155,105 @@ _GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12
                   "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
 
 
-def measure_matmul_peak(device="cpu", dtype=torch.float32, sizes=(512, 1024, 2048), repeats=3):
-    """The best FLOP/s over square matmuls on this device: the yardstick for MFU on a CPU, whose
-    peak depends on cores, vector units and whatever else the machine is doing."""
-    best = 0.0
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        a @ b  # warm up
-        for _ in range(repeats):
-            if device != "cpu" and torch.cuda.is_available():
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            a @ b
-            if device != "cpu" and torch.cuda.is_available():
-                torch.cuda.synchronize()
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-    return best
+# The one peak measurement, for the trainer's progress line and `nanoocr bench` alike, so their MFUs
+# divide by the same thing. Sizes stop at 2048: on CPUs the square matmul's rate is flat from N = 512-1024
+# on (one thread of this project's Xeon: fp32 ~100-150, bf16 ~800-1050 GFLOP/s at every N up to 4096),
+# and 4096 would add ~5 s per fp32 sweep at one thread. The sizes take turns for about a second and
+# each reports its median, so a burst of background load hits them alike and no single run decides;
+# slower swings (minutes) are what remembered_peak is for.
+PEAK_SIZES = (512, 1024, 2048)
+PEAK_SECONDS = 1.0      # the sampling window (at least 3 rounds): the trainer's start-up cost
+PEAK_RUN_BUDGET_S = 1.0  # leave out the sizes whose one run would take longer (emulated bf16 is ~25x slower)
 
 
-def peak_flops(device_type, dtype=torch.bfloat16, with_source=False):
-    """Peak FLOP/s to divide by for MFU: a table for known GPUs, a quick measurement elsewhere.
-    with_source=True returns (peak, where it came from), for a log line that says what MFU means."""
+def matmul_peak(device="cpu", dtype=torch.float32, sizes=PEAK_SIZES, seconds=PEAK_SECONDS, min_rounds=3,
+                max_rounds=50):
+    """Max over N of the median GFLOP/s of an N x N x N matmul, with that N's min-max and the share of
+    the wall time this process was on a CPU (below 1: other processes took the cores). The median, not
+    the best run: one lucky run on a shared machine is not a rate the training step can hold."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    mats = {}
+    for n in sizes:  # warm-up, smallest first: first-touch pages, kernel selection, and the size budget
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        mats[n] = (a, b, torch.empty(n, n, device=device, dtype=dtype))
+        sync()
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=mats[n][2])
+        sync()
+        if 8 * (time.perf_counter() - t0) > PEAK_RUN_BUDGET_S:  # the next size is 8x the work
+            break
+    runs, share = {n: [] for n in mats}, {n: [] for n in mats}
+    rounds, t_end = 0, time.perf_counter() + seconds
+    while rounds < min_rounds or (time.perf_counter() < t_end and rounds < max_rounds):
+        rounds += 1
+        for n, (a, b, out) in mats.items():  # the sizes take turns, so a slow spell hits them alike
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            torch.mm(a, b, out=out)
+            sync()
+            dt = time.perf_counter() - t0
+            runs[n].append(2 * n ** 3 / dt / 1e9)
+            share[n].append((time.process_time() - c0) / (dt * torch.get_num_threads()))
+    del mats
+    by_size = {n: dict(median=statistics.median(r), min=min(r), max=max(r), n=len(r),
+                       cpu_share=round(statistics.median(share[n]), 3)) for n, r in runs.items()}
+    best = max(by_size, key=lambda n: by_size[n]["median"])
+    return dict(by_size[best], gflops=by_size[best]["median"], best_n=best,
+                by_size={str(n): round(s["median"], 2) for n, s in by_size.items()})
+
+
+def _device_name(device_type):
+    if device_type == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def remembered_peak(device_type, dtype, gflops):
+    """The best matmul_peak this machine has shown for this device, dtype, thread count and torch,
+    `gflops` (a measurement now) included: kept in <base dir>/matmul_peak.json, which the trainer and
+    the bench share. Returns (GFLOP/s, path). Why remember: on a shared machine the rate available now
+    swings with the neighbours for minutes at a time (bf16 ~380 or ~1000 GFLOP/s on this project's
+    Xeon), so two runs measuring it afresh divide by different numbers; the best one seen is the
+    hardware's, and the same for every run."""
+    from nanoocr.common import get_base_dir
+    path = os.path.join(get_base_dir(), "matmul_peak.json")
+    key = (f"{_device_name(device_type)} | {str(dtype).replace('torch.', '')} | {torch.get_num_threads()} threads"
+           f" | torch {torch.__version__}")
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        table = {}
+    if gflops > table.get(key, 0.0):
+        table[key] = round(gflops, 2)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"  # every rank of a torchrun may write at once
+            with open(tmp, "w") as f:
+                json.dump(table, f, indent=1)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only base dir: this measurement alone
+    return max(gflops, table[key]), path
+
+
+def peak_flops(device_type, dtype=torch.bfloat16, measured=None):
+    """MFU's denominator and where it came from, (FLOP/s, source): the dense datasheet peak for known
+    GPUs (fp32 = TF32 at half the bf16 rate), else the remembered best of matmul_peak in `dtype` --
+    `measured` joining it when the caller has already run matmul_peak (the bench), a measurement now otherwise."""
     if device_type == "cuda":
         name = torch.cuda.get_device_name()
         for key, value in _GPU_PEAK_BF16.items():
             if key in name:
-                peak = value if dtype == torch.bfloat16 else value / 2
-                return (peak, f"{name}'s dense datasheet peak") if with_source else peak
-    peak = measure_matmul_peak("cuda" if device_type == "cuda" else device_type, dtype, sizes=(512, 1024), repeats=2)
-    return (peak, f"the best square matmul measured now on this {device_type}") if with_source else peak
+                return (value if dtype == torch.bfloat16 else value / 2), f"{name}'s dense datasheet peak"
+    now = (measured or matmul_peak(device_type, dtype))["gflops"]
+    best, path = remembered_peak(device_type, dtype, now)
+    return best * 1e9, f"the best square matmul this {device_type} has shown, kept in {path}; {format_flops(now * 1e9)} now"
 
 
 def cpu_has_fast_bf16():
@@ -203,33 +275,6 @@ def autocast_dtype(dtype, device_type):
         dtype = "bfloat16" if device_type == "cuda" or (device_type == "cpu" and cpu_has_fast_bf16()) else "float32"
     assert dtype in ("bfloat16", "float32"), f"dtype must be auto, bfloat16 or float32, got {dtype!r}"
     return torch.bfloat16 if dtype == "bfloat16" and device_type != "mps" else None
-
-
-def matmul_peak(device, dtype, sizes, repeats):
-    """Max over N of the median GFLOP/s of an N x N x N matmul (min-max of that N's runs, and the share
-    of the wall time this process was on a CPU): `nanoocr bench`'s peak, the denominator of its MFU."""
-    by_size = {}
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        out = torch.empty(n, n, device=device, dtype=dtype)
-        torch.mm(a, b, out=out)  # warm-up: first-touch pages, kernel selection
-        runs, share = [], []
-        for _ in range(repeats):
-            sync()
-            t0, c0 = time.perf_counter(), time.process_time()
-            torch.mm(a, b, out=out)
-            sync()
-            dt = time.perf_counter() - t0
-            runs.append(2 * n ** 3 / dt / 1e9)
-            share.append((time.process_time() - c0) / (dt * torch.get_num_threads()))
-        by_size[n] = dict(median=statistics.median(runs), min=min(runs), max=max(runs), n=len(runs),
-                          cpu_share=round(statistics.median(share), 3))
-        del a, b, out
-    best = max(by_size, key=lambda n: by_size[n]["median"])
-    return dict(by_size[best], gflops=by_size[best]["median"], best_n=best,
-                by_size={str(n): round(s["median"], 2) for n, s in by_size.items()})
 
 
 def format_flops(flops_per_s):

@@ -417,17 +417,20 @@ n_params = sum(p.numel() for p in raw_model.parameters())
 print0(f"model: {n_params / 1e6:.2f}M parameters (encoder {sum(p.numel() for p in raw_model.encoder.parameters()) / 1e6:.2f}M), "
        f"mode {mode}, {grad_accum_steps} micro-batch(es) of {device_batch_size} x {world_size} rank(s) per step")
 # MFU says what it divides by: the peak (a table for known GPUs, a matmul measured now elsewhere) and its dtype
-peak, peak_source = peak_flops(device_type, amp_dtype or torch.float32, with_source=True)
+# (the same measurement as `nanoocr bench`'s, flops.matmul_peak, so the two MFUs agree)
+peak, peak_source = peak_flops(device_type, amp_dtype or torch.float32)
 peak_label = f"{format_flops(peak)} {dtype_label(amp_dtype, device_type)}"
-print0(f"MFU denominator: {peak_label} ({peak_source})")
-t_start, t_last, rows_since, tokens_since, flops_since = time.time(), time.time(), 0, 0, 0.0
+print0(f"MFU denominator: {peak_label} ({peak_source}); the step time includes waiting for data, "
+       f"whose share the progress line prints (`nanoocr bench` times steps on batches made beforehand)")
+t_start, t_last, rows_since, tokens_since, flops_since, data_since = time.time(), time.time(), 0, 0, 0.0, 0.0
 start_step = step
 while step < num_steps:
     # fetch the step's micro-batches first: the global answer-token count normalises the loss
-    micro = []
+    t_data, micro = time.time(), []
     for _ in range(grad_accum_steps):
         batch, loader_state = next(loader)
         micro.append(batch)
+    data_since += time.time() - t_data  # rendering in this process when num_workers=0
     n_tokens = torch.tensor(sum(b["n_answer_tokens"] for b in micro), dtype=torch.float64, device=device)
     if is_ddp:
         dist.all_reduce(n_tokens)
@@ -474,17 +477,21 @@ while step < num_steps:
         dt = time.time() - t_last
         rows_s = rows_since * world_size / dt
         mfu = 100 * flops_since / dt / peak  # per rank: every rank does the same work
+        data_pct = 100 * data_since / dt  # the rest of dt is the model's step (what the bench times)
         elapsed = time.time() - t_start
         eta = elapsed / max(1, step - start_step) * (num_steps - step)
         print0(f"step {step:05d}/{num_steps} | loss {train_loss:.4f} (ema {ema_loss:.4f}) | "
                f"lr x{lr_multiplier(step - 1, 'gpt'):.3f} enc x{lr_multiplier(step - 1, 'encoder'):.3f} | "
                + (f"ctc {step_ctc:.3f} | " if ctc_head is not None else "") +
                f"{rows_s:.1f} samples/s | {tokens_since * world_size / dt:,.0f} tok/s | mfu {mfu:.1f}% of {peak_label} | "
+               f"data {data_pct:.0f}% of the time (mfu {mfu / max(1e-9, 1 - data_pct / 100):.1f}% without it) | "
                f"{elapsed / 60:.1f}m elapsed, eta {eta / 60:.1f}m", flush=True)
-        wandb_run.log(dict(step=step, train_loss=train_loss, ema_loss=ema_loss, samples_per_s=rows_s, mfu=mfu))
-        t_last, rows_since, tokens_since, flops_since = time.time(), 0, 0, 0.0
+        wandb_run.log(dict(step=step, train_loss=train_loss, ema_loss=ema_loss, samples_per_s=rows_s, mfu=mfu,
+                           data_pct=data_pct))
+        t_last, rows_since, tokens_since, flops_since, data_since = time.time(), 0, 0, 0.0, 0.0
     time_up = (time_limit_min > 0 and (time.time() - t_start) / 60 >= time_limit_min) or step == stop_after
     last_step = step == num_steps or time_up or interrupted
+    t_pause = time.time()  # eval and checkpoint time is left out of the next progress line's rates
     if master and ((eval_every > 0 and step % eval_every == 0) or last_step):
         metrics = evaluate()
         metrics["train_ema_loss"] = ema_loss
@@ -497,6 +504,7 @@ while step < num_steps:
         dist.barrier()
     if (save_every > 0 and step % save_every == 0) or last_step:
         save(final=step == num_steps)
+    t_last += time.time() - t_pause
     if time_up or interrupted:
         print0(f"stopped at step {step} ({'time limit' if time_up else 'interrupt'}); rerun with --resume=True to continue")
         break

@@ -1,6 +1,7 @@
 """Training infrastructure: exact resume, DDP == one process, Stage 2 freezing, and a checkpoint
 killed mid-save. Each test runs the real script in a subprocess on a tiny configuration."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,12 @@ def test_resume_equals_uninterrupted(base, ctc, matrix_lr):
     assert a[0][1] != a[-1][1]  # it trained
     if ctc == "1":
         assert "| ctc " in out
+    # MFU says what it divides by (flops.matmul_peak, the bench's measurement too) and how much of the
+    # step was spent waiting for data, which the bench's timed steps leave out
+    assert re.search(r"MFU denominator: [0-9.]+ [GMT]FLOP/s fp32 \(the best square matmul this cpu has shown, "
+                     r"kept in .*matmul_peak.json; [0-9.]+ [GMT]FLOP/s now\)", out), out[-2000:]
+    assert re.search(r"mfu [0-9.]+% of [0-9.]+ [GMT]FLOP/s fp32 \| data [0-9]+% of the time \(mfu [0-9.]+% without it\)",
+                     out), out[-2000:]
     if matrix_lr != "0":  # Muon's momentum is in the checkpoint (and the resumed run needed it)
         _, optim, _ = load_checkpoint(os.path.join(base, "vis_tok_checkpoints", f"split{tag}"), load_optimizer=True)
         assert optim["muon"]["state"]
