@@ -1,23 +1,32 @@
 """
-Speed on this machine, measured against its own limits and against reference code, in one process:
+Speed on this machine, measured against its own limits and against reference code, in one process.
+The one benchmark command (parts 3, 4 and 6 live in scripts/bench_encoder.py and bench_generate.py):
 
     nanoocr bench                      # the full suite (~3 minutes on 2 CPU cores at 1 thread)
     nanoocr bench --quick              # smaller repeats and sizes (~40 seconds)
     nanoocr bench --json bench.json --threads 1
     nanoocr bench --only train --profile
+    nanoocr bench --only generate,latency --model=DIR   # a trained model instead of a random one
 
-1. matmul peak: the best median FLOP/s over square fp32 matmuls, N = 512 .. 4096 (bf16 too where
-   the CPU multiplies it natively; GPUs always) -- the denominator of MFU;
-2. training steps (Stage 1: all trainable; Stage 2: SAM frozen, 10% text rows) at the CPU preset
-   and a 2x-wider one: samples/s, tokens/s, MFU = analytic model FLOPs (nanoocr/flops.py, checked
-   here against FlopCounterMode) / step time / the peak of 1 in the same dtype;
-3. our DeepEncoder's forward time / transformers' UnlimitedOcrVisionModel's (same config, same
-   weights), for its sdpa and eager attention (skipped, with a message, without transformers);
+1. matmul peak (`matmul`): the best median FLOP/s over square fp32 matmuls, N = 512 .. 2048 (bf16 too
+   where the CPU multiplies it natively; GPUs always) -- flops.matmul_peak, the trainer's own
+   measurement; MFU divides by the best of it this machine has shown (flops.peak_flops, kept in
+   <base dir>/matmul_peak.json), so the trainer's and the bench's MFUs divide by the same number
+   (on a known GPU both take its datasheet peak);
+2. training steps (`train`; Stage 1: all trainable; Stage 2: SAM frozen, 10% text rows) at the CPU
+   preset and a 2x-wider one, on batches rendered beforehand: samples/s, tokens/s, MFU = analytic
+   model FLOPs (nanoocr/flops.py, checked here against FlopCounterMode) / step time / the peak of 1
+   in the training dtype (the trainer's progress line prints the same MFU with and without its data wait);
+3. our DeepEncoder's forward and forward + backward time / transformers' UnlimitedOcrVisionModel's
+   (same config, same weights; sdpa and eager attention), with ours at the true CPU preset alongside
+   (`encoder`; skipped, with a message, without transformers);
 4. generation tokens/s with the vision + KV cache against the naive loop that re-encodes the image
-   and re-runs the sequence for every token (256 new tokens; 64 with --quick);
+   and re-runs the sequence for every token (`generate`; 256 new tokens, 64 with --quick);
 5. the renderer's images/s (and the whole data pipeline's samples/s: render + preprocess +
-   tokenize + collate) against what the training step consumes;
-6. peak resident memory of every measurement (VmHWM, reset before each one).
+   tokenize + collate) against what the training step consumes (`render`);
+6. per-image reading time of rendered val line strips, batch 1 and 8, against Tesseract on the same
+   images (`latency`; Tesseract skipped, with a message, where it is not installed);
+7. peak resident memory of every measurement (VmHWM, reset before each one).
 
 Everything is a median over repeats with its min-max; ratios of two programs are taken run by
 run with the two alternating, so background load hits both alike. Shared machines drift, so the
@@ -25,8 +34,8 @@ output also has the load average at start and end, the peak measured again at th
 against a peak probed right after every step (mfu_vs_peak_now), and cpu_share: the fraction of
 the wall time this process's threads were on a CPU (below 1: other processes took the cores; with
 a busy neighbour use --threads 1, as every parallel region otherwise waits for a descheduled
-thread). The model weights are random (speed does not depend on them) and the tokenizer is a
-512-id BPE trained on the built-in corpus in a second.
+thread). The model weights are random (speed does not depend on them; --model reads with a trained
+one) and the tokenizer is a 512-id BPE trained on the built-in corpus in a second.
 """
 
 import os
@@ -42,12 +51,11 @@ from contextlib import nullcontext
 import torch
 
 from nanoocr.common import tune_malloc
-from nanoocr.flops import cpu_has_fast_bf16, autocast_dtype, format_flops, dtype_label, matmul_peak
+from nanoocr.flops import cpu_has_fast_bf16, autocast_dtype, format_flops, dtype_label, matmul_peak, peak_flops
 from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr import flops as flopcount
-from scripts.bench_encoder import reference_pair, ours_out, ref_out
 
 # -----------------------------------------------------------------------------
 # The two model sizes trained here. "cpu" is the CPU recipe (DeepEncoder cpu preset, 32x256 line
@@ -63,6 +71,7 @@ MODEL_PRESETS = {
 STRIP = (32, 256)       # the CPU recipe's mode: one text line per 32 x 256 image
 BATCH = 16              # the CPU recipe's device_batch_size
 SEQ_LEN = 256
+PARTS = ("matmul", "train", "encoder", "generate", "render", "latency")  # --only's choices; all = the full suite
 
 
 # -----------------------------------------------------------------------------
@@ -158,9 +167,6 @@ def machine_info(threads):
 
 
 # -----------------------------------------------------------------------------
-# 1. Peak matmul FLOP/s
-
-# -----------------------------------------------------------------------------
 # Models and data
 
 def bench_tokenizer(vocab_size=512, max_chars=300_000):
@@ -200,17 +206,30 @@ def training_batches(model, tok, n, stage, batch_size=BATCH, seq_len=SEQ_LEN, se
     return [next(gen)[0] for _ in range(n)]
 
 
-def train_step(model, optimizer, batch, amp_ctx, grad_clip=1.0):
+def recipe_optimizers(model, stage):
+    """The CPU recipe's optimisers for this stage (presets/cpu.py, presets/cpu_mid.py): AdamW, plus Muon
+    for the GPT blocks' matrices where the preset sets matrix_lr -- ~1.25x a Stage 1 step here, so a
+    bench without it would time a cheaper step than the trainer's (dev/LOG.md "One MFU"). The recipe's
+    CTC head is left out: its cost measured within the noise."""
+    from nanoocr.configurator import read_preset
+    p = read_preset("cpu" if stage == 1 else "cpu_mid")
+    return model.setup_optimizers(matrix_lr=p.get("matrix_lr", 0.0), muon_encoder=p.get("muon_encoder", False),
+                                  muon_ns_steps=p.get("muon_ns_steps", 5))
+
+
+def train_step(model, optimizers, batch, amp_ctx, grad_clip=1.0):
     """scripts/vis_tok_train.py's step, one micro-batch: sum-loss / answer-token count, backward,
-    clip, AdamW, zero_grad. Returns the loss (a float, which also waits for the step to finish)."""
+    clip, each optimiser's step and zero_grad. Returns the loss (a float, which also waits for the
+    step to finish)."""
     n_tokens = max(float(batch["n_answer_tokens"]), 1.0)
     with amp_ctx:
         loss_sum = model(batch["input_ids"], targets=batch["targets"], images=batch["images"], loss_reduction="sum")
     (loss_sum / n_tokens).backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    for opt in optimizers:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     return float(loss_sum.detach()) / n_tokens
 
 
@@ -230,7 +249,7 @@ def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtyp
     freeze_sam = stage == 2
     if freeze_sam:
         model.encoder.sam.requires_grad_(False)  # Stage 2: SAM + neck + compressor frozen
-    optimizer, = model.setup_optimizers()  # the trainer's AdamW (lr 1e-3 everywhere, no Muon)
+    optimizers = recipe_optimizers(model, stage)
     batches = [to_device(b, device) for b in training_batches(model, tok, warmup + steps, stage)]
     amp_ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     out = {}
@@ -240,12 +259,15 @@ def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtyp
         model.zero_grad(set_to_none=True)
         out["flops_check"] = dict(analytic=analytic, flop_counter=counted, ratio=round(analytic / counted, 4))
     sps, tps, mfu, mfu_now, step_s, flops_sample, share = [], [], [], [], [], [], []
-    probe = [torch.randn(512, 512, device=device) for _ in range(3)]
+    # the probe multiplies in the training dtype, at a size on the plateau of flops.matmul_peak's sweep
+    # (fp32 is flat from 512 on; AMX bf16 reaches it at 1024)
+    probe_n = 1024 if amp_dtype == torch.bfloat16 else 512
+    probe = [torch.randn(probe_n, probe_n, device=device, dtype=amp_dtype or torch.float32) for _ in range(3)]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i, batch in enumerate(batches):
         sync()
         t0, c0 = time.perf_counter(), time.process_time()
-        train_step(model, optimizer, batch, amp_ctx)
+        train_step(model, optimizers, batch, amp_ctx)
         sync()
         dt = time.perf_counter() - t0
         if i < warmup:
@@ -263,81 +285,22 @@ def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtyp
         flops_sample.append(f / B)
         # the machine's limit right now: shared hosts drift (neighbours on the same physical cores
         # slow the FMA units while this process stays on its CPU), so also divide by a peak taken
-        # right after each step -- a 512^3 matmul, which runs at the square-matmul peak here
+        # right after each step
         runs = []
         for _ in range(5):
             sync()
             t1 = time.perf_counter()
             torch.mm(probe[0], probe[1], out=probe[2])
             sync()
-            runs.append(2 * 512 ** 3 / (time.perf_counter() - t1))
+            runs.append(2 * probe_n ** 3 / (time.perf_counter() - t1))
         mfu_now.append(f / dt / statistics.median(runs))
     n_params = sum(p.numel() for p in model.parameters())
     out.update(samples_per_s=summary(sps), tokens_per_s=summary(tps), mfu=summary(mfu), mfu_vs_peak_now=summary(mfu_now),
                step_ms=summary(step_s, 1000),
                gflops_per_sample=round(statistics.mean(flops_sample) / 1e9, 3), params_m=round(n_params / 1e6, 2),
-               cpu_share=round(statistics.median(share), 3), batch=BATCH, mean_T=round(statistics.mean(b["input_ids"].shape[1] for b in batches[warmup:]), 1))
+               cpu_share=round(statistics.median(share), 3), batch=BATCH, optimizers=[type(o).__name__ for o in optimizers],
+               mean_T=round(statistics.mean(b["input_ids"].shape[1] for b in batches[warmup:]), 1))
     return out
-
-
-# -----------------------------------------------------------------------------
-# 3. Encoder against transformers' UnlimitedOcrVisionModel (the pair is built in scripts/bench_encoder.py)
-
-def bench_encoder(shapes, runs, warmup):
-    try:
-        ours, refs, cfg = reference_pair()
-    except ImportError as e:
-        return dict(skipped=f"transformers is not installed ({e}); pip install transformers==5.24.0 to compare")
-    out = dict(config="CPU preset + a second stride-2 conv " + str(cfg.conv_channels))
-    for label, shape in shapes.items():
-        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-        with torch.inference_mode():
-            a = ours_out(ours, x)
-            err = max(((a - ref_out(r, x)).abs().max() / a.std()).item() for r in refs.values())
-            fns = {"ours": lambda: ours_out(ours, x)}
-            fns.update({impl: (lambda r=r: ref_out(r, x)) for impl, r in refs.items()})
-            times = alternate(fns, runs, warmup)
-        entry = dict(ours_ms=summary(times["ours"], 1000), max_rel_diff=err)
-        for impl in refs:
-            entry[f"{impl}_ms"] = summary(times[impl], 1000)
-            entry[impl] = summary([o / r for o, r in zip(times["ours"], times[impl])])  # run-by-run ratios
-        out[label] = entry
-    return out
-
-
-# -----------------------------------------------------------------------------
-# 4. Cached against naive generation
-
-def bench_generate(tok, mode, new_tokens, cached_runs, naive_runs):
-    """Batch 1, greedy, one random image in `mode` (STRIP or a named mode such as "base")."""
-    import numpy as np
-    from PIL import Image
-    from nanoocr.engine import generate, naive_generate, preprocess, encode
-    net = random_vlm(tok, "cpu", seq_len=512).eval()
-    never_end(net, tok)
-    rng = np.random.default_rng(0)
-    size = mode if isinstance(mode, tuple) else (256, 256)
-    view = preprocess(net, Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)), mode)
-    n_img = encode(net, [view])[0].size(0)
-    generate(net, tok, [view], max_tokens=8)  # warm-up
-    cached, naive, ids = [], [], None
-    for i in range(max(cached_runs, naive_runs)):  # alternate, as everywhere
-        if i < cached_runs:
-            t0 = time.perf_counter()
-            out = generate(net, tok, [view], max_tokens=new_tokens)
-            cached.append(time.perf_counter() - t0)
-            assert out[0]["num_tokens"] == new_tokens, "the benchmark model stopped early"
-            ids = out[0]["ids"]
-        if i < naive_runs:
-            t0 = time.perf_counter()
-            out_n = naive_generate(net, tok, [view], max_tokens=new_tokens)
-            naive.append(time.perf_counter() - t0)
-            assert out_n[0]["ids"] == ids, "naive and cached generation disagree"
-    c, n = statistics.median(cached), statistics.median(naive)
-    return dict(speedup=n / c, new_tokens=new_tokens, image_placeholders=n_img, vocab=tok.get_vocab_size(),
-                cached_tokens_per_s=summary([new_tokens / t for t in cached]),
-                naive_tokens_per_s=summary([new_tokens / t for t in naive]),
-                speedup_range=[min(naive) / max(cached), max(naive) / min(cached)])
 
 
 # -----------------------------------------------------------------------------
@@ -383,13 +346,13 @@ def profile_sections(tok, device, amp_dtype, row_limit=18):
     import numpy as np
     from PIL import Image
     model = random_vlm(tok, "cpu", device=device).train()
-    optimizer, = model.setup_optimizers()  # the trainer's AdamW (lr 1e-3 everywhere, no Muon)
+    optimizers = recipe_optimizers(model, 1)
     batches = [to_device(b, device) for b in training_batches(model, tok, 3, 1)]
     amp_ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    train_step(model, optimizer, batches[0], amp_ctx)
+    train_step(model, optimizers, batches[0], amp_ctx)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for b in batches[1:]:
-            train_step(model, optimizer, b, amp_ctx)
+            train_step(model, optimizers, b, amp_ctx)
     print("\n== profile: 2 training steps, cpu preset (self CPU time) ==")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit))
     net = random_vlm(tok, "cpu", seq_len=512).eval()
@@ -424,24 +387,17 @@ def print_report(r):
         rows.append(("matmul peak bf16, GFLOP/s", fmt(p["bf16"]) if p.get("bf16") else p.get("bf16_skipped", "-")))
     for key in r.get("train_samples_per_s", {}):
         t = r["train"][key]
-        rows.append((f"train {key}: samples/s | tokens/s | MFU % of {r.get('mfu_of', '?')}",
+        rows.append((f"train {key}, batches made beforehand: samples/s | tokens/s | MFU % of {r.get('mfu_of', '?')}",
                      f"{fmt(t['samples_per_s'])} | {fmt(t['tokens_per_s'], 0)} | "
                      f"{fmt({k: 100 * v if k != 'n' else v for k, v in t['mfu'].items()})} "
                      f"[vs the peak right after each step {fmt({k: 100 * v if k != 'n' else v for k, v in t['mfu_vs_peak_now'].items()})}] "
-                     f"({t['gflops_per_sample']} GFLOP/sample, {t['params_m']}M params"
+                     f"({'+'.join(t['optimizers'])}, {t['gflops_per_sample']} GFLOP/sample, {t['params_m']}M params"
                      + (f", analytic/FlopCounter {t['flops_check']['ratio']}" if "flops_check" in t else "") + ")"))
-    enc = r.get("encoder_vs_reference")
-    if enc:
-        if "skipped" in enc:
-            rows.append(("encoder / reference", enc["skipped"]))
-        for label, e in enc.items():
-            if isinstance(e, dict) and "ours_ms" in e:
-                rows.append((f"encoder / reference, {label}",
-                             " | ".join(f"{k} {fmt(e[k], 2)}" for k in ("sdpa", "eager") if k in e)
-                             + f" (ours {fmt(e['ours_ms'])} ms)"))
-    for label, g in r.get("generation_cache_speedup", {}).items():
-        rows.append((f"cached / naive generation, {label}, {g['new_tokens']} tokens",
-                     f"{g['speedup']:.1f}x ({fmt(g['cached_tokens_per_s'])} vs {fmt(g['naive_tokens_per_s'])} tok/s)"))
+    # the section modules import this one, so they are imported here, when it has finished loading
+    from scripts import bench_encoder, bench_generate
+    if r.get("encoder_vs_reference"):
+        rows += bench_encoder.report_rows(r["encoder_vs_reference"])
+    rows += bench_generate.report_rows(r)
     rv = r.get("render_vs_train")
     if rv:
         rows.append(("renderer images/s | pipeline samples/s", f"{fmt(rv['render_images_per_s'])} | {fmt(rv['pipeline_samples_per_s'])}"))
@@ -459,7 +415,9 @@ def main(argv=None):
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes (~40 seconds)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
-    parser.add_argument("--only", default="", help="comma-separated parts: matmul,train,encoder,generate,render")
+    parser.add_argument("--only", default="", help="comma-separated parts: " + ",".join(PARTS))
+    parser.add_argument("--model", default="", help="a trained checkpoint / export directory for the generate and "
+                        "latency parts (default: a random model of the CPU recipe's shape)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of a training step and of generation")
     parser.add_argument("--device", default="", help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
@@ -470,9 +428,9 @@ def main(argv=None):
                              "default: glibc's own (whose adaptive thresholds this run's big matmul buffers then raise)")
     args = parser.parse_args(argv)
     malloc_tuned = tune_malloc() if args.malloc == "tuned" else False
-    parts = set(args.only.split(",")) if args.only else {"matmul", "train", "encoder", "generate", "render"}
-    unknown = parts - {"matmul", "train", "encoder", "generate", "render"}
-    assert not unknown, f"--only: unknown parts {sorted(unknown)}; choose from matmul,train,encoder,generate,render"
+    parts = set(args.only.split(",")) if args.only else set(PARTS)
+    unknown = parts - set(PARTS)
+    assert not unknown, f"--only: unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}"
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -485,28 +443,38 @@ def main(argv=None):
     rss = r["peak_rss_mb"] = {}
     secs = r["section_s"] = {}  # wall seconds of each measurement (what --quick / the full run cost)
 
-    # 1. the peak, in fp32 always and in bf16 where the hardware multiplies it natively
+    def measured(name, fn):
+        """fn(), with its peak resident memory and wall seconds recorded under name."""
+        with PeakRSS() as mem:
+            value = fn()
+        rss[name], secs[name] = mem.result, mem.seconds
+        return value
+
+    # 1. the peak, in fp32 always and in bf16 where the hardware multiplies it natively: the trainer's
+    # own measurement (flops.matmul_peak), so the two MFUs divide by the same thing
     peak = None
     if parts & {"matmul", "train"}:
-        with PeakRSS() as mem:
-            sizes, reps = ((512, 1024, 2048), 3) if q else ((512, 1024, 2048, 4096), 5)
-            res = {"fp32": matmul_peak(device, torch.float32, sizes, reps)}
+        def peaks():
+            res = {"fp32": matmul_peak(device, torch.float32)}
             if device.type == "cuda" or cpu_has_fast_bf16() or amp_dtype == torch.bfloat16:
-                res["bf16"] = matmul_peak(device, torch.bfloat16, sizes, reps)
+                res["bf16"] = matmul_peak(device, torch.bfloat16)
             else:
                 res["bf16_skipped"] = "skipped: this CPU has no native bf16 (no avx512_bf16 / amx_bf16); its bf16 matmuls are emulated and far slower than fp32"
-        r["matmul_peak_gflops"] = res
-        rss["matmul peak"] = mem.result
-        secs["matmul peak"] = mem.seconds
-        peak = res["bf16" if amp_dtype == torch.bfloat16 else "fp32"]["gflops"]
-        # what MFU means here: model FLOPs / time / this peak (the best square matmul in the training dtype)
-        r["mfu_of"] = f"{format_flops(peak * 1e9)} {dtype_label(amp_dtype, device.type)}"
-        print(f"MFU below is of {r['mfu_of']} (training dtype {dtype_label(amp_dtype, device.type)})", flush=True)
+            return res
+        res = r["matmul_peak_gflops"] = measured("matmul peak", peaks)
+        # what MFU means here: model FLOPs / time / this peak (the trainer's: a GPU's datasheet, else measured)
+        peak_fps, r["mfu_source"] = peak_flops(device.type, amp_dtype or torch.float32,
+                                               measured=res["bf16" if amp_dtype == torch.bfloat16 else "fp32"])
+        peak = peak_fps / 1e9
+        r["mfu_of"] = f"{format_flops(peak_fps)} {dtype_label(amp_dtype, device.type)}"
+        print(f"MFU below is of {r['mfu_of']} ({r['mfu_source']}; training dtype {dtype_label(amp_dtype, device.type)})",
+              flush=True)
         print(f"matmul peak fp32 {res['fp32']['gflops']:.1f} GFLOP/s (N={res['fp32']['best_n']})", flush=True)
 
-    tok = bench_tokenizer() if parts & {"train", "generate", "render"} or args.profile else None
+    tok = bench_tokenizer() if parts & {"train", "generate", "latency", "render"} or args.profile else None
 
-    # 2. training steps
+    # 2. training steps, on batches rendered beforehand (the trainer's progress line also says how
+    # much of its time goes to waiting for data: its "without it" MFU is this one)
     if "train" in parts:
         r["train"] = {}
         runs = [("cpu", 1), ("cpu", 2), ("cpu2x", 1)] + ([] if q else [("cpu2x", 2)])
@@ -515,51 +483,51 @@ def main(argv=None):
             steps, warmup = (3, 1) if q else (10, 2)
             if preset == "cpu2x" and q:
                 steps = 2
-            with PeakRSS() as mem:
-                r["train"][key] = bench_train(tok, preset, stage, steps, warmup, peak, device, amp_dtype)
-            rss[f"train {key}"] = mem.result
-            secs[f"train {key}"] = mem.seconds
-            t = r["train"][key]
-            print(f"train {key}: {t['samples_per_s']['median']:.1f} samples/s, mfu {100 * t['mfu']['median']:.1f}% of {r['mfu_of']}, "
-                  f"FLOP check {t['flops_check']['ratio']}", flush=True)
+            t = r["train"][key] = measured(f"train {key}", lambda: bench_train(tok, preset, stage, steps, warmup, peak,
+                                                                               device, amp_dtype))
+            print(f"train {key}: {t['samples_per_s']['median']:.1f} samples/s, mfu {100 * t['mfu']['median']:.1f}% of {r['mfu_of']} "
+                  f"(data made beforehand), FLOP check {t['flops_check']['ratio']}", flush=True)
         r["train_samples_per_s"] = {k: v["samples_per_s"] for k, v in r["train"].items()}
         r["train_tokens_per_s"] = {k: v["tokens_per_s"] for k, v in r["train"].items()}
         r["train_mfu"] = {k: v["mfu"] for k, v in r["train"].items()}
 
-    # 3. encoder against the reference
+    # 3. encoder against the reference, forward and forward + backward (scripts/bench_encoder.py;
+    # imported here, so transformers is imported only when this part runs)
     if "encoder" in parts:
+        from scripts.bench_encoder import bench_encoder
         shapes = {"strips 16x3x32x256": (16, 3, 32, 256)}
         if not q:
             shapes["base 4x3x256x256"] = (4, 3, 256, 256)
-        with PeakRSS() as mem:
-            r["encoder_vs_reference"] = bench_encoder(shapes, runs=3 if q else 10, warmup=1 if q else 2)
-        rss["encoder vs reference"] = mem.result
-        secs["encoder vs reference"] = mem.seconds
+        r["encoder_vs_reference"] = measured("encoder vs reference", lambda: bench_encoder(
+            shapes, runs=3 if q else 10, warmup=1 if q else 2))
         print("encoder vs reference: done", flush=True)
 
     # 4. generation: the CPU recipe's line strips, and (full run) a base-mode page, whose 273 image
     # placeholders are what the naive loop re-encodes and re-runs for every token
+    if parts & {"generate", "latency"}:
+        from scripts.bench_generate import bench_generate, bench_latency
+        r["generation_model"] = args.model or "random, the CPU recipe's shape"
     if "generate" in parts:
         r["generation_cache_speedup"] = {}
         modes = [("32x256", STRIP, 2)] + ([] if q else [("base", "base", 1)])
         for label, mode, naive_runs in modes:
-            with PeakRSS() as mem:
-                g = bench_generate(tok, mode, new_tokens=64 if q else 256, cached_runs=3 if q else 5,
-                                   naive_runs=1 if q else naive_runs)
-            r["generation_cache_speedup"][label] = g
-            rss[f"generation {label}"] = mem.result
-            secs[f"generation {label}"] = mem.seconds
+            g = r["generation_cache_speedup"][label] = measured(f"generation {label}", lambda: bench_generate(
+                tok, mode, new_tokens=64 if q else 256, cached_runs=3 if q else 5, naive_runs=1 if q else naive_runs,
+                model_dir=args.model))
             print(f"generation {label}: cached {g['speedup']:.1f}x naive", flush=True)
 
     # 5. renderer against the training step
     if "render" in parts:
         train_sps = r["train"]["cpu/stage1"]["samples_per_s"]["median"] if "train" in r else None
-        with PeakRSS() as mem:
-            r["render_vs_train"] = bench_render(tok, DeepEncoderConfig(**ENCODER_PRESETS["cpu"]),
-                                                chunks=3 if q else 5, per_chunk=40 if q else 100,
-                                                train_samples_per_s=train_sps)
-        rss["renderer + pipeline"] = mem.result
-        secs["renderer + pipeline"] = mem.seconds
+        r["render_vs_train"] = measured("renderer + pipeline", lambda: bench_render(
+            tok, DeepEncoderConfig(**ENCODER_PRESETS["cpu"]), chunks=3 if q else 5, per_chunk=40 if q else 100,
+            train_samples_per_s=train_sps))
+
+    # 6. per-image reading latency against Tesseract on rendered line strips
+    if "latency" in parts:
+        lat = r["latency"] = measured("latency", lambda: bench_latency(tok, 4 if q else 20, model_dir=args.model))
+        tess = f", Tesseract {lat['tesseract']['ms_per_image']:.0f}" if "tesseract" in lat else f"; {lat['tesseract_skipped']}"
+        print(f"latency: model {lat['model_ms_per_image']:.0f} ms/image{tess}", flush=True)
 
     if args.profile:
         profile_sections(tok, device, amp_dtype)

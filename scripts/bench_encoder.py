@@ -1,26 +1,21 @@
 """
-Encoder speed: our DeepEncoder vs transformers' UnlimitedOcrVisionModel (same config, same weights).
-
-    python -m scripts.bench_encoder                # CPU preset, 2 threads, 10 timed runs each
-    python -m scripts.bench_encoder --runs=20 --threads=1 --backward=0
+`nanoocr bench --only encoder` (part 3 of the suite): our DeepEncoder against transformers'
+UnlimitedOcrVisionModel (same config, same weights), forward and forward + backward, against both
+the reference's sdpa and eager attention, with our time at the true CPU preset alongside.
 
 UnlimitedOcrVisionModel always has exactly two stride-2 convs, while our CPU preset has one, so
 the comparison runs at the CPU preset with a second 128->128 conv appended (SAM, the dominant
-cost, is unchanged); our time at the true CPU preset is printed alongside for reference.
-Runs alternate between the two models so background load hits both alike; medians are reported.
-The machine is shared: check `uptime` -- a busy neighbour makes 2 threads slower than 1.
-transformers is imported only by the scripts (the nanoocr package never imports it). `nanoocr bench`
-runs the same comparison (forward only, sdpa and eager) as part of its suite, with the pair built here.
+cost, is unchanged); the true CPU preset's time is what training and reading here pay.
+transformers is imported only when this section runs (the nanoocr package never imports it);
+without it the section is skipped with a message.
 """
 
 import os
-import time
-import argparse
-import statistics
 
 import torch
 
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS
+from scripts.bench import alternate, summary, fmt
 
 
 def reference_pair(attn_impls=("sdpa", "eager")):
@@ -74,54 +69,59 @@ def ref_out(model, x):
     return model(x).last_hidden_state
 
 
-def timed(fn, model, x, backward):
-    t0 = time.perf_counter()
-    if backward:
-        fn(model, x).square().mean().backward()
-    else:
-        with torch.no_grad():
-            fn(model, x)
-    return time.perf_counter() - t0
+def fwd_bwd(fn, model, x):
+    """One training-style pass: forward, a scalar loss, backward (the gradients are dropped first,
+    so every run allocates them as a training step does)."""
+    model.zero_grad(set_to_none=True)
+    fn(model, x).square().mean().backward()
 
 
-def main():
-    parser = argparse.ArgumentParser(description="DeepEncoder vs UnlimitedOcrVisionModel forward time")
-    parser.add_argument("--runs", type=int, default=10, help="timed runs per model and shape (median reported)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--backward", type=int, default=1, help="also time forward+backward (training)")
-    parser.add_argument("--ref_attn", type=str, default="sdpa", help="reference attention: sdpa or eager")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def timings(times, refs):
+    """Our medians, the true CPU preset's, each reference's, and ours / reference run by run."""
+    entry = dict(ours_ms=summary(times["ours"], 1000), ours_cpu_preset_ms=summary(times["cpu_preset"], 1000))
+    for impl in refs:
+        entry[f"{impl}_ms"] = summary(times[impl], 1000)
+        entry[impl] = summary([o / r for o, r in zip(times["ours"], times[impl])])  # run-by-run ratios
+    return entry
 
-    ours, refs, bench = reference_pair(attn_impls=(args.ref_attn,))
-    ref = refs[args.ref_attn]
+
+def bench_encoder(shapes, runs, warmup, backward=True):
+    """{label: forward timings (+ "fwd_bwd": forward + backward)} for each input shape."""
+    try:
+        ours, refs, cfg = reference_pair()
+    except ImportError as e:
+        return dict(skipped=f"transformers is not installed ({e}); pip install transformers==5.24.0 to compare")
     ours_cpu = DeepEncoder(DeepEncoderConfig(**ENCODER_PRESETS["cpu"])).eval()
-
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.2f}; "
-          f"ours: F.scaled_dot_product_attention (rel-pos as additive mask); reference attn_implementation={args.ref_attn}")
-    print(f"config: CPU preset + a second stride-2 conv {bench.conv_channels} (reference needs two); "
-          f"{sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M params")
-    shapes = {"strips 16x3x32x256": (16, 3, 32, 256), "base 4x3x256x256": (4, 3, 256, 256)}
+    models = dict(ours=ours, cpu_preset=ours_cpu, **refs)
+    out = dict(config="CPU preset + a second stride-2 conv " + str(cfg.conv_channels))
     for label, shape in shapes.items():
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-        with torch.no_grad():
-            a, b = ours_out(ours, x), ref_out(ref, x)
-        err = ((a - b).abs().max() / b.std()).item()
-        for backward in ([False, True] if args.backward else [False]):
-            times = {"ours": [], "ref": [], "ours@cpu": []}
-            for i in range(args.warmup + args.runs):
-                for name, fn, model in (("ours", ours_out, ours), ("ref", ref_out, ref), ("ours@cpu", ours_out, ours_cpu)):
-                    model.zero_grad(set_to_none=True)
-                    t = timed(fn, model, x, backward)
-                    if i >= args.warmup:
-                        times[name].append(t)
-            med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-            kind = "fwd+bwd" if backward else "forward"
-            print(f"{label:20s} {kind:8s} ours {med['ours']:8.1f} ms | reference {med['ref']:8.1f} ms | "
-                  f"ratio ours/ref {med['ours'] / med['ref']:.2f} | ours at the true CPU preset {med['ours@cpu']:7.1f} ms"
-                  f" | outputs agree to {err:.1e} rel")
+        fn = {name: ref_out if name in refs else ours_out for name in models}
+        with torch.inference_mode():
+            a = ours_out(ours, x)
+            err = max(((a - ref_out(r, x)).abs().max() / a.std()).item() for r in refs.values())
+            times = alternate({name: (lambda m=m, f=fn[name]: f(m, x)) for name, m in models.items()}, runs, warmup)
+        out[label] = dict(timings(times, refs), max_rel_diff=err)
+        if backward:  # what a training step pays for the encoder
+            times = alternate({name: (lambda m=m, f=fn[name]: fwd_bwd(f, m, x)) for name, m in models.items()},
+                              runs, warmup)
+            out[label]["fwd_bwd"] = timings(times, refs)
+            for m in models.values():
+                m.zero_grad(set_to_none=True)
+    return out
 
 
-if __name__ == "__main__":
-    main()
+def report_rows(enc):
+    """(label, value) rows of print_report for this section."""
+    if "skipped" in enc:
+        return [("encoder / reference", enc["skipped"])]
+    rows = []
+    for label, e in enc.items():
+        if not (isinstance(e, dict) and "ours_ms" in e):
+            continue
+        for kind, t in (("forward", e), ("fwd+bwd", e.get("fwd_bwd"))):
+            if t:
+                rows.append((f"encoder / reference, {label}, {kind}",
+                             " | ".join(f"{k} {fmt(t[k], 2)}" for k in ("sdpa", "eager") if k in t)
+                             + f" (ours {fmt(t['ours_ms'])} ms; {fmt(t['ours_cpu_preset_ms'])} ms at the true CPU preset)"))
+    return rows

@@ -1,122 +1,108 @@
 """
-Reading speed on this machine:
-1. tokens/s of the cached engine (vision embeddings once + KV cache) against the naive loop (image
-   re-encoded and the whole sequence re-run for every token), at `new_tokens` answer tokens;
-2. per-image latency of the model against Tesseract on the same rendered line images.
+`nanoocr bench`'s reading sections (parts 4 and 7 of the suite), on a random CPU-recipe model or,
+with `--model=DIR`, a trained checkpoint / export:
+- generate: tokens/s of the cached engine (vision embeddings once + KV cache) against the naive
+  loop that re-encodes the image and re-runs the whole sequence for every token;
+- latency: per-image time to read rendered val line strips (32x256) at batch 1 and 8, against
+  Tesseract on the same images (skipped, with a message, where tesseract is not installed).
 
-    python -m scripts.bench_generate                        # a random CPU-preset model
-    python -m scripts.bench_generate --model=DIR --mode=base
-
-Speed does not depend on the weights, so by default this builds a random model of the CPU recipe's
-shape (DeepEncoder "cpu" preset + 3-layer 192-wide GPT, 4096-id vocabulary). Its <|assistant_end|>
-logit is pinned low so every run generates exactly the token count being measured; in part 2
-each image gets as many tokens as its ground truth has, as a model that reads it correctly would.
+Speed does not depend on the weights; every model's <|assistant_end|> logit is pinned low so a run
+generates exactly the tokens being measured: `new_tokens` in generate, and in latency as many as
+the image's ground truth has, as a model that reads it correctly would.
 """
 
-import os
-import sys
 import time
 import shutil
+import statistics
 
-import torch
-
-from nanoocr.configurator import configure
-
-# -----------------------------------------------------------------------------
-model = ""              # a checkpoint / export directory ("" = a random CPU-recipe model)
-mode = "32x256"         # resolution mode for part 1 (the CPU recipe's line strips; try base)
-new_tokens = 256        # answer tokens per generation in part 1
-naive = True            # also time the naive loop (slow: it re-encodes the image every token)
-latency_images = 20     # rendered val line strips for part 2 (0 = skip)
-tesseract = True        # part 2 against Tesseract (skipped when not installed)
-gpt_depth = 3
-vocab_size = 4096
-threads = 0             # torch threads (0 = all cores)
-# -----------------------------------------------------------------------------
+from scripts.bench import STRIP, random_vlm, never_end, summary, fmt
 
 
-def random_model():
-    """A random CPU-recipe model with a vocab_size BPE (the model builders live in scripts/bench.py,
-    which `nanoocr bench` shares)."""
-    from nanoocr.tokenizer import Tokenizer
-    from nanoocr.synth_text import corpus_iter
-    from scripts.bench import random_vlm
-    tok = Tokenizer.train_from_iterator(corpus_iter(max_chars=2_000_000), vocab_size)
-    net = random_vlm(tok, "cpu", seq_len=512, gpt_overrides=dict(n_layer=gpt_depth))
-    return net.eval(), tok
-
-
-def timed(fn, repeats=1):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
-def main():
-    from PIL import Image
-    import numpy as np
-    from nanoocr.common import set_cpu_threads
-    from nanoocr.checkpoint_manager import load_model
-    from nanoocr.engine import generate, naive_generate, parse_mode, preprocess, encode
-    from scripts.bench import never_end
-
-    n_threads = set_cpu_threads(threads or None)
-    if model:
-        net, tok, _ = load_model(model)
+def generation_model(tok, model_dir=""):
+    """(model in eval mode, its tokenizer): model_dir's, or a random CPU-recipe model with tok."""
+    if model_dir:
+        from nanoocr.checkpoint_manager import load_model
+        net, tok, _ = load_model(model_dir)
     else:
-        net, tok = random_model()
+        net = random_vlm(tok, "cpu", seq_len=512)
+    net.eval()
     never_end(net, tok)
-    m = parse_mode(mode)
+    return net, tok
+
+
+def bench_generate(tok, mode, new_tokens, cached_runs, naive_runs, model_dir=""):
+    """Batch 1, greedy, one random image in `mode` (STRIP or a named mode such as "base")."""
+    import numpy as np
+    from PIL import Image
+    from nanoocr.engine import generate, naive_generate, preprocess, encode
+    net, tok = generation_model(tok, model_dir)
     rng = np.random.default_rng(0)
-    h, w = m if isinstance(m, tuple) else (256, 256)
-    view = preprocess(net, Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), m)
+    size = mode if isinstance(mode, tuple) else (256, 256)
+    view = preprocess(net, Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)), mode)
     n_img = encode(net, [view])[0].size(0)
-    params = sum(p.numel() for p in net.parameters())
-    print(f"model: {'random CPU recipe' if not model else model}, {params / 1e6:.2f}M parameters, "
-          f"mode {m} ({n_img} image placeholders), {n_threads} threads")
+    generate(net, tok, [view], max_tokens=8)  # warm-up
+    cached, naive, ids = [], [], None
+    for i in range(max(cached_runs, naive_runs)):  # alternate, as everywhere
+        if i < cached_runs:
+            t0 = time.perf_counter()
+            out = generate(net, tok, [view], max_tokens=new_tokens)
+            cached.append(time.perf_counter() - t0)
+            assert out[0]["num_tokens"] == new_tokens, "the benchmark model stopped early"
+            ids = out[0]["ids"]
+        if i < naive_runs:
+            t0 = time.perf_counter()
+            out_n = naive_generate(net, tok, [view], max_tokens=new_tokens)
+            naive.append(time.perf_counter() - t0)
+            assert out_n[0]["ids"] == ids, "naive and cached generation disagree"
+    c, n = statistics.median(cached), statistics.median(naive)
+    return dict(speedup=n / c, new_tokens=new_tokens, image_placeholders=n_img, vocab=tok.get_vocab_size(),
+                cached_tokens_per_s=summary([new_tokens / t for t in cached]),
+                naive_tokens_per_s=summary([new_tokens / t for t in naive]),
+                speedup_range=[min(naive) / max(cached), max(naive) / min(cached)])
 
-    generate(net, tok, [view], max_tokens=8)  # warm-up (allocator, kernels)
-    t_cached, out = timed(lambda: generate(net, tok, [view], max_tokens=new_tokens), repeats=2)
-    n = out[0]["num_tokens"]
-    print(f"cached: {n} tokens in {t_cached:.2f}s = {n / t_cached:.1f} tokens/s")
-    if naive:
-        t_naive, out_n = timed(lambda: naive_generate(net, tok, [view], max_tokens=new_tokens))
-        assert out_n[0]["ids"] == out[0]["ids"], "naive and cached generation disagree"
-        print(f"naive:  {n} tokens in {t_naive:.2f}s = {n / t_naive:.1f} tokens/s  -> cached is {t_naive / t_cached:.1f}x faster")
 
-    if latency_images <= 0:
-        return 0
+def bench_latency(tok, n_images, model_dir="", batch=8):
+    """Mean ms per image to read n_images rendered val line strips (the ground truth's token count
+    each), one at a time and `batch` at a time, and Tesseract's on the same images."""
     from nanoocr.synth import render
     from nanoocr.metrics import cer
-    lines = [render(0, i, "line", split="val") for i in range(latency_images)]  # (image, prompt, answer)
-    line_mode = parse_mode("32x256")
-    views = [preprocess(net, im, line_mode) for im, _, _ in lines]
+    from nanoocr.engine import generate, preprocess
+    net, tok = generation_model(tok, model_dir)
+    lines = [render(0, i, "line", split="val") for i in range(n_images)]  # (image, prompt, answer)
+    views = [preprocess(net, im, STRIP) for im, _, _ in lines]
     lengths = [len(tok.encode(a)) for _, _, a in lines]
+    generate(net, tok, views[:1], max_tokens=4)  # warm-up
     t0 = time.perf_counter()
     for v, k in zip(views, lengths):
         generate(net, tok, [v], max_tokens=k)
-    per_image = (time.perf_counter() - t0) / len(views)
+    per_image = (time.perf_counter() - t0) / n_images
     t0 = time.perf_counter()
-    for i in range(0, len(views), 8):  # batched: every row runs to the batch's longest answer
-        generate(net, tok, views[i:i + 8], max_tokens=max(lengths[i:i + 8]))
-    per_image_b8 = (time.perf_counter() - t0) / len(views)
-    print(f"latency on {len(views)} val line strips (32x256, {sum(lengths) / len(lengths):.1f} answer tokens each): "
-          f"model {per_image * 1000:.0f} ms/image (batch 1), {per_image_b8 * 1000:.0f} ms/image (batch 8)")
-    if tesseract:
-        if shutil.which("tesseract") is None:
-            print("tesseract: not installed (apt-get install tesseract-ocr tesseract-ocr-eng)")
-            return 0
-        from scripts.vision_eval import run_tesseract
-        results = [run_tesseract(im, psm=7) for im, _, _ in lines]
-        t_tess = sum(s for _, s in results) / len(results)
-        tess_cer = cer([t for t, _ in results], [a for _, _, a in lines])
-        print(f"tesseract: {t_tess * 1000:.0f} ms/image (one process per image, --psm 7), CER {tess_cer:.4f}")
-    return 0
+    for i in range(0, n_images, batch):  # batched: every row runs to the batch's longest answer
+        generate(net, tok, views[i:i + batch], max_tokens=max(lengths[i:i + batch]))
+    per_image_batched = (time.perf_counter() - t0) / n_images
+    out = dict(images=n_images, mode="32x256", answer_tokens_mean=round(sum(lengths) / n_images, 1), batch=batch,
+               model_ms_per_image=round(per_image * 1000, 1), model_ms_per_image_batched=round(per_image_batched * 1000, 1))
+    if shutil.which("tesseract") is None:
+        out["tesseract_skipped"] = "tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)"
+        return out
+    from scripts.vision_eval import run_tesseract
+    results = [run_tesseract(im, psm=7) for im, _, _ in lines]  # --psm 7: one text line
+    out["tesseract"] = dict(ms_per_image=round(1000 * sum(s for _, s in results) / n_images, 1), psm=7,
+                            cer=round(cer([t for t, _ in results], [a for _, _, a in lines]), 4))
+    return out
 
 
-if __name__ == "__main__":
-    config = configure(globals())
-    sys.exit(main())
+def report_rows(r):
+    """(label, value) rows of print_report for this module's sections."""
+    rows = []
+    for label, g in r.get("generation_cache_speedup", {}).items():
+        rows.append((f"cached / naive generation, {label}, {g['new_tokens']} tokens",
+                     f"{g['speedup']:.1f}x ({fmt(g['cached_tokens_per_s'])} vs {fmt(g['naive_tokens_per_s'])} tok/s)"))
+    lat = r.get("latency")
+    if lat:
+        tess = lat["tesseract"] if "tesseract" in lat else None
+        rows.append((f"ms per image, {lat['images']} val strips {lat['mode']}",
+                     f"model {lat['model_ms_per_image']:.0f} (batch 1), {lat['model_ms_per_image_batched']:.0f} "
+                     f"(batch {lat['batch']}); " + (f"Tesseract {tess['ms_per_image']:.0f} (CER {tess['cer']:.3f})"
+                                                    if tess else lat["tesseract_skipped"])))
+    return rows

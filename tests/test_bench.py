@@ -1,7 +1,8 @@
 """
 The benchmark suite's correctness (never its timings): the analytic FLOP count that MFU divides
-by matches torch's FlopCounterMode on real forward + backward passes, and `nanoocr bench --quick
---json` writes every key the README table is built from.
+by matches torch's FlopCounterMode on real forward + backward passes, `nanoocr bench --quick
+--json` writes every key the README table is built from, `--model=DIR` reads with a trained
+model, and the peak that MFU divides by is one measurement shared with the trainer.
 """
 
 import os
@@ -85,6 +86,28 @@ def test_flop_count_scales_and_counts_backward():
     assert one["total"] - frozen["total"] == pytest.approx(2 * sam_fwd + patch_fwd)
 
 
+def test_one_peak_for_the_trainer_and_the_bench(tmp_path, monkeypatch):
+    """flops.matmul_peak is the one measurement (median per size, best size); peak_flops divides by the
+    best of it this machine has shown, kept in the base dir that the trainer and the bench share, so a
+    run measuring in a slow spell does not get its own denominator."""
+    from nanoocr import flops
+    monkeypatch.setenv("NANOOCR_BASE_DIR", str(tmp_path))
+    assert not hasattr(flops, "measure_matmul_peak")
+    m = flops.matmul_peak("cpu", torch.float32, sizes=(32, 64), seconds=0.01)
+    assert set(m["by_size"]) == {"32", "64"} and m["best_n"] in (32, 64) and m["n"] >= 3
+    assert m["gflops"] == m["median"] and abs(m["gflops"] - max(m["by_size"].values())) < 0.01  # (rounded there)
+    fast, slow = dict(m, gflops=100.0), dict(m, gflops=40.0)
+    assert flops.peak_flops("cpu", torch.float32, measured=fast)[0] == 100e9
+    peak, source = flops.peak_flops("cpu", torch.float32, measured=slow)  # a slow spell: the best one stays
+    assert peak == 100e9 and "matmul_peak.json" in source and "40 GFLOP/s now" in source
+    assert flops.peak_flops("cpu", torch.bfloat16, measured=slow)[0] == 40e9  # per dtype
+    torch.set_num_threads(torch.get_num_threads() + 1)
+    try:
+        assert flops.peak_flops("cpu", torch.float32, measured=slow)[0] == 40e9  # per thread count
+    finally:
+        torch.set_num_threads(torch.get_num_threads() - 1)
+
+
 def test_bench_quick_writes_every_key(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
@@ -93,7 +116,7 @@ def test_bench_quick_writes_every_key(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads(out.read_text())
     for key in ("matmul_peak_gflops", "train_mfu", "train_samples_per_s", "encoder_vs_reference",
-                "generation_cache_speedup", "render_vs_train", "peak_rss_mb", "loadavg_start", "loadavg_end"):
+                "generation_cache_speedup", "render_vs_train", "latency", "peak_rss_mb", "loadavg_start", "loadavg_end"):
         assert key in r, f"missing {key}"
     assert r["matmul_peak_gflops"]["fp32"]["gflops"] > 0
     assert "bf16" in r["matmul_peak_gflops"] or "bf16_skipped" in r["matmul_peak_gflops"]
@@ -103,16 +126,56 @@ def test_bench_quick_writes_every_key(tmp_path):
         assert 0 < s["min"] <= s["median"] <= s["max"]
         assert abs(r["train"][key]["flops_check"]["ratio"] - 1) < 0.05
     enc = r["encoder_vs_reference"]
-    if "skipped" not in enc:
+    if "skipped" in enc:
+        assert "transformers" in enc["skipped"], enc  # names the missing package
+    else:  # forward, and forward + backward (what scripts/bench_encoder.py's own CLI used to print)
         entry = enc["strips 16x3x32x256"]
-        assert entry["sdpa"]["median"] > 0 and entry["eager"]["median"] > 0
+        for t in (entry, entry["fwd_bwd"]):
+            assert t["sdpa"]["median"] > 0 and t["eager"]["median"] > 0
+            assert t["ours_ms"]["median"] > 0 and t["ours_cpu_preset_ms"]["median"] > 0
         assert entry["max_rel_diff"] < 1e-3  # the two encoders compute the same function
     gen = r["generation_cache_speedup"]["32x256"]
     assert gen["speedup"] > 0 and gen["new_tokens"] == 64
+    check_latency(r, images=4)
     rv = r["render_vs_train"]
     assert rv["render_images_per_s"]["median"] > 0 and rv["ratio"] > 0 and rv["pipeline_ratio"] > 0
     assert r["peak_rss_mb"] and all(m["peak_mb"] > 0 for m in r["peak_rss_mb"].values())
     assert "nanoocr bench" in proc.stdout and "MFU" in proc.stdout
     # MFU says what it divides by: the peak in the training dtype, with its unit (issue 19)
     assert re.fullmatch(r"[0-9.]+ [GMT]FLOP/s (bf16|fp32|tf32)", r["mfu_of"]), r["mfu_of"]
+    assert "matmul_peak.json" in r["mfu_source"]  # the trainer's peak (no datasheet for a CPU)
     assert "mfu" in proc.stdout and f"% of {r['mfu_of']}" in proc.stdout, proc.stdout[-2000:]
+
+
+def check_latency(r, images):
+    """The latency part's keys (what scripts/bench_generate.py's own CLI used to print)."""
+    lat = r["latency"]
+    assert lat["images"] == images and lat["answer_tokens_mean"] > 0
+    assert lat["model_ms_per_image"] > 0 and lat["model_ms_per_image_batched"] > 0
+    if "tesseract" in lat:
+        assert lat["tesseract"]["ms_per_image"] > 0 and 0 <= lat["tesseract"]["cer"] <= 2
+    else:
+        assert "tesseract" in lat["tesseract_skipped"], lat  # names the missing program
+
+
+def test_bench_reads_with_a_trained_model_and_imports_transformers_only_for_its_part(tmp_path):
+    """--model=DIR (an export here) for the generate and latency parts; without the encoder part,
+    transformers is never imported."""
+    from nanoocr.checkpoint_manager import save_export
+    from scripts.bench import bench_tokenizer, random_vlm
+    tok = bench_tokenizer(vocab_size=400, max_chars=50_000)
+    model = random_vlm(tok, "cpu", seq_len=96, gpt_overrides=dict(n_layer=1))
+    export = str(tmp_path / "export")
+    save_export(export, model, tok, {"model_config": model.config, "user_config": {"mode": "32x256"}, "step": 1})
+    out = tmp_path / "bench.json"
+    code = ("import sys; from scripts import bench; "
+            f"rc = bench.main(['--quick', '--threads', '1', '--only', 'generate,latency', '--model', {export!r}, "
+            f"'--json', {str(out)!r}]); "
+            "assert 'transformers' not in sys.modules, 'transformers imported without the encoder part'; sys.exit(rc)")
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["generation_model"] == export and "train" not in r and "encoder_vs_reference" not in r
+    assert r["generation_cache_speedup"]["32x256"]["vocab"] == tok.get_vocab_size()
+    check_latency(r, images=4)
