@@ -207,7 +207,7 @@ def training_batches(model, tok, n, stage, batch_size=BATCH, seq_len=SEQ_LEN, se
 
 
 def recipe_optimizers(model, stage):
-    """The CPU recipe's optimisers for this stage (presets/cpu.py, presets/cpu_mid.py): AdamW, plus Muon
+    """The CPU recipe's optimisers for this stage (presets/cpu.toml, presets/cpu_mid.toml): AdamW, plus Muon
     for the GPT blocks' matrices where the preset sets matrix_lr -- ~1.25x a Stage 1 step here, so a
     bench without it would time a cheaper step than the trainer's (dev/LOG.md "One MFU"). The recipe's
     CTC head is left out: its cost measured within the noise."""
