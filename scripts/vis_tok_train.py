@@ -416,8 +416,8 @@ loader = train_loader(loader_state)
 n_params = sum(p.numel() for p in raw_model.parameters())
 print0(f"model: {n_params / 1e6:.2f}M parameters (encoder {sum(p.numel() for p in raw_model.encoder.parameters()) / 1e6:.2f}M), "
        f"mode {mode}, {grad_accum_steps} micro-batch(es) of {device_batch_size} x {world_size} rank(s) per step")
-# MFU says what it divides by: the peak (a table for known GPUs, a matmul measured now elsewhere) and its dtype
-# (the same measurement as `nanoocr bench`'s, flops.matmul_peak, so the two MFUs agree)
+# MFU says what it divides by: the peak and its dtype (a table for known GPUs; elsewhere the best
+# flops.matmul_peak this machine has shown, the number `nanoocr bench` divides by too)
 peak, peak_source = peak_flops(device_type, amp_dtype or torch.float32)
 peak_label = f"{format_flops(peak)} {dtype_label(amp_dtype, device_type)}"
 print0(f"MFU denominator: {peak_label} ({peak_source}); the step time includes waiting for data, "
