@@ -29,6 +29,7 @@ import statistics
 
 import torch
 
+from nanoocr.common import get_base_dir
 from nanoocr.deepencoder import grid_size
 
 
@@ -220,7 +221,6 @@ def remembered_peak(device_type, dtype, gflops):
     swings with the neighbours for minutes at a time (bf16 ~380 or ~1000 GFLOP/s on this project's
     Xeon), so two runs measuring it afresh divide by different numbers; the best one seen is the
     hardware's, and the same for every run."""
-    from nanoocr.common import get_base_dir
     path = os.path.join(get_base_dir(), "matmul_peak.json")
     key = (f"{_device_name(device_type)} | {str(dtype).replace('torch.', '')} | {torch.get_num_threads()} threads"
            f" | torch {torch.__version__}")
