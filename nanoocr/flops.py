@@ -222,8 +222,11 @@ def remembered_peak(device_type, dtype, gflops):
     Xeon), so two runs measuring it afresh divide by different numbers; the best one seen is the
     hardware's, and the same for every run."""
     path = os.path.join(get_base_dir(), "matmul_peak.json")
-    key = (f"{_device_name(device_type)} | {str(dtype).replace('torch.', '')} | {torch.get_num_threads()} threads"
-           f" | torch {torch.__version__}")
+    # the kernels torch runs here are part of the key: the same CPU limited to AVX2 (ATEN_CPU_CAPABILITY)
+    # multiplies at another rate
+    isa = torch.backends.cpu.get_cpu_capability() if device_type == "cpu" else "cuda"
+    key = (f"{_device_name(device_type)} | {isa} | {str(dtype).replace('torch.', '')} | "
+           f"{torch.get_num_threads()} threads | torch {torch.__version__}")
     try:
         with open(path) as f:
             table = json.load(f)
