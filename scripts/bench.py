@@ -51,6 +51,7 @@ from contextlib import nullcontext
 import torch
 
 from nanoocr.common import tune_malloc
+from nanoocr.configurator import read_preset
 from nanoocr.flops import cpu_has_fast_bf16, autocast_dtype, format_flops, dtype_label, matmul_peak, peak_flops
 from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
 from nanoocr.gpt import GPTConfig
@@ -211,7 +212,6 @@ def recipe_optimizers(model, stage):
     for the GPT blocks' matrices where the preset sets matrix_lr -- ~1.25x a Stage 1 step here, so a
     bench without it would time a cheaper step than the trainer's (dev/LOG.md "One MFU"). The recipe's
     CTC head is left out: its cost measured within the noise."""
-    from nanoocr.configurator import read_preset
     p = read_preset("cpu" if stage == 1 else "cpu_mid")
     return model.setup_optimizers(matrix_lr=p.get("matrix_lr", 0.0), muon_encoder=p.get("muon_encoder", False),
                                   muon_ns_steps=p.get("muon_ns_steps", 5))
@@ -430,7 +430,8 @@ def main(argv=None):
     malloc_tuned = tune_malloc() if args.malloc == "tuned" else False
     parts = set(args.only.split(",")) if args.only else set(PARTS)
     unknown = parts - set(PARTS)
-    assert not unknown, f"--only: unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}"
+    if unknown:  # a usage error, not a bug: argparse's message and exit status 2
+        parser.error(f"--only: unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
