@@ -75,7 +75,9 @@ def _ink(norm):
     smooth = cv2.medianBlur(norm, 3) if min(norm.shape) >= 3 else norm
     for _ in range(4):
         otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        ink = smooth < min(otsu, INK_MAX * 255)
+        # OpenCV's Otsu threshold is the top of the dark class (THRESH_BINARY keeps v > t): on a
+        # bilevel scan (only 0 and 255) it is 0 itself, so the ink is v <= t, never v < t
+        ink = smooth <= min(otsu, INK_MAX * 255)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
         x, y, w, h, area = (stats[:, i] for i in range(5))
         H, W = ink.shape
