@@ -274,8 +274,12 @@ def main():
         print("vision_eval: --tesseract=True but no `tesseract` on PATH "
               "(Debian/Ubuntu: apt-get install tesseract-ocr tesseract-ocr-eng)", file=sys.stderr)
         return 2
-    model_dir, net, tokenizer, meta, dev = reader.open_model(model, device_type, None if step < 0 else step)
-    run_mode = modes.resolve_mode(net.encoder.config, meta, mode)
+    try:
+        model_dir, net, tokenizer, meta, dev = reader.open_model(model, device_type, None if step < 0 else step)
+        run_mode = modes.resolve_mode(net.encoder.config, meta, mode)
+    except reader.MODEL_ERRORS as e:  # no model, a broken one, or one that would run code: say which file
+        print(f"nanoocr eval: {e}", file=sys.stderr)
+        return 2
     samples, desc = open_samples(data, source, image_dir, split, limit, meta.get("user_config"),
                                  run_mode if isinstance(run_mode, tuple) else None)
     n_tokens = max_tokens if max_tokens > 0 else reader.default_max_tokens(net)

@@ -197,7 +197,8 @@ def test_read_rejects_unknown_flags_and_bad_modes(base, images, capsys):
 def test_export_then_read_gives_the_same_text(base, images, tmp_path, capsys):
     out_dir = tmp_path / "exported"
     assert export_script.main([base[1], str(out_dir)]) == 0
-    assert is_export_dir(str(out_dir)) and (out_dir / "tokenizer" / "tokenizer.pkl").is_file()
+    assert is_export_dir(str(out_dir)) and (out_dir / "tokenizer" / "tokenizer.json").is_file()
+    assert not (out_dir / "tokenizer" / "tokenizer.pkl").exists()  # an export carries data only
     config = json.loads((out_dir / "config.json").read_text())
     assert config["user_config"]["mode"] == MODE and config["step"] == 3
     m1, _, _ = load_model(base[1])
