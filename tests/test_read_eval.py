@@ -173,6 +173,80 @@ def test_read_directory_with_a_corrupt_image(base, images, tmp_path):
     assert "2/4 images" in proc.stderr
 
 
+def test_read_jsonl_resumes_a_run_and_never_truncates(base, images, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    a = json.dumps({"image": str(images / "a.png"), "text": "from the first run", "tokens": 1, "seconds": 0.1})
+    out.write_text(a + "\n" + '{"image": "' + str(images / "sub"))  # a run killed mid-line after one image
+    assert read_script.main([str(images), "--model", base[1], "--max_tokens", "4", "--jsonl", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "already holds 1 of these images; reading the other 2" in err
+    lines = out.read_text().splitlines()
+    assert lines[0] == a and lines[1] == '{"image": "' + str(images / "sub")  # kept as they were
+    recs = [json.loads(line) for line in lines[2:]]
+    assert [os.path.basename(r["image"]) for r in recs] == ["bad.png", "b.jpg"] and "error" in recs[0]
+    # a second rerun skips every image with a text; the error one is tried again and appended
+    assert read_script.main([str(images), "--model", base[1], "--max_tokens", "4", "--jsonl", str(out)]) == 1
+    assert "reading the other 1" in capsys.readouterr().err
+    again = out.read_text().splitlines()
+    assert again[:len(lines)] == lines and len(again) == len(lines) + 1 and "bad.png" in again[-1]
+
+
+def test_read_reports_skipped_files_fifos_and_odd_file_names(base, tmp_path, capsys):
+    import signal
+    d = tmp_path / "mixed"
+    (d / ".git").mkdir(parents=True)
+    text_image(WORDS[0]).save(d / "a.png")
+    text_image(WORDS[0]).save(d / ".git" / "x.png")
+    (d / "notes.txt").write_text("x")
+    (d / "scan.heic").write_bytes(b"x")
+    os.mkfifo(d / "pipe.png")  # opening it would wait for a writer forever
+    odd = os.path.join(os.fsencode(d), b"caf\xe9.png")  # a Latin-1 file name: not UTF-8
+    text_image(WORDS[1]).save(odd.decode("utf-8", "surrogateescape"))
+    out = tmp_path / "out.jsonl"
+    signal.alarm(120)  # a hang on the FIFO fails the test instead of stalling the suite
+    try:
+        code = read_script.main([str(d), "--model", base[1], "--max_tokens", "4", "--jsonl", str(out)])
+    finally:
+        signal.alarm(0)
+    err = capsys.readouterr().err
+    assert code == 1
+    recs = {os.path.basename(r["image"]): r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert sorted(recs) == ["a.png", "caf\\xe9.png", "pipe.png"]
+    assert "text" in recs["a.png"] and "text" in recs["caf\\xe9.png"]
+    assert "not a regular file (a FIFO)" in recs["pipe.png"]["error"]
+    assert "skipped 2 files that are not images by extension (.heic, .txt)" in err
+    assert "skipped 1 hidden files and folders" in err and ".git" in err
+    # the odd name is matched on a rerun like any other
+    assert read_script.main([str(d), "--model", base[1], "--max_tokens", "4", "--jsonl", str(out)]) == 1
+    assert "already holds 2 of these images; reading the other 1" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_on_one_image_is_its_record_and_the_rest_are_read(base, images, monkeypatch):
+    model, tok, meta = load_model(base[1])
+    paths = [str(images / "a.png"), str(images / "sub" / "b.jpg"), str(images / "a.png")]
+    real_load, real_generate = reader.load_views, reader.generate
+
+    def load_views(model, src, *args, **kwargs):  # a bug that one image triggers while loading
+        if str(src).endswith("b.jpg"):
+            raise ZeroDivisionError("division by zero")
+        return real_load(model, src, *args, **kwargs)
+    monkeypatch.setattr(reader, "load_views", load_views)
+    recs = list(reader.read_images(model, tok, paths, tuple(MODE), max_tokens=4, batch_size=3))
+    assert "text" in recs[0] and "text" in recs[2]
+    assert recs[1] == {"image": paths[1], "error": "unexpected ZeroDivisionError: division by zero"}
+
+    def generate(model, tokenizer, images, prompts, **kwargs):  # ... and one that breaks generation
+        if "BOOM" in prompts:
+            raise RuntimeError("kaboom")
+        return real_generate(model, tokenizer, images, prompts, **kwargs)
+    monkeypatch.setattr(reader, "load_views", real_load)
+    monkeypatch.setattr(reader, "generate", generate)
+    recs = list(reader.read_images(model, tok, paths, tuple(MODE), ["Free OCR.", "BOOM", "Free OCR."],
+                                   max_tokens=4, batch_size=3))
+    assert "text" in recs[0] and "text" in recs[2] and recs[0]["text"] == recs[2]["text"]
+    assert "unexpected RuntimeError while generating: kaboom" in recs[1]["error"]
+
+
 def test_read_globs_and_json_lines_on_stdout(base, images, capsys):
     code = read_script.main([str(images / "**" / "*.*g"), "--model", base[1], "--max_tokens", "4"])
     lines = capsys.readouterr().out.splitlines()
