@@ -386,6 +386,57 @@ def test_eval_tesseract_side_by_side(base, dataset, tmp_path, monkeypatch, capsy
     assert m["tesseract"]["cer"] == pytest.approx(metrics.cer([r["tesseract_pred"] for r in recs], WORDS[:3]))
 
 
+def fake_tesseract(tmp_path, action_on_call_2):
+    """A `tesseract` on PATH that prints "hello" except on its second call, where it runs
+    action_on_call_2 (shell): fail, or kill the eval that called it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "tesseract"
+    script.write_text(f"""#!/bin/sh
+n=$(cat "{tmp_path}/calls" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "{tmp_path}/calls"
+if [ $n -eq 2 ]; then {action_on_call_2}; fi
+echo hello
+""")
+    script.chmod(0o755)
+    return f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_eval_keeps_every_prediction_when_tesseract_fails_on_one(base, dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", fake_tesseract(tmp_path, "echo 'Error: cannot read image' >&2; exit 1"))
+    out = tmp_path / "t.jsonl"
+    assert run_cli(monkeypatch, "eval", f"--model={base[1]}", f"--data={dataset / 'data.jsonl'}", "--max_tokens=5",
+                   "--tesseract=True", f"--out={out}") == 0
+    recs = read_jsonl(out)
+    assert len(recs) == 3 and all("pred" in r for r in recs)
+    assert recs[0]["tesseract_pred"] == recs[2]["tesseract_pred"] == "hello"
+    assert "cannot read image" in recs[1]["tesseract_error"] and "tesseract_pred" not in recs[1]
+    m = json.loads((tmp_path / "t.metrics.json").read_text())
+    assert m["model"]["n"] == 3 and m["tesseract"]["n"] == 2 and m["tesseract_failed"] == 1
+    assert "tesseract failed on" in capsys.readouterr().err
+
+
+def test_a_killed_eval_keeps_what_it_wrote(base, dataset, tmp_path):
+    """Tesseract's second call kills the eval (SIGKILL: no handler, no cleanup runs): the first
+    image's full record is on disk already."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=fake_tesseract(tmp_path, "kill -9 $PPID; sleep 5"),
+               NANOOCR_BASE_DIR=str(tmp_path / "b"))
+    out = tmp_path / "k.jsonl"
+    p = subprocess.run([sys.executable, "-m", "scripts.vision_eval", f"--model={base[1]}",
+                        f"--data={dataset / 'data.jsonl'}", "--max_tokens=5", "--tesseract=True", f"--out={out}"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    recs = read_jsonl(out)
+    assert len(recs) == 1 and recs[0]["ref"] == WORDS[0] and recs[0]["tesseract_pred"] == "hello"
+
+
+def test_eval_default_outputs_differ_for_same_named_model_dirs(monkeypatch, tmp_path):
+    from scripts.vision_eval import default_out_path
+    sys.modules.pop("scripts.vision_eval")  # `nanoocr eval` runs it as __main__ (runpy warns if it is imported)
+    a = default_out_path(str(tmp_path / "vis_tok_checkpoints" / "cpu"), "synth:line (val)")
+    b = default_out_path(str(tmp_path / "vis_mid_checkpoints" / "cpu"), "synth:line (val)")
+    assert a != b and os.path.basename(a) == "vis_tok_checkpoints_cpu-synth_line.jsonl"
+
+
 def test_eval_prose_reads_paragraphs_through_the_strip_cutter(base, tmp_path, monkeypatch, capsys):
     out = tmp_path / "prose.jsonl"
     assert run_cli(monkeypatch, "eval", f"--model={base[1]}", "--data=prose", "--limit=2", "--max_tokens=3",
