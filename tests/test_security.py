@@ -133,3 +133,20 @@ def test_an_export_is_data_only(tmp_path):
     assert files == ["config.json", "model.safetensors", os.path.join("tokenizer", "tokenizer.json")]
     m2, t2, _ = load_model(str(out))
     assert t2.encode("hello world") == tok.encode("hello world")
+
+
+def test_prepare_data_keeps_a_decompression_bomb_limit(tmp_path, monkeypatch):
+    """prepare_data decodes the images it converts: it does so under a pixel limit, and with the
+    limit off (max_pixels=None) Pillow's own bomb check still holds."""
+    import PIL.Image
+    from scripts.prepare_data import save_image
+    from nanoocr.image_process import load_image, ImageError
+    buf = io.BytesIO()
+    PIL.Image.new("RGB", (200, 100), "white").save(buf, format="BMP")  # BMP: converted, so decoded
+    with pytest.raises(ImageError, match="exceeds the limit of 10,000"):
+        save_image(buf.getvalue(), str(tmp_path / "x"), max_pixels=10_000)
+    assert not os.path.exists(tmp_path / "x.png")
+    assert save_image(buf.getvalue(), str(tmp_path / "y")).endswith("y.png")  # the default limit: 64 M pixels
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 5_000)  # > 2x this is what Pillow calls a bomb
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(buf.getvalue(), max_pixels=None)
