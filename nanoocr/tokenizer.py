@@ -1,6 +1,7 @@
 """
 BPE tokenizer in nanochat's format: trained with rustbpe (GPT-4 split pattern with \\p{N}{1,2}),
-served by tiktoken, saved as a pickled tiktoken.Encoding (tokenizer.pkl) plus token_bytes.pt.
+served by tiktoken, saved as tokenizer.json (plain data) and, for nanochat's own code, a pickled
+tiktoken.Encoding (tokenizer.pkl) plus token_bytes.pt.
 A tokenizer directory is data, never code: tokenizer.pkl is read by an unpickler that builds
 nothing but the four plain fields an Encoding is made of (a pickle that names any other callable
 is refused before it runs), and the project also writes tokenizer.json beside it -- the same
