@@ -309,8 +309,14 @@ EXPORT_FORMAT = "nanoocr-export"
 EXPORT_FORMAT_VERSION = 1
 
 
-def is_export_dir(path):
-    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(os.path.join(path, "model.safetensors"))
+def is_export_dir(path, interrupted_too=False):
+    """A complete export (config.json and model.safetensors). interrupted_too: also a directory that
+    holds nothing but an export's files without its config.json -- an export that stopped midway,
+    which exporting again may replace."""
+    if os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(os.path.join(path, "model.safetensors")):
+        return True
+    names = os.listdir(path) if interrupted_too and os.path.isdir(path) else []
+    return bool(names) and all(n == "tokenizer" or n.startswith(("config.json", "model.safetensors")) for n in names)
 
 
 def save_export(out_dir, model, tokenizer, meta, dtype=None):

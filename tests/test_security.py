@@ -135,6 +135,29 @@ def test_an_export_is_data_only(tmp_path):
     assert t2.encode("hello world") == tok.encode("hello world")
 
 
+def test_a_reexport_that_stops_midway_is_no_export_until_redone(tmp_path, monkeypatch, capsys):
+    """Re-exporting un-commits the old export (config.json) before replacing its weights: a re-export
+    that dies in between leaves a directory no loader takes for a model (never new weights under an
+    old config), and exporting again finishes it."""
+    from nanoocr import checkpoint_manager
+    from scripts import export as export_script
+    ckpt = make_checkpoint(tmp_path)
+    out = str(tmp_path / "exp")
+    assert export_script.main([ckpt, out]) == 0
+
+    def dies(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(checkpoint_manager, "save_safetensors", dies)
+    with pytest.raises(OSError, match="disk full"):
+        export_script.main([ckpt, out, "--dtype", "bfloat16"])
+    assert not os.path.exists(os.path.join(out, "config.json"))
+    with pytest.raises(CheckpointError):
+        load_model(out)
+    monkeypatch.undo()
+    assert export_script.main([ckpt, out]) == 0  # an interrupted export may be replaced
+    assert load_model(out)[2]["step"] == 3
+
+
 def test_prepare_data_keeps_a_decompression_bomb_limit(tmp_path, monkeypatch):
     """prepare_data decodes the images it converts: it does so under a pixel limit, and with the
     limit off (max_pixels=None) Pillow's own bomb check still holds."""
