@@ -25,6 +25,7 @@ dtype per device; the default prompt is modes.DEFAULT_PROMPT.
 import os
 import stat
 import time
+import traceback
 
 from PIL import Image
 
@@ -148,6 +149,14 @@ def not_a_regular_file(src):
     return next((what for test, what in kinds if test(st.st_mode)), "not a plain file")
 
 
+def _unexpected(e, when=""):
+    """An exception nobody expected, as an error record's message: its type, text and the line that
+    raised it (where to look, since the run goes on without a traceback)."""
+    where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    at = f" (at {os.path.basename(where.filename)}:{where.lineno})" if where else ""
+    return f"unexpected {type(e).__name__}{' ' + when if when else ''}: {e}{at}"
+
+
 def _default_name(src):
     """What load_image calls an input it is given no name for."""
     if isinstance(src, (str, os.PathLike)):
@@ -198,7 +207,7 @@ def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=No
                 records[i - start] = {"image": name, "error": f"{type(e).__name__}: {e}"}
                 continue
             except Exception as e:  # a bug, or an image some library chokes on: this image fails, the run goes on
-                records[i - start] = {"image": name, "error": f"unexpected {type(e).__name__}: {e}"}
+                records[i - start] = {"image": name, "error": _unexpected(e)}
                 continue
             ready.append((i, name, views, time.time() - t0))
         on_token = None if callback is None else (lambda r, tok, text: callback(ready[r][0], tok, text))
@@ -210,15 +219,14 @@ def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=No
         except Exception as e:
             # some image of the batch broke generation: read them one at a time, so only that one fails
             # (a lone image is not generated twice: the error is its own)
-            outs = [{"error": f"{ready[0][1]}: unexpected {type(e).__name__} while generating: {e}"}] \
-                if len(ready) == 1 else []
+            outs = [{"error": f"{ready[0][1]}: {_unexpected(e, 'while generating')}"}] if len(ready) == 1 else []
             for i, name, views, _ in (ready if len(ready) > 1 else []):
                 one_cb = None if callback is None else (lambda _r, tok, text, i=i: callback(i, tok, text))
                 try:
                     outs += generate_views(model, tokenizer, [views], [prompts[i]], batch_size, callback=one_cb,
                                            **gen_kwargs)
                 except Exception as e1:
-                    outs.append({"error": f"{name}: unexpected {type(e1).__name__} while generating: {e1}"})
+                    outs.append({"error": f"{name}: {_unexpected(e1, 'while generating')}"})
         for (i, name, views, load_s), out in zip(ready, outs):
             if "error" in out:
                 records[i - start] = {"image": name, "error": out["error"]}
