@@ -197,7 +197,7 @@ class OcrServer:
         self.concurrency, self.capacity = concurrency, concurrency + queue
         self.max_upload = int(max_upload_mb * MB)
         self.timeout, self.max_pixels, self.autocast_dtype = timeout, max_pixels, autocast_dtype
-        self.active = 0  # admitted jobs: queued or generating
+        self.active = 0  # places taken: requests being read and checked, and jobs queued or generating
         self.avg_seconds = 1.0  # running mean of generation time, for Retry-After
         self.jobs = set()
         self.api_key = api_key or None  # None: no key required (the server binds 127.0.0.1 by default)
@@ -361,7 +361,7 @@ class OcrServer:
         slot.owned_by_job = True
         self.jobs.add(job)
         # how many jobs must finish before this one starts (FIFO), sent before any token can be
-        job.emit("queued", max(0, self.active - self.concurrency))
+        job.emit("queued", max(0, len(self.jobs) - self.concurrency))  # jobs only: requests still uploading are not ahead
         future = asyncio.get_running_loop().run_in_executor(self.generators, self.run_job, job)
 
         def finished(_):  # runs on the event loop
