@@ -70,6 +70,10 @@ def test_poisoned_tokenizer_is_refused_by_every_program(poisoned, tmp_path, caps
         Tokenizer.from_directory(os.path.join(ckpt, "tokenizer"))
     with pytest.raises(TokenizerError, match="refused"):
         load_model(ckpt)
+    # --nanochat_dir + --nanochat_tokenizer: nanochat's GPT with the crafted tokenizer beside it
+    from nanoocr.checkpoint_manager import load_nanochat_gpt
+    with pytest.raises(TokenizerError, match="refused"):
+        load_nanochat_gpt(os.path.join(FIXTURE_D2, "base_checkpoints", "d2"), os.path.join(ckpt, "tokenizer"))
 
     from scripts import read as read_script, export as export_script, serve as serve_script, cli
     assert read_script.main([img, "--model", ckpt]) == 2
@@ -88,6 +92,11 @@ def test_poisoned_tokenizer_is_refused_by_every_program(poisoned, tmp_path, caps
     p = subprocess.run([sys.executable, "-m", "scripts.vis_tok_train", f"--init_from={ckpt}", "--tag=x",
                         "--num_steps=1", "--dtype=float32"], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=300)
+    assert p.returncode != 0 and "tokenizer.pkl: refused" in p.stderr, p.stderr[-2000:]
+    # ... and a fresh run pointed at the tokenizer directory alone (--tokenizer_dir)
+    p = subprocess.run([sys.executable, "-m", "scripts.vis_tok_train", f"--tokenizer_dir={ckpt}/tokenizer",
+                        "--tag=y", "--num_steps=1", "--dtype=float32"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
     assert p.returncode != 0 and "tokenizer.pkl: refused" in p.stderr, p.stderr[-2000:]
     assert not os.path.exists(marker), "the crafted tokenizer.pkl ran code"
 
