@@ -58,11 +58,11 @@ fi
 
 # (2) the GPU speedrun preset
 python -m scripts.tok_train "${TOK[@]}" > "$LOGS/tok.log"
-timeout 330 python -m scripts.vis_tok_train --preset=gpu --tag=gpu_check "${DEV[@]}" "${GPU_ARGS[@]}" 2>&1 | tee "$LOGS/gpu.log"
+timeout 330 python -m scripts.vis_tok_train --preset=gpu --tag=gpu_check --overwrite=True "${DEV[@]}" "${GPU_ARGS[@]}" 2>&1 | tee "$LOGS/gpu.log"
 
 # (3) the full-size preset from random init (its own tokenizer of its own size, in its own dir)
 python -m scripts.tok_train "${FULL_TOK[@]}" --out_dir="$BASE/tokenizer_full" > "$LOGS/tok_full.log"
-timeout 240 python -m scripts.vis_tok_train --preset=full --tag=full_check --from_scratch=True \
+timeout 240 python -m scripts.vis_tok_train --preset=full --tag=full_check --from_scratch=True --overwrite=True \
   --tokenizer_dir="$BASE/tokenizer_full" --eval_every=0 --cer_samples=0 --save_every=0 \
   "${DEV[@]}" "${FULL_ARGS[@]}" 2>&1 | tee "$LOGS/full.log"
 

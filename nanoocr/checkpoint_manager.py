@@ -5,9 +5,14 @@ Checkpoints in nanochat's format, crash-safe:
     <checkpoint_dir>/optim_{step:06d}_rank{r}.pt  optimiser (+ loop) state of each rank
     <checkpoint_dir>/meta_{step:06d}.json         model_config, user_config, step, metrics, loop state
 
-Every file is written to a temp name and renamed into place, and meta_ is written LAST: it is
-the commit marker. A step without its meta (a run killed mid-save) does not exist for the
-loaders, so the previous complete checkpoint is what resumes.
+Every file is written to a temp name, fsynced and renamed into place, the directory fsynced, and
+meta_ is written LAST: it is the commit marker. A step without its meta (a run killed mid-save, or
+a machine that lost power before the data reached the disk) does not exist for the loaders, so the
+previous complete checkpoint is what resumes.
+
+Every file is loaded as data: torch.load(weights_only=True) for model and optimiser files (tensors,
+dicts, lists, numbers, strings -- nothing that runs code), safetensors for exports, and the
+tokenizer through tokenizer.py's data-only reader. A file that would run code is refused.
 """
 
 import os
@@ -15,6 +20,7 @@ import re
 import glob
 import json
 import time
+import pickle
 
 import torch
 import torch.distributed as dist
@@ -30,9 +36,21 @@ class CheckpointError(ValueError):
     pass
 
 
+def _fsync_path(path):
+    """Flush a written file (or a directory's entries, after a rename into it) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a directory; the rename is then as durable as it gets
+        pass
+    finally:
+        os.close(fd)
+
+
 def _atomic_torch_save(obj, path):
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(obj, tmp)
+    _fsync_path(tmp)
     os.replace(tmp, path)
 
 
@@ -43,6 +61,7 @@ def _atomic_json_save(obj, path):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_path(os.path.dirname(os.path.abspath(path)))
 
 
 def save_checkpoint(checkpoint_dir, step, model_data, optimizer_data, meta_data, rank=0):
@@ -59,6 +78,7 @@ def save_checkpoint(checkpoint_dir, step, model_data, optimizer_data, meta_data,
     if hook and int(hook.split(":")[0]) == step:
         print0(f"[test hook] pausing before writing meta_{step:06d}.json", flush=True)
         time.sleep(float(hook.split(":")[1]))
+    _fsync_path(checkpoint_dir)  # the data files' names are on disk before the meta that commits them
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     if rank == 0:
@@ -66,14 +86,19 @@ def save_checkpoint(checkpoint_dir, step, model_data, optimizer_data, meta_data,
         print0(f"saved checkpoint step {step} to {checkpoint_dir}")
 
 
-def load_file(path, device="cpu", weights_only=True):
-    """torch.load with an error that names the file when it is missing, truncated or foreign.
-    Model files are plain tensors (weights_only=True, safe on untrusted files); optimiser files
-    carry loop / RNG state and are loaded with weights_only=False — load only your own."""
+def load_file(path, device="cpu"):
+    """torch.load(weights_only=True) with an error that names the file when it is missing, truncated,
+    foreign, or would run code. Model files are tensors; optimiser files are tensors, dicts, lists,
+    numbers and strings (optimiser state, the loader's position, the torch RNG state), so both load
+    as data: PyTorch's weights_only unpickler refuses any other object before building it."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: file not found")
     try:
-        return torch.load(path, map_location=device, weights_only=weights_only)
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only's refusal: the file names a callable
+        raise CheckpointError(f"{path}: refused: the file holds objects other than tensors and plain data, "
+                              f"and loading it would run code ({str(e).splitlines()[0][:300]}). nanoocr never "
+                              f"writes such files; load checkpoints only from sources you trust.") from e
     except Exception as e:
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}: {e}). "
                               f"The file is truncated or not a checkpoint: delete it, or its meta_*.json, "
@@ -96,8 +121,7 @@ def load_checkpoint(checkpoint_dir, step=None, device="cpu", load_optimizer=Fals
     model_data = load_file(os.path.join(checkpoint_dir, f"model_{step:06d}.pt"), device)
     optim_data = None
     if load_optimizer:
-        optim_data = load_file(os.path.join(checkpoint_dir, f"optim_{step:06d}_rank{rank}.pt"), device,
-                               weights_only=False)
+        optim_data = load_file(os.path.join(checkpoint_dir, f"optim_{step:06d}_rank{rank}.pt"), device)
     return model_data, optim_data, meta
 
 
@@ -207,8 +231,11 @@ def checkpoint_dir_for(phase, tag, base_dir=None):
 # directory alone is enough to read images with it.
 
 def save_tokenizer_once(checkpoint_dir, tokenizer):
+    """The run's tokenizer beside its checkpoints (tokenizer.json, what loading reads, + nanochat's
+    pickles). Once per directory: a resumed run keeps it; a fresh run into a used tag has had it
+    deleted first (vis_tok_train's --overwrite), so weights never sit beside another run's tokenizer."""
     tok_dir = os.path.join(checkpoint_dir, "tokenizer")
-    if not os.path.isfile(os.path.join(tok_dir, "tokenizer.pkl")):
+    if not os.path.isfile(os.path.join(tok_dir, "tokenizer.json")):
         tokenizer.save(tok_dir)
 
 
@@ -270,9 +297,11 @@ def find_latest_model_dir(base_dir=None):
 #
 #     <dir>/config.json        {"format": "nanoocr-export", "format_version", "model_config", "user_config", "step"}
 #     <dir>/model.safetensors  the state dict (safetensors: no pickle, loads without running code)
-#     <dir>/tokenizer/         tokenizer.pkl + token_bytes.pt
+#     <dir>/tokenizer/         tokenizer.json (plain data; no pickle in an export)
 #
-# config.json is written last, so like meta_*.json it marks a complete export. load_model below
+# config.json is written last, so like meta_*.json it marks a complete export; re-exporting into
+# the same directory removes the old config.json first, so no reader ever sees new weights under an
+# old config (or the reverse). load_model below
 # accepts an export directory wherever it accepts a checkpoint directory (read, eval, training's
 # init_from), so nothing downstream needs to know which one it was given.
 
@@ -280,14 +309,24 @@ EXPORT_FORMAT = "nanoocr-export"
 EXPORT_FORMAT_VERSION = 1
 
 
-def is_export_dir(path):
-    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(os.path.join(path, "model.safetensors"))
+def is_export_dir(path, interrupted_too=False):
+    """A complete export (config.json and model.safetensors). interrupted_too: also a directory that
+    holds nothing but an export's files without its config.json -- an export that stopped midway,
+    which exporting again may replace."""
+    if os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(os.path.join(path, "model.safetensors")):
+        return True
+    names = os.listdir(path) if interrupted_too and os.path.isdir(path) else []
+    return bool(names) and all(n == "tokenizer" or n.startswith(("config.json", "model.safetensors")) for n in names)
 
 
 def save_export(out_dir, model, tokenizer, meta, dtype=None):
     """Write model + tokenizer + config to out_dir (see above). dtype: e.g. torch.bfloat16 to halve
     the file (floating tensors only; loading casts back to the model's fp32)."""
     os.makedirs(out_dir, exist_ok=True)
+    config_path = os.path.join(out_dir, "config.json")
+    if os.path.exists(config_path):  # un-commit the old export before replacing any of its files
+        os.remove(config_path)
+        _fsync_path(out_dir)
     state_dict = {}
     for k, v in strip_compile_prefix(model.state_dict()).items():
         v = v.detach().to("cpu")
@@ -296,12 +335,19 @@ def save_export(out_dir, model, tokenizer, meta, dtype=None):
         state_dict[k] = v.contiguous()
     weights = os.path.join(out_dir, "model.safetensors")
     save_safetensors(state_dict, weights + ".tmp", metadata={"format": "pt"})
+    _fsync_path(weights + ".tmp")
     os.replace(weights + ".tmp", weights)
-    tokenizer.save(os.path.join(out_dir, "tokenizer"))
+    tok_dir = os.path.join(out_dir, "tokenizer")
+    for stale in ("tokenizer.pkl", "token_bytes.pt"):  # an older export's pickles: data only now
+        if os.path.exists(os.path.join(tok_dir, stale)):
+            os.remove(os.path.join(tok_dir, stale))
+    tokenizer.save(tok_dir, pickles=False)
+    _fsync_path(os.path.join(tok_dir, "tokenizer.json"))
+    _fsync_path(out_dir)
     config = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
               "model_config": meta["model_config"], "user_config": meta.get("user_config", {}),
               "step": meta.get("step")}
-    _atomic_json_save(config, os.path.join(out_dir, "config.json"))
+    _atomic_json_save(config, config_path)
     return out_dir
 
 

@@ -79,11 +79,14 @@ def describe_non_image(head):
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-def _open_lazy(src):
-    """Image.open (header only, nothing decoded yet) that tolerates Pillow's own bomb check."""
+def _open_lazy(src, own_limit=True):
+    """Image.open (header only, nothing decoded yet). own_limit: the caller checks the size against
+    its own max_pixels (_finish), so Pillow's bomb check is set aside; without one, Pillow's stands."""
     try:
         return Image.open(src)
     except Image.DecompressionBombError:
+        if not own_limit:
+            raise
         with _PIL_LIMIT_LOCK:
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
@@ -127,7 +130,8 @@ def to_rgb(im):
 def load_image(src, max_pixels=DEFAULT_MAX_PIXELS, name=None):
     """Open a path, bytes, file object or PIL image and return a fully decoded RGB PIL image, with
     EXIF orientation applied. Anything that is not a readable image raises ImageError naming
-    `name` (default: the path, or "<bytes>" / "<PIL image>"). max_pixels=None disables the limit."""
+    `name` (default: the path, or "<bytes>" / "<PIL image>"). max_pixels=None leaves only Pillow's
+    own decompression-bomb limit (Image.MAX_IMAGE_PIXELS), which is never turned off."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Pillow would then pad truncated files with grey and return them silently as training data.
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process; nanoocr needs "
@@ -148,9 +152,11 @@ def load_image(src, max_pixels=DEFAULT_MAX_PIXELS, name=None):
         name = name or "<bytes>"
         head, fp = data[:1024], io.BytesIO(data)
     try:
-        im = _open_lazy(fp)
+        im = _open_lazy(fp, own_limit=max_pixels is not None)
     except MemoryError:
         raise
+    except Image.DecompressionBombError as e:  # max_pixels=None: Pillow's own guard still holds
+        raise ImageError(f"{name}: {e}") from e
     except Exception as e:  # UnidentifiedImageError, SyntaxError, struct.error, ... from Pillow's plugins
         raise ImageError(f"{name}: not a readable image: {describe_non_image(head)}") from e
     with im:  # closes a file Pillow opened itself (multi-frame images keep it open otherwise)

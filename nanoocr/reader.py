@@ -23,7 +23,9 @@ dtype per device; the default prompt is modes.DEFAULT_PROMPT.
 """
 
 import os
+import stat
 import time
+import traceback
 
 from PIL import Image
 
@@ -131,6 +133,30 @@ def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, cal
     return results
 
 
+def not_a_regular_file(src):
+    """For a path that exists but is no regular file (a FIFO, a socket, a device): what it is; else
+    None (a missing file is load_image's to report)."""
+    if not isinstance(src, (str, os.PathLike)):
+        return None
+    try:
+        st = os.stat(src)
+    except OSError:
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")]
+    return next((what for test, what in kinds if test(st.st_mode)), "not a plain file")
+
+
+def _unexpected(e, when=""):
+    """An exception nobody expected, as an error record's message: its type, text and the line that
+    raised it (where to look, since the run goes on without a traceback)."""
+    where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    at = f" (at {os.path.basename(where.filename)}:{where.lineno})" if where else ""
+    return f"unexpected {type(e).__name__}{' ' + when if when else ''}: {e}{at}"
+
+
 def _default_name(src):
     """What load_image calls an input it is given no name for."""
     if isinstance(src, (str, os.PathLike)):
@@ -146,7 +172,8 @@ def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=No
     """Read images (paths, bytes or PIL images): yields one record per input, in input order, a
     batch of batch_size images at a time (so a long run shows results as it goes):
     {"image": name, "text", "num_tokens", "views", "finish_reason", "seconds", "vision_tokens"}, or
-    {"image": name, "error": message} for an image that cannot be read (the others go on).
+    {"image": name, "error": message} for an image that cannot be read, that is no regular file (a
+    FIFO would block the run), or on which anything else fails, a bug included (the others go on).
     mode: a modes.parse_mode() value (modes.resolve_mode gives the model's own). prompts: one for
     all, or one per image. names: what records and errors call each image (default: its path).
     errors: per input, an error already known (a path that matched nothing) or None; such an input
@@ -169,6 +196,9 @@ def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=No
                 continue
             t0 = time.time()
             try:
+                special = not_a_regular_file(images[i])
+                if special:  # opening a FIFO would wait forever for a writer; a device could be endless
+                    raise ImageError(f"{name}: not a regular file ({special}); skipped")
                 views = load_views(model, images[i], mode, max_words, whole, name=name)
             except ImageError as e:  # its message names the file
                 records[i - start] = {"image": name, "error": str(e)}
@@ -176,12 +206,31 @@ def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=No
             except OSError as e:  # permission denied, a directory that vanished, ...
                 records[i - start] = {"image": name, "error": f"{type(e).__name__}: {e}"}
                 continue
+            except Exception as e:  # a bug, or an image some library chokes on: this image fails, the run goes on
+                records[i - start] = {"image": name, "error": _unexpected(e)}
+                continue
             ready.append((i, name, views, time.time() - t0))
         on_token = None if callback is None else (lambda r, tok, text: callback(ready[r][0], tok, text))
-        outs = generate_views(model, tokenizer, [r[2] for r in ready], [prompts[r[0]] for r in ready], batch_size,
-                              callback=on_token, max_tokens=max_tokens, no_repeat_ngram_size=no_repeat_ngram,
-                              no_repeat_window=no_repeat_window, **kwargs)
+        gen_kwargs = dict(max_tokens=max_tokens, no_repeat_ngram_size=no_repeat_ngram,
+                          no_repeat_window=no_repeat_window, **kwargs)
+        try:
+            outs = generate_views(model, tokenizer, [r[2] for r in ready], [prompts[r[0]] for r in ready],
+                                  batch_size, callback=on_token, **gen_kwargs)
+        except Exception as e:
+            # some image of the batch broke generation: read them one at a time, so only that one fails
+            # (a lone image is not generated twice: the error is its own)
+            outs = [{"error": f"{ready[0][1]}: {_unexpected(e, 'while generating')}"}] if len(ready) == 1 else []
+            for i, name, views, _ in (ready if len(ready) > 1 else []):
+                one_cb = None if callback is None else (lambda _r, tok, text, i=i: callback(i, tok, text))
+                try:
+                    outs += generate_views(model, tokenizer, [views], [prompts[i]], batch_size, callback=one_cb,
+                                           **gen_kwargs)
+                except Exception as e1:
+                    outs.append({"error": f"{name}: {_unexpected(e1, 'while generating')}"})
         for (i, name, views, load_s), out in zip(ready, outs):
+            if "error" in out:
+                records[i - start] = {"image": name, "error": out["error"]}
+                continue
             records[i - start] = {
                 "image": name, "text": out["text"], "num_tokens": out["num_tokens"], "views": out["views"],
                 "finish_reason": out["finish_reason"], "seconds": load_s + out["seconds"],

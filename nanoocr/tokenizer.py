@@ -1,12 +1,20 @@
 """
 BPE tokenizer in nanochat's format: trained with rustbpe (GPT-4 split pattern with \\p{N}{1,2}),
-served by tiktoken, saved as a pickled tiktoken.Encoding (tokenizer.pkl) plus token_bytes.pt.
+served by tiktoken, saved as tokenizer.json (plain data) and, for nanochat's own code, a pickled
+tiktoken.Encoding (tokenizer.pkl) plus token_bytes.pt.
+A tokenizer directory is data, never code: tokenizer.pkl is read by an unpickler that builds
+nothing but the four plain fields an Encoding is made of (a pickle that names any other callable
+is refused before it runs), and the project also writes tokenizer.json beside it -- the same
+fields as JSON -- which is what exports carry and what loading prefers when it is there.
 nanochat's nine special tokens take the last ids; the vision system adds <|image|> after them.
 A nanochat tokenizer directory without <|image|> gets it appended at id = old vocab size,
 which is why load_nanochat_gpt grows the GPT's vocabulary by one row.
 """
 
 import os
+import io
+import json
+import base64
 import pickle
 
 import torch
@@ -29,6 +37,90 @@ SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| 
 
 class TokenizerError(ValueError):
     pass
+
+
+TOKENIZER_JSON_FORMAT = "nanoocr-tokenizer"
+
+
+class _EncodingState:
+    """What the unpickler builds where the pickle names tiktoken.core.Encoding: an empty object that
+    only keeps the state the pickle hands it (BUILD -> __setstate__). Nothing of tiktoken runs
+    until _encoding_from_fields has checked that state is plain data."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """pickle.load that resolves exactly one global, tiktoken.core.Encoding (to _EncodingState).
+    Any other global -- os.system, builtins.eval, subprocess.Popen, ... -- is how a pickle runs
+    code, and is refused here, before it can be called (PyTorch's weights_only loader works alike)."""
+
+    def __init__(self, file, path):
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module, name):
+        if (module, name) == ("tiktoken.core", "Encoding"):
+            return _EncodingState
+        raise TokenizerError(f"{self.path}: refused: the pickle names {module}.{name}, which a tokenizer does "
+                             f"not contain (loading it would run code). Only a pickled tiktoken.Encoding "
+                             f"(nanochat's tokenizer.pkl) is read; re-create the tokenizer with "
+                             f"`python -m scripts.tok_train`, or get it from a source you trust")
+
+    def persistent_load(self, pid):
+        raise TokenizerError(f"{self.path}: refused: the pickle uses persistent ids, which a tokenizer does not")
+
+
+def _encoding_from_fields(fields, path):
+    """A dict {name, pat_str, mergeable_ranks {bytes: int}, special_tokens {str: int}} -> a
+    tiktoken.Encoding, after checking every field's type (a message naming the file otherwise)."""
+    if not isinstance(fields, dict) or set(fields) != {"name", "pat_str", "mergeable_ranks", "special_tokens"}:
+        what = sorted(fields) if isinstance(fields, dict) else type(fields).__name__
+        raise TokenizerError(f"{path}: expected a tokenizer's fields name, pat_str, mergeable_ranks, special_tokens; "
+                             f"got {what} (a tiktoken *registered* encoding pickled by name is not supported)")
+    ranks, specials = fields["mergeable_ranks"], fields["special_tokens"]
+    ok = (isinstance(fields["name"], str) and isinstance(fields["pat_str"], str)
+          and isinstance(ranks, dict) and all(type(k) is bytes and type(v) is int for k, v in ranks.items())
+          and isinstance(specials, dict) and all(type(k) is str and type(v) is int for k, v in specials.items()))
+    if not ok:
+        raise TokenizerError(f"{path}: a tokenizer field has the wrong type (name, pat_str: str; mergeable_ranks: "
+                             f"bytes -> int; special_tokens: str -> int)")
+    try:
+        return tiktoken.Encoding(name=fields["name"], pat_str=fields["pat_str"], mergeable_ranks=ranks,
+                                 special_tokens=specials)
+    except Exception as e:  # tiktoken's own checks (ranks vs specials overlapping, a bad regex, ...)
+        raise TokenizerError(f"{path}: tiktoken rejects this tokenizer ({type(e).__name__}: {e})") from e
+
+
+def _load_pickle(path):
+    """nanochat's tokenizer.pkl, through _DataOnlyUnpickler -> tiktoken.Encoding."""
+    try:
+        with open(path, "rb") as f:
+            obj = _DataOnlyUnpickler(io.BytesIO(f.read()), path).load()
+    except TokenizerError:
+        raise
+    except Exception as e:
+        raise TokenizerError(f"{path}: not a readable tokenizer pickle ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, _EncodingState) or not hasattr(obj, "state"):
+        raise TokenizerError(f"{path}: expected a pickled tiktoken.Encoding, got {type(obj).__name__}")
+    return _encoding_from_fields(obj.state, path)
+
+
+def _load_json(path):
+    """tokenizer.json (written by Tokenizer.save) -> tiktoken.Encoding. Ranks are the base64 of each
+    token's bytes, in rank order."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        assert isinstance(data, dict) and data.get("format") == TOKENIZER_JSON_FORMAT, \
+            f'expected "format": "{TOKENIZER_JSON_FORMAT}"'
+        assert data.get("format_version", 0) <= 1, f"format_version {data.get('format_version')} is newer than 1"
+        ranks = {base64.b64decode(t, validate=True): i for i, t in enumerate(data["mergeable_ranks"])}
+        fields = {k: data[k] for k in ("name", "pat_str", "special_tokens")}
+    except Exception as e:
+        raise TokenizerError(f"{path}: not a readable nanoocr tokenizer.json ({type(e).__name__}: {e})") from e
+    return _encoding_from_fields(dict(fields, mergeable_ranks=ranks), path)
 
 
 def _with_image_token(enc):
@@ -66,22 +158,34 @@ class Tokenizer:
 
     @classmethod
     def from_directory(cls, tokenizer_dir):
+        """tokenizer.json if the directory has one (ours), else tokenizer.pkl (nanochat's, read as
+        data only: see _DataOnlyUnpickler)."""
+        path_json = os.path.join(tokenizer_dir, "tokenizer.json")
         path = os.path.join(tokenizer_dir, "tokenizer.pkl")
+        if os.path.isfile(path_json):
+            return cls(_load_json(path_json))
         if not os.path.isfile(path):
             raise TokenizerError(f"no tokenizer at {path}: train one with `python -m scripts.tok_train` "
                                  f"or point to a nanochat tokenizer directory")
-        try:
-            with open(path, "rb") as f:
-                enc = pickle.load(f)
-        except Exception as e:
-            raise TokenizerError(f"{path}: not a readable tokenizer pickle ({type(e).__name__}: {e})") from e
-        if not hasattr(enc, "encode_ordinary"):
-            raise TokenizerError(f"{path}: expected a pickled tiktoken.Encoding, got {type(enc).__name__}")
-        return cls(enc)
+        return cls(_load_pickle(path))
 
-    def save(self, tokenizer_dir):
-        """tokenizer.pkl + token_bytes.pt (bytes per token id, 0 for specials: for bits-per-byte)."""
+    def save(self, tokenizer_dir, pickles=True):
+        """tokenizer.json (plain data, what loading prefers) and, with pickles=True, nanochat's
+        tokenizer.pkl + token_bytes.pt (bytes per token id, 0 for specials: for bits-per-byte) so
+        nanochat's own code can read the directory. Exports pass pickles=False: only data."""
         os.makedirs(tokenizer_dir, exist_ok=True)
+        enc = self.enc
+        ranks = sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])
+        assert [r for _, r in ranks] == list(range(len(ranks))), "mergeable ranks must be 0..n-1 to be saved"
+        data = {"format": TOKENIZER_JSON_FORMAT, "format_version": 1, "name": enc.name, "pat_str": enc._pat_str,
+                "mergeable_ranks": [base64.b64encode(t).decode("ascii") for t, _ in ranks],
+                "special_tokens": dict(enc._special_tokens)}
+        path = os.path.join(tokenizer_dir, "tokenizer.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(path + ".tmp", path)
+        if not pickles:
+            return
         path = os.path.join(tokenizer_dir, "tokenizer.pkl")
         with open(path + ".tmp", "wb") as f:
             pickle.dump(self.enc, f)

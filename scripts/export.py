@@ -29,7 +29,7 @@ def main(argv=None):
     if os.path.abspath(args.checkpoint) == os.path.abspath(args.out_dir):
         parser.error("OUT_DIR must differ from CHECKPOINT")
     # never scribble over an unrelated directory: OUT_DIR must be new, empty, or a previous export
-    if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not is_export_dir(args.out_dir):
+    if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not is_export_dir(args.out_dir, interrupted_too=True):
         print(f"nanoocr export: {args.out_dir} exists and is not an export directory; choose a new OUT_DIR", file=sys.stderr)
         return 2
     try:

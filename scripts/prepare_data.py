@@ -44,6 +44,8 @@ prompt = ""         # replace every sample's prompt with this ("" = keep the sou
 image_dir = ""      # fox / omnidocbench: where the images are ("" = the format's default)
 strict = False      # stop at the first bad record instead of counting it
 overwrite = False   # replace an existing OUT/data.jsonl
+max_pixels = 64_000_000  # images converted here are decoded: larger ones are skipped (a decompression-bomb
+                         # guard, image_process.DEFAULT_MAX_PIXELS); raise it for huge scans you trust
 # -----------------------------------------------------------------------------
 
 _PNG, _JPEG = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
@@ -58,11 +60,11 @@ def _safe_name(text, maxlen=60):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:maxlen] or "sample"
 
 
-def save_image(image, dst_stem):
+def save_image(image, dst_stem, max_pixels=64_000_000):
     """Write a sample's image as dst_stem + .png/.jpg and return that path. PNG/JPEG go through
     untouched; anything else (webp, bmp, tiff, ...) is decoded and written as PNG, so the output
     folder holds only the two formats every loader reads. Raises ValueError / OSError when the data
-    is not a decodable image."""
+    is not a decodable image, or one of more than max_pixels pixels."""
     if isinstance(image, str):
         ext = os.path.splitext(image)[1].lower()
         if ext in (".png", ".jpg", ".jpeg"):
@@ -80,12 +82,12 @@ def save_image(image, dst_stem):
     # RGB, a clear ImageError for corrupt data); imported here because it pulls in torch
     from nanoocr.image_process import load_image
     dst = dst_stem + ".png"
-    load_image(image, max_pixels=None, name=os.path.basename(dst_stem)).save(dst, format="PNG")
+    load_image(image, max_pixels=max_pixels, name=os.path.basename(dst_stem)).save(dst, format="PNG")
     return dst
 
 
 def prepare(source, input, out, limit=-1, image_col="image", text_col="text", prompt_col="", id_col="",
-            prompt="", image_dir="", strict=False, overwrite=False):
+            prompt="", image_dir="", strict=False, overwrite=False, max_pixels=64_000_000):
     """Convert; returns a summary dict {"written", "skipped": {reason: n}, "out", "seconds"}."""
     assert source in _SOURCES, f"--source must be one of {', '.join(_SOURCES)}, got {source!r}"
     assert input, "--input=PATH is required (the dataset file, folder or parquet glob)"
@@ -110,7 +112,7 @@ def prepare(source, input, out, limit=-1, image_col="image", text_col="text", pr
                     sample["prompt_before"] = override[0]
             stem = os.path.join(out, "images", f"{written:06d}_{_safe_name(sample['id'])}")
             try:
-                path = save_image(sample["image"], stem)
+                path = save_image(sample["image"], stem, max_pixels)
             except (OSError, ValueError) as e:  # image_process.ImageError is a ValueError
                 common.skip(skips, strict, f"{sample['id']} ({sample['image'] if isinstance(sample['image'], str) else 'bytes'})",
                             "unreadable_image", str(e))

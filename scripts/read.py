@@ -9,7 +9,13 @@ PATHs are image files, directories (searched recursively for image extensions) a
 image prints its plain text; several print one JSON line per image,
 {"image": path, "text": ..., "tokens": n, "seconds": s}, to stdout or --jsonl (a line gets
 "truncated": true when --max_tokens cut it). An image that cannot be read yields
-{"image": path, "error": ...} and the others continue; the exit status is 1 if any failed.
+{"image": path, "error": ...} and the others continue (so does one that is no regular file, a FIFO,
+or on which anything unexpected fails); the exit status is 1 if any failed. Files a directory holds
+with other extensions, and hidden files and folders, are skipped and counted on stderr.
+
+--jsonl OUT resumes: a rerun with the same OUT skips the images OUT already holds a text for and
+appends the rest (images with an error record are read again); OUT is never truncated. A file name
+that is not UTF-8 is written with its odd bytes as \\xNN.
 "seconds" is the image's own loading time plus its share of its batch's generation time.
 
 --model: a checkpoint directory or a `nanoocr export` directory; default the newest trained model
@@ -35,10 +41,18 @@ from tasks.common import IMAGE_EXTS
 from tasks.image_folder import iter_images
 
 
-def collect_images(paths):
+def display_name(path):
+    """A path as records and messages name it: a file name that is not UTF-8 (an old Latin-1 disk)
+    reaches Python as lone surrogates, which no UTF-8 output can hold; its odd bytes are written
+    as \\xNN instead. The same path always gets the same name, so --jsonl resuming matches it."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def collect_images(paths, skipped=None):
     """PATH arguments -> ordered, de-duplicated [(path, error or None)]. A named file is taken
     whatever its extension (load_image sniffs the content); directories and globs contribute
-    image files by extension. A path that matches nothing becomes an error record."""
+    image files by extension (what they leave out is counted in `skipped`, see iter_images). A
+    path that matches nothing becomes an error record, and so does one that is not a regular file."""
     out, seen = [], set()
 
     def add(p, err=None):
@@ -49,16 +63,18 @@ def collect_images(paths):
 
     for p in paths:
         if os.path.isdir(p):
-            for f in iter_images(p):
+            for f in iter_images(p, skipped):
                 add(f)
         elif os.path.isfile(p):
             add(p)
+        elif os.path.exists(p):  # a FIFO or a device: reading it could block the run forever
+            add(p, f"not a regular file ({reader.not_a_regular_file(p)}); skipped")
         elif glob.has_magic(p):
             matches = sorted(glob.glob(p, recursive=True))
             images = [m for m in matches if os.path.isfile(m) and m.lower().endswith(IMAGE_EXTS)]
             for m in matches:
                 if os.path.isdir(m):
-                    images.extend(iter_images(m))
+                    images.extend(iter_images(m, skipped))
             if not images:
                 add(p, "no image files match this pattern")
             for m in images:
@@ -66,6 +82,38 @@ def collect_images(paths):
         else:
             add(p, "no such file or directory")
     return out
+
+
+def report_skipped(skipped):
+    """What directories left out, on stderr: so a folder of .heic photos does not read as 'nothing there'."""
+    exts = skipped.get("extensions", {})
+    if exts:
+        listed = ", ".join(f"{e} x{n}" if n > 1 else e for e, n in sorted(exts.items(), key=lambda kv: (-kv[1], kv[0])))
+        print(f"nanoocr read: skipped {sum(exts.values())} files that are not images by extension ({listed}); "
+              f"name a file directly to read it whatever its extension", file=sys.stderr)
+    hidden = skipped.get("hidden", [])
+    if hidden:
+        shown = ", ".join(display_name(h) for h in hidden[:5]) + (f", ... ({len(hidden)} in all)" if len(hidden) > 5 else "")
+        print(f"nanoocr read: skipped {len(hidden)} hidden files and folders: {shown}", file=sys.stderr)
+
+
+def already_read(path):
+    """The images an earlier `--jsonl OUT` run wrote a text for (error records don't count: those
+    images are read again). -> (set of names, whether the file ends mid-line). A line that is not
+    JSON -- the last one of a run killed while writing it -- is left where it is and ignored."""
+    if not os.path.isfile(path):
+        return set(), False
+    with open(path, "rb") as f:
+        data = f.read()
+    done = set()
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("image"), str) and "error" not in rec:
+            done.add(rec["image"])
+    return done, bool(data) and not data.endswith(b"\n")
 
 
 def parse_args(argv):
@@ -107,9 +155,23 @@ def main(argv=None):
         print(f"nanoocr read: {e}", file=sys.stderr)
         return 2
 
-    items = collect_images(args.paths)
+    skipped = {}
+    items = collect_images(args.paths, skipped)
+    report_skipped(skipped)
     single = len(items) == 1 and args.jsonl is None
-    sink = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else sys.stdout
+    names = [display_name(p) for p, _ in items]
+    sink = sys.stdout
+    if args.jsonl:
+        # a rerun continues: images OUT already holds a text for are skipped, new lines are appended
+        done, partial = already_read(args.jsonl)
+        todo = [k for k, name in enumerate(names) if name not in done]
+        if len(todo) < len(items):
+            print(f"nanoocr read: {args.jsonl} already holds {len(items) - len(todo)} of these images; reading the "
+                  f"other {len(todo)} (delete it to read everything again)", file=sys.stderr)
+        items, names = [items[k] for k in todo], [names[k] for k in todo]
+        sink = open(args.jsonl, "a", encoding="utf-8")
+        if partial:
+            sink.write("\n")  # the killed run's half line stays alone on its line instead of gluing to ours
     n_failed = n_done = 0
     t_start = time.time()
 
@@ -129,7 +191,7 @@ def main(argv=None):
 
     paths = [p for p, _ in items]
     try:
-        for out in reader.read_images(model, tokenizer, paths, mode, args.prompt, names=paths,
+        for out in reader.read_images(model, tokenizer, paths, mode, args.prompt, names=names,
                                       errors=[err for _, err in items], batch_size=args.batch_size,
                                       max_words=reader.trained_max_words(meta), whole=args.whole,
                                       max_tokens=args.max_tokens, no_repeat_ngram=args.no_repeat_ngram,

@@ -17,18 +17,22 @@ Serve a trained model over HTTP: a web page, a JSON API and an OpenAI-style endp
 
     curl -F image=@page.png -F mode=base http://127.0.0.1:8000/ocr
 
-One model instance serves everything. Limits, each with its own status: 413 body/upload over
+One model instance serves everything. A request first needs the key if there is one (--api_key or
+$NANOOCR_API_KEY: `Authorization: Bearer KEY`, else 401; / and /health stay open), then a place in
+the queue, taken before its body is read: at most --concurrency + --queue requests at a time, a 503
+with Retry-After at once beyond. Then limits, each with its own status: 413 body/upload over
 --max_upload_mb (counted while reading, never buffered past the limit), 415 bytes that are not an
-image whatever the name or declared type says, 400 corrupt image / too many pixels / bad parameter,
-408 a body that takes longer than --timeout to arrive. A request that passes all of them joins the
-queue: at most --concurrency + --queue jobs at a time (503 with Retry-After beyond); --concurrency
-worker threads generate, so the event loop keeps answering /health and streaming tokens while the
-model runs. 504: not done within --timeout of arrival (a stream gets an error event instead, its
-200 having been sent already).
+image whatever the name or declared type says, or a JSON endpoint posted without
+`Content-Type: application/json`, 400 corrupt image / too many pixels / a malformed field / a mode
+other than the named ones and the model's trained size, 408 a body that takes longer than --timeout
+to arrive. --concurrency worker threads generate, so the event loop keeps answering /health and
+streaming tokens while the model runs. A client that goes away stops its generation within a second.
+504: not done within --timeout of arrival (a stream gets an error event instead, its 200 having
+been sent already).
 
 Generation is exactly `nanoocr read`'s: same defaults (training mode, "Free OCR.", the model's
 sequence length as max tokens, the no-repeat rule), greedy, so the page, the API and `read` agree
-on every image. The server binds 127.0.0.1 unless told otherwise: it has no authentication.
+on every image. The server binds 127.0.0.1 unless told otherwise (README, Security).
 """
 
 import os
@@ -133,12 +137,16 @@ def create_app(server):
         return server.info()
 
     @app.get("/v1/models")
-    async def models():
+    async def models(request: Request):
+        try:
+            server.check_key(request)
+        except ApiError as e:
+            return server.error_response(e, openai=True)
         return {"object": "list", "data": [{"id": server.model_name, "object": "model", "owned_by": "nanoocr"}]}
 
     @app.post("/ocr")
     async def ocr(request: Request):
-        async def handle(body, deadline):
+        async def handle(body, deadline, slot):
             req = body.limited_request()
             if not req.headers.get("content-type", "").startswith("multipart/form-data"):
                 raise ApiError(400, "send multipart/form-data with the image in a file field named `image` "
@@ -155,7 +163,7 @@ def create_app(server):
                 await form.close()  # spooled temporary files
             job = await server.prepare(data, name, fields["mode"], fields["prompt"], fields["max_tokens"], deadline)
             del data, form  # the pixels live in the job now; don't hold the upload through generation
-            server.submit(job)
+            server.submit(job, slot)
             if not is_true(fields["stream"]):
                 return JSONResponse(ocr_record(await server.result(job, request)))
             return StreamingResponse(ocr_stream(job, request), media_type="text/event-stream",
@@ -182,7 +190,13 @@ def create_app(server):
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        async def handle(body, deadline):
+        async def handle(body, deadline, slot):
+            # JSON only as application/json: a web page of another origin can post text/plain (or a
+            # form) without asking the browser's permission first, application/json it cannot
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                raise ApiError(415, f"send the request as JSON with `Content-Type: application/json` (got "
+                                    f"{ctype or 'no Content-Type'})")
             req = body.limited_request()
             raw = await server.until(req.body(), deadline, status=408)
             try:
@@ -196,11 +210,10 @@ def create_app(server):
             data = parse_data_uri(url)
             max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
             sampling = chat_sampling(payload)
-            stream = bool(payload.get("stream"))
-            include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+            stream, include_usage = chat_stream_options(payload)
             job = await server.prepare(data, "image_url", payload.get("mode"), prompt, max_tokens, deadline, sampling)
             del raw, payload, url, data  # the request's megabytes of base64 are not needed during generation
-            server.submit(job)
+            server.submit(job, slot)
             meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                     "model": server.model_name}  # dict(meta, object=...) keeps OpenAI's key order
             if not stream:
@@ -243,6 +256,20 @@ def create_app(server):
     return app
 
 
+def chat_stream_options(payload):
+    """"stream" (a JSON boolean) and "stream_options" (an object: include_usage, a boolean) ->
+    (stream, include_usage), or a 400 that says which field is wrong."""
+    stream, options = payload.get("stream", False), payload.get("stream_options")
+    if stream is not None and not isinstance(stream, bool):
+        raise ApiError(400, f"stream must be true or false, got {stream!r}")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError(400, f"stream_options must be an object like {{\"include_usage\": true}}, got {options!r}")
+    include_usage = (options or {}).get("include_usage", False)
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise ApiError(400, f"stream_options.include_usage must be true or false, got {include_usage!r}")
+    return bool(stream), bool(include_usage)
+
+
 def chat_sampling(payload):
     """OpenAI sampling fields -> generate()'s; absent means greedy (what OCR wants, and what
     `nanoocr read` does)."""
@@ -278,7 +305,7 @@ def parse_args(argv):
                "--key-name spellings (--max-upload-mb, ...) are accepted as aliases until the next release.")
     parser.add_argument("--model", default=None, help="checkpoint or export directory (default: the newest trained model)")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default: %(default)s; the server has no authentication)")
+                        help="address to bind (default: %(default)s; elsewhere, set --api_key)")
     parser.add_argument("--port", type=int, default=8000, help="port (0 = any free port; default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=1, help="generations running at once (default: %(default)s)")
     parser.add_argument("--queue", type=int, default=16,
@@ -290,6 +317,9 @@ def parse_args(argv):
                         help="seconds a request may take from arrival to its last token (default: %(default)s)")
     parser.add_argument("--max_tokens_cap", "--max-tokens-cap", type=int, default=None,
                         help="most answer tokens a request may ask for (default: the model's sequence length)")
+    parser.add_argument("--api_key", "--api-key", default=os.environ.get("NANOOCR_API_KEY") or None,
+                        help="require `Authorization: Bearer KEY` on the API (/ocr, /v1/...); default: "
+                             "$NANOOCR_API_KEY, else no key (a key on the command line is visible in `ps`)")
     parser.add_argument("--device", default="", help="cuda | mps | cpu (default: autodetect)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -312,7 +342,7 @@ def main(argv=None):
         return 2
     server = OcrServer(model, tokenizer, meta, model_dir, concurrency=args.concurrency, queue=args.queue,
                        max_upload_mb=args.max_upload_mb, timeout=args.timeout, max_tokens_cap=args.max_tokens_cap,
-                       max_pixels=args.max_pixels,
+                       max_pixels=args.max_pixels, api_key=args.api_key,
                        autocast_dtype=reader.read_autocast_dtype(device_type))  # as `nanoocr read`
     # bind the socket ourselves: --port 0 then gets a free port we can print (tests use this), and a
     # port already in use fails here with a plain message
@@ -329,13 +359,13 @@ def main(argv=None):
     url = f"http://{f'[{host}]' if family == socket.AF_INET6 else host}:{port}"
     print(f"nanoocr serve: {server.model_name} on {device_type}, mode {server.mode_name(server.mode)}, "
           f"concurrency {args.concurrency}, queue {args.queue}")
-    if host not in ("127.0.0.1", "::1", "localhost"):
-        print(f"nanoocr serve: WARNING: listening on {host}: anyone who can reach it can use the model (no authentication)")
+    if host not in ("127.0.0.1", "::1", "localhost") and not args.api_key:
+        print(f"nanoocr serve: WARNING: listening on {host} without --api_key: anyone who can reach it can use the model")
     print(f"nanoocr serve: listening on {url}", flush=True)
-    # uvicorn answers 503 itself beyond this many open connections: it bounds the uploads being read
-    # and checked at once (each at most --max_upload_mb), which happens before admission
+    # admission comes before a body is read, so connections beyond the queue cost a socket and a 503
+    # each; uvicorn's own limit (a bare 503, no Retry-After) is only the last guard on open sockets
     config = uvicorn.Config(create_app(server), log_level="info", timeout_keep_alive=5,
-                            timeout_graceful_shutdown=5, limit_concurrency=2 * server.capacity + 32)
+                            timeout_graceful_shutdown=5, limit_concurrency=4 * server.capacity + 256)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

@@ -7,6 +7,7 @@ routes and the command line on top of it.
 """
 
 import os
+import hmac
 import json
 import time
 import socket
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from nanoocr import reader
-from nanoocr.modes import MODES, DEFAULT_PROMPT, default_mode, resolve_mode
+from nanoocr.modes import MODES, DEFAULT_PROMPT, default_mode, parse_mode, check_mode
 from nanoocr.engine import prompt_ids
 from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, sniff_image_type, describe_non_image
 from nanoocr.deepencoder import num_image_tokens
@@ -158,19 +159,33 @@ class Job:
         return self.cancelled.is_set() or time.monotonic() > self.deadline
 
 
+class Slot:
+    """A place in the queue, taken before a request's body is read and given back exactly once: by
+    the handler's end when no job was started, else by the job's generation thread finishing."""
+
+    def __init__(self, server):
+        self.server, self.owned_by_job, self.released = server, False, False
+
+    def release(self):
+        if not self.released:
+            self.released = True
+            self.server.active -= 1
+
+
 class OcrServer:
     """The model, its limits and its queue.
 
-    A request is checked completely before it asks for a place in the queue: size (413), format
-    (415), parameters and the decoded image (400). A bad request so always hears what is wrong with
-    it, never a 503 that would have it retried forever. Decoding runs on two threads of its own, so
-    the images being decoded at once are bounded whatever the number of clients. Then admission: at
-    most concurrency + queue jobs exist (a 503 with Retry-After beyond), each holding its decoded
-    pixels until its generation thread ends. The count is kept on the event loop thread only, so it
-    needs no lock."""
+    Admission comes first: a request takes a place in the queue (at most concurrency + queue at a
+    time; beyond, a 503 with Retry-After at once) before a byte of its body is read, so a burst of
+    uploads never holds more than that many bodies and decoded images however many clients send.
+    Then the request is checked -- size (413), format (415), parameters and the decoded image (400)
+    -- and generated; its place is given back when its generation thread ends, or as soon as it
+    fails a check. Decoding runs on two threads of its own, so the images being decoded at once are
+    bounded too. The count is kept on the event loop thread only, so it needs no lock."""
 
     def __init__(self, model, tokenizer, meta, model_dir="", concurrency=1, queue=16, max_upload_mb=20.0,
-                 timeout=120.0, max_tokens_cap=None, max_pixels=DEFAULT_MAX_PIXELS, autocast_dtype=None):
+                 timeout=120.0, max_tokens_cap=None, max_pixels=DEFAULT_MAX_PIXELS, autocast_dtype=None,
+                 api_key=None):
         self.model, self.tokenizer, self.meta = model.eval(), tokenizer, meta
         self.model_name = os.path.basename(os.path.normpath(model_dir)) if model_dir else "nanoocr"
         self.mode = default_mode(meta)
@@ -182,9 +197,10 @@ class OcrServer:
         self.concurrency, self.capacity = concurrency, concurrency + queue
         self.max_upload = int(max_upload_mb * MB)
         self.timeout, self.max_pixels, self.autocast_dtype = timeout, max_pixels, autocast_dtype
-        self.active = 0  # admitted jobs: queued or generating
+        self.active = 0  # places taken: requests being read and checked, and jobs queued or generating
         self.avg_seconds = 1.0  # running mean of generation time, for Retry-After
         self.jobs = set()
+        self.api_key = api_key or None  # None: no key required (the server binds 127.0.0.1 by default)
         # generation threads: the executor's own FIFO is the queue; a job that expired while queued is
         # skipped when its turn comes. Decoding gets two threads of its own so a big PNG does not
         # stall the event loop, and waits for nothing but the CPU.
@@ -198,17 +214,47 @@ class OcrServer:
         return {"status": "ok", "model": self.model_name, "device": str(self.model.get_device()),
                 "mode": self.mode_name(self.mode), "modes": list(MODES), "prompt": DEFAULT_PROMPT,
                 "prompts": PROMPTS, "max_tokens": self.max_tokens, "max_tokens_cap": self.max_tokens_cap,
-                "max_upload_mb": self.max_upload / MB, "active": self.active, "capacity": self.capacity}
+                "max_upload_mb": self.max_upload / MB, "active": self.active, "capacity": self.capacity,
+                "allowed_modes": self.allowed_modes(), "api_key_required": self.api_key is not None}
 
     # --- admission -----------------------------------------------------------------------------------
 
+    def allowed_modes(self):
+        """What a request may ask for: the named modes and the model's own trained size. Any other
+        fixed HxW is refused: its size is the client's choice, and cutting a page into 16384x16384
+        strips allocates gigabytes before anything else is checked."""
+        return list(MODES) + ([self.mode_name(self.mode)] if isinstance(self.mode, tuple) else [])
+
+    def check_key(self, request):
+        """--api_key: the request must carry `Authorization: Bearer KEY` (what OpenAI's and vLLM's
+        clients send); compared in constant time."""
+        if self.api_key is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):
+            raise ApiError(401, "this server needs an API key: send the header `Authorization: Bearer KEY`",
+                           {"WWW-Authenticate": "Bearer"})
+
+    def reserve(self):
+        """A place in the queue (Slot), or a 503 with Retry-After when all are taken."""
+        if self.active >= self.capacity:
+            wait = max(1, min(60, round(self.avg_seconds * self.active / self.concurrency)))
+            raise ApiError(503, f"the server is busy ({self.active} requests queued or running, the limit is "
+                                f"{self.capacity}); retry in {wait} s", {"Retry-After": str(wait)})
+        self.active += 1
+        return Slot(self)
+
     async def guarded(self, request, body_limit, handler, openai=False):
-        """Run handler(body, deadline) and turn its ApiError (and the body limit's) into a status with
-        a readable body, in /ocr's shape or OpenAI's."""
+        """Check the key, take a place in the queue, run handler(body, deadline, slot), and turn an
+        ApiError (and the body limit's) into a status with a readable body, in /ocr's shape or
+        OpenAI's. The place is given back here unless the handler started a job with it."""
         deadline = time.monotonic() + self.timeout
         body = LimitedBody(request, body_limit)
+        slot = None
         try:
-            return await handler(body, deadline)
+            self.check_key(request)
+            slot = self.reserve()
+            return await handler(body, deadline, slot)
         except ClientDisconnect:
             return JSONResponse(error_body("client disconnected", 499, openai), status_code=499)
         except (ApiError, BodyTooLarge, HTTPException) as e:
@@ -217,9 +263,14 @@ class OcrServer:
                                   f"(the server's --max_upload_mb is {self.max_upload / MB:g})")
             elif isinstance(e, HTTPException):  # Starlette's own 400s (malformed multipart, ...)
                 e = ApiError(e.status_code, str(e.detail))
+            if slot is not None and not slot.owned_by_job:
+                slot.release()  # before draining: the place is free for the next request already
             if e.status != 408:  # a client too slow to send its body will not drain faster
                 await body.drain(5.0)
             return self.error_response(e, openai, close=not body.done)
+        finally:
+            if slot is not None and not slot.owned_by_job:
+                slot.release()
 
     def error_response(self, e, openai, close=False):
         headers = dict(e.headers, **({"Connection": "close"} if close else {}))
@@ -229,15 +280,22 @@ class OcrServer:
 
     def check_params(self, mode, prompt, max_tokens):
         """Request parameters -> (mode, prompt, max_tokens) or a 400 that says what is allowed."""
+        if mode is not None and not isinstance(mode, str):
+            raise ApiError(400, f"mode must be a string (one of {', '.join(self.allowed_modes())}), got {mode!r}")
         try:
-            mode = resolve_mode(self.model.encoder.config, self.meta, mode)
+            mode = check_mode(self.model.encoder.config, parse_mode(mode) if mode else self.mode)
         except (ValueError, AssertionError) as e:
-            raise ApiError(400, str(e))
+            raise ApiError(400, f"{e}; this server reads with {', '.join(self.allowed_modes())}")
+        if isinstance(mode, tuple) and mode != self.mode:
+            raise ApiError(400, f"mode {self.mode_name(mode)} is not allowed: use one of "
+                                f"{', '.join(self.allowed_modes())} (a fixed size must be the model's trained one)")
         prompt = DEFAULT_PROMPT if prompt is None or not str(prompt).strip() else str(prompt)
         if len(prompt) > MAX_PROMPT_CHARS:
             raise ApiError(400, f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
         if max_tokens is None or max_tokens == "":
             max_tokens = self.max_tokens
+        if isinstance(max_tokens, (bool, float)) or not isinstance(max_tokens, (int, str)):
+            raise ApiError(400, f"max_tokens must be an integer, got {max_tokens!r}")
         try:
             max_tokens = int(max_tokens)
         except (TypeError, ValueError):
@@ -297,22 +355,18 @@ class OcrServer:
 
     # --- generation ----------------------------------------------------------------------------------
 
-    def submit(self, job):
-        """Admit the job (or answer 503) and hand it to a generation thread; its place in the queue
-        is given back when that thread is done with it, whatever happened to the client."""
-        if self.active >= self.capacity:
-            wait = max(1, min(60, round(self.avg_seconds * self.active / self.concurrency)))
-            raise ApiError(503, f"the server is busy ({self.active} requests queued or running, the limit is "
-                                f"{self.capacity}); retry in {wait} s", {"Retry-After": str(wait)})
-        self.active += 1
+    def submit(self, job, slot):
+        """Hand the job to a generation thread with the request's place in the queue (slot); the
+        place is given back when that thread is done with it, whatever happened to the client."""
+        slot.owned_by_job = True
         self.jobs.add(job)
         # how many jobs must finish before this one starts (FIFO), sent before any token can be
-        job.emit("queued", max(0, self.active - self.concurrency))
+        job.emit("queued", max(0, len(self.jobs) - self.concurrency))  # jobs only: requests still uploading are not ahead
         future = asyncio.get_running_loop().run_in_executor(self.generators, self.run_job, job)
 
         def finished(_):  # runs on the event loop
             self.jobs.discard(job)
-            self.active -= 1
+            slot.release()
         future.add_done_callback(finished)
 
     def run_job(self, job):
@@ -352,7 +406,9 @@ class OcrServer:
 
     async def events(self, job, request):
         """The job's events as they come, ending with done or error. Stops the job when the deadline
-        passes or the client goes away (checked once a second while nothing else happens)."""
+        passes or the client goes away: checked at least once a second, tokens flowing or not (a
+        non-streaming request's client sees no tokens, so its leaving shows only this way)."""
+        checked = time.monotonic()
         try:
             while True:
                 left = job.deadline - time.monotonic()
@@ -361,8 +417,12 @@ class OcrServer:
                 try:
                     event = await asyncio.wait_for(job.events.get(), min(left, 1.0))
                 except asyncio.TimeoutError:
+                    event = None
+                if time.monotonic() - checked >= 1.0 or event is None:
+                    checked = time.monotonic()
                     if await request.is_disconnected():
                         return
+                if event is None:
                     continue
                 yield event
                 if event[0] in ("done", "error"):

@@ -1,6 +1,6 @@
 """
 Train the BPE tokenizer (rustbpe, nanochat's split pattern) and save it in nanochat's format
-to <base>/tokenizer (tokenizer.pkl + token_bytes.pt).
+to <base>/tokenizer (tokenizer.json, what nanoocr loads, + nanochat's tokenizer.pkl and token_bytes.pt).
 
     python -m scripts.tok_train                      # the built-in corpus (the renderer's text sources)
     python -m scripts.tok_train --input=a.txt,b.txt  # your own text files

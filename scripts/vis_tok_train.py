@@ -18,6 +18,8 @@ by that count, so 2 ranks x B equals 1 rank x 2B exactly (dev/design.md §3). Ch
 """
 
 import hashlib
+import re
+import shutil
 import os
 import sys
 import json
@@ -121,6 +123,7 @@ cer_samples = 16            # greedy-decoded val samples for CER (0 = off)
 max_new_tokens = 64
 save_every = 500            # 0 = only at the end
 resume = False              # continue from the last checkpoint of this tag
+overwrite = False           # a fresh run (no resume) into a tag that holds checkpoints: delete them first
 final_samples = 0           # at the end print EXPECTED vs GENERATED for this many val samples ...
 final_label = "final"       # ... and "<final_label>: K/N exact"
 time_limit_min = 0.0        # stop (and save) after this many minutes (0 = no limit)
@@ -152,6 +155,24 @@ def _has_checkpoint(d):
     except (CheckpointError, OSError):
         return False
 
+
+# A fresh run into a tag that already holds checkpoints would overwrite some steps and leave later ones,
+# which find_last_step then picks (read and --resume would get the old model), beside the old
+# tokenizer. So it stops, unless told to continue (--resume) or to start over (--overwrite).
+_tag_files = sorted(f for f in (os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else [])
+                    if re.fullmatch(r"(model|meta|optim)_\d+.*|tokenizer", f))
+if _tag_files and not resume:
+    if not overwrite:
+        sys.exit(f"vis_tok_train: {checkpoint_dir} already holds a run ({len(_tag_files)} files, e.g. "
+                 f"{_tag_files[-1]}). Pass --resume=True to continue it, --overwrite=True to delete its checkpoints "
+                 f"and start over, or another --tag")
+    if master:
+        for f in _tag_files:
+            path = os.path.join(checkpoint_dir, f)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        print0(f"--overwrite: deleted {len(_tag_files)} files of the earlier run in {checkpoint_dir}")
+    if is_ddp:
+        dist.barrier()  # no rank looks at the directory before it is empty
 
 # Stage 2 continues a Stage 1 model (its meta and checkpoints say Stage 2): from random weights it would
 # be a Stage 1 run filed under the wrong name, e.g. `nanoocr mid-train --preset=cpu` (a Stage 1 preset).

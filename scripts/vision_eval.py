@@ -117,24 +117,24 @@ def load_pil(sample):
     return load_image(sample["image"], name=sample_name(sample))
 
 
-def run_model(model, tokenizer, samples, mode, prompt="", max_tokens=None, batch_size=8, no_repeat_ngram=0,
-              no_repeat_window=0, autocast_dtype=None, max_words=0, whole=False):
-    """Predict every sample (reader.read_images, as `nanoocr read` reads files). -> one record per
-    sample, in order: {id, image, prompt, pred, ref, tokens, answer_tokens, vision_tokens, seconds,
-    finish_reason}, or {id, image, error} for an unreadable image. seconds = the image's loading
-    time + its share of its batch's generation time. A strip model reads images of another size cut
-    into lines and word groups (at most max_words words each), the texts joined back; vision_tokens
-    then counts all strips. whole=True stretches every image to the strip instead. max_tokens None:
-    the model's training sequence length."""
+def iter_records(model, tokenizer, samples, mode, prompt="", max_tokens=None, batch_size=8, no_repeat_ngram=0,
+                 no_repeat_window=0, autocast_dtype=None, max_words=0, whole=False):
+    """Predict every sample (reader.read_images, as `nanoocr read` reads files), yielding one record
+    per sample, in order, a batch at a time (eval writes each as it comes):
+    {id, image, prompt, pred, ref, tokens, answer_tokens, vision_tokens, seconds, finish_reason},
+    or {id, image, error} for an unreadable image. seconds = the image's loading time + its share of
+    its batch's generation time. A strip model reads images of another size cut into lines and word
+    groups (at most max_words words each), the texts joined back; vision_tokens then counts all
+    strips. whole=True stretches every image to the strip instead. max_tokens None: the model's
+    training sequence length."""
     prompts = [sample_prompt(s, prompt) for s in samples]
     outs = reader.read_images(model, tokenizer, [s["image"] for s in samples], mode, prompts,
                               names=[sample_name(s) for s in samples], batch_size=batch_size, max_words=max_words,
                               whole=whole, max_tokens=max_tokens, no_repeat_ngram=no_repeat_ngram,
                               no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype)
-    records = []
     for s, p, o in zip(samples, prompts, outs):
         if "error" in o:
-            records.append({"id": s.get("id"), "image": o["image"], "error": o["error"]})
+            yield {"id": s.get("id"), "image": o["image"], "error": o["error"]}
             continue
         rec = {"id": s.get("id"), "image": o["image"], "prompt": p, "pred": o["text"], "ref": s["answer"],
                "tokens": o["num_tokens"], "answer_tokens": len(tokenizer.encode(s["answer"])),
@@ -143,8 +143,12 @@ def run_model(model, tokenizer, samples, mode, prompt="", max_tokens=None, batch
             rec["strips"] = o["views"]
         if "family" in s:  # font family, for per-family CER (tasks/realistic.py, tasks/prose.py)
             rec["family"] = s["family"]
-        records.append(rec)
-    return records
+        yield rec
+
+
+def run_model(*args, **kwargs):
+    """iter_records' records as a list."""
+    return list(iter_records(*args, **kwargs))
 
 
 def tesseract_available():
@@ -168,16 +172,27 @@ def run_tesseract(image, lang="eng", psm=3):
     return proc.stdout.rstrip("\n\f \t"), seconds
 
 
+def tesseract_record(rec, sample, lang="eng", psm=3, sample_psm=False):
+    """Adds tesseract_pred / tesseract_seconds to a successfully read record, or tesseract_error when
+    Tesseract fails on this image (the model's prediction stays; the comparison leaves it out).
+    sample_psm: a sample's own "tess_psm" (7 for a line crop, 6 for a block: tasks/realistic.py)
+    wins over psm."""
+    if "error" in rec:
+        return rec
+    try:
+        text, seconds = run_tesseract(load_pil(sample), lang, sample.get("tess_psm", psm) if sample_psm else psm)
+    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
+        rec["tesseract_error"] = f"{type(e).__name__}: {e}"
+        return rec
+    rec["tesseract_pred"], rec["tesseract_seconds"] = text, seconds
+    return rec
+
+
 def add_tesseract(records, samples, lang="eng", psm=3, sample_psm=False):
-    """Adds tesseract_pred / tesseract_seconds to every successfully read record (records[i] is
-    samples[i], as run_model returns them). sample_psm: a sample's own "tess_psm" (7 for a line
-    crop, 6 for a block: tasks/realistic.py) wins over psm."""
+    """tesseract_record for every record (records[i] is samples[i], as run_model returns them)."""
     assert len(records) == len(samples), f"{len(records)} records for {len(samples)} samples"
     for rec, sample in zip(records, samples):
-        if "error" in rec:
-            continue
-        text, seconds = run_tesseract(load_pil(sample), lang, sample.get("tess_psm", psm) if sample_psm else psm)
-        rec["tesseract_pred"], rec["tesseract_seconds"] = text, seconds
+        tesseract_record(rec, sample, lang, psm, sample_psm)
 
 
 def length_checks(records, key="pred"):
@@ -209,13 +224,16 @@ def compute_metrics(records):
         out["model"]["per_family"] = per_family(ok)
     out["model"]["seconds_per_image"] = sum(r["seconds"] for r in ok) / len(ok)
     out["model"]["tokens_per_second"] = sum(r["tokens"] for r in ok) / max(1e-9, sum(r["seconds"] for r in ok))
-    if all("tesseract_pred" in r for r in ok):
+    tess = [r for r in ok if "tesseract_pred" in r]
+    if tess:
         # same answer / vision token counts, so tesseract lands in the same compression buckets
-        out["tesseract"] = summarize([dict(r, pred=r["tesseract_pred"]) for r in ok])
-        out["tesseract"]["seconds_per_image"] = sum(r["tesseract_seconds"] for r in ok) / len(ok)
-        out["tesseract"].update(length_checks(ok, "tesseract_pred"))
-        if per_family(ok):
-            out["tesseract"]["per_family"] = per_family(ok, "tesseract_pred")
+        out["tesseract"] = summarize([dict(r, pred=r["tesseract_pred"]) for r in tess])
+        out["tesseract"]["seconds_per_image"] = sum(r["tesseract_seconds"] for r in tess) / len(tess)
+        out["tesseract"].update(length_checks(tess, "tesseract_pred"))
+        if per_family(tess):
+            out["tesseract"]["per_family"] = per_family(tess, "tesseract_pred")
+    if any("tesseract_error" in r for r in ok):
+        out["tesseract_failed"] = sum("tesseract_error" in r for r in ok)
     return out
 
 
@@ -240,6 +258,8 @@ def format_report(metrics):
         lines.append(f"{'#pred > 1.5x answer':<22}" + "".join(f"{metrics[s]['n_over_1.5x']:>12d}" for s in systems))
     if metrics["failed"]:
         lines.append(f"(+{metrics['failed']} unreadable images, left out)")
+    if metrics.get("tesseract_failed"):
+        lines.append(f"(tesseract failed on {metrics['tesseract_failed']} images: its column leaves them out)")
     fams = metrics["model"].get("per_family")
     if fams:
         lines.append("")
@@ -264,8 +284,11 @@ def format_report(metrics):
 
 
 def default_out_path(model_dir, data_desc):
+    """<base>/eval/<parent>_<model>-<data>.jsonl: the parent folder is part of the name, since
+    vis_tok_checkpoints/cpu and vis_mid_checkpoints/cpu must not write the same file."""
     clean = lambda s: "".join(c if c.isalnum() or c in "-_." else "_" for c in s).strip("_")[:60]
-    name = f"{clean(os.path.basename(os.path.normpath(model_dir)))}-{clean(data_desc.split(' ')[0].replace(os.sep, '_'))}"
+    parts = os.path.normpath(os.path.abspath(model_dir)).split(os.sep)[-2:]
+    name = f"{clean('_'.join(parts))}-{clean(data_desc.split(' ')[0].replace(os.sep, '_'))}"
     return os.path.join(get_base_dir(), "eval", name + ".jsonl")
 
 
@@ -274,8 +297,12 @@ def main():
         print("vision_eval: --tesseract=True but no `tesseract` on PATH "
               "(Debian/Ubuntu: apt-get install tesseract-ocr tesseract-ocr-eng)", file=sys.stderr)
         return 2
-    model_dir, net, tokenizer, meta, dev = reader.open_model(model, device_type, None if step < 0 else step)
-    run_mode = modes.resolve_mode(net.encoder.config, meta, mode)
+    try:
+        model_dir, net, tokenizer, meta, dev = reader.open_model(model, device_type, None if step < 0 else step)
+        run_mode = modes.resolve_mode(net.encoder.config, meta, mode)
+    except reader.MODEL_ERRORS as e:  # no model, a broken one, or one that would run code: say which file
+        print(f"nanoocr eval: {e}", file=sys.stderr)
+        return 2
     samples, desc = open_samples(data, source, image_dir, split, limit, meta.get("user_config"),
                                  run_mode if isinstance(run_mode, tuple) else None)
     n_tokens = max_tokens if max_tokens > 0 else reader.default_max_tokens(net)
@@ -283,18 +310,23 @@ def main():
 
     out_path = out or default_out_path(model_dir, desc)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    records = run_model(net, tokenizer, samples, run_mode, prompt, n_tokens, batch_size, no_repeat_ngram,
-                        no_repeat_window, reader.read_autocast_dtype(dev), reader.trained_max_words(meta), whole)
-    for r in records:
-        if "error" in r:
-            print(f"unreadable: {r['image']}: {r['error']}", file=sys.stderr)
-    if tesseract:
-        psm = tesseract_psm if tesseract_psm >= 0 else (7 if isinstance(run_mode, tuple) else 3)
-        add_tesseract(records, samples, tesseract_lang, psm, sample_psm=tesseract_psm < 0)
-
+    psm = tesseract_psm if tesseract_psm >= 0 else (7 if isinstance(run_mode, tuple) else 3)
+    records = []
+    # each record is written (and flushed) as soon as it is complete, Tesseract's column included: a
+    # run that dies or is killed keeps every prediction made before
     with open(out_path, "w", encoding="utf-8") as f:
-        for r in records:
+        for sample, r in zip(samples, iter_records(net, tokenizer, samples, run_mode, prompt, n_tokens, batch_size,
+                                                   no_repeat_ngram, no_repeat_window, reader.read_autocast_dtype(dev),
+                                                   reader.trained_max_words(meta), whole)):
+            if "error" in r:
+                print(f"unreadable: {r['image']}: {r['error']}", file=sys.stderr)
+            elif tesseract:
+                tesseract_record(r, sample, tesseract_lang, psm, sample_psm=tesseract_psm < 0)
+                if "tesseract_error" in r:
+                    print(f"tesseract failed on {r['image']}: {r['tesseract_error']}", file=sys.stderr)
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.flush()
+            records.append(r)
     metrics = compute_metrics(records)
     metrics.update(model_dir=model_dir, step=meta.get("step"), data=desc, mode=list(run_mode) if isinstance(run_mode, tuple) else run_mode)
     metrics_path = os.path.splitext(out_path)[0] + ".metrics.json"

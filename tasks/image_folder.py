@@ -16,14 +16,32 @@ from nanoocr.modes import DEFAULT_PROMPT
 from tasks.common import IMAGE_EXTS, DataError, make_sample, new_skips, skip
 
 
-def iter_images(root):
-    """Sorted paths of every image (by extension, case-insensitive) under root, recursively."""
+def iter_images(root, skipped=None):
+    """Sorted paths of every image (by extension, case-insensitive) under root, recursively. Hidden
+    folders and files (".git", ".DS_Store") are left out, and so are other extensions; pass a dict as
+    `skipped` to have them counted there: {"hidden": [paths], "extensions": {".txt": n, ...}}
+    (`nanoocr read` reports them)."""
+    def note(kind, value):
+        if skipped is not None:
+            if kind == "hidden":
+                skipped.setdefault("hidden", []).append(value)
+            else:
+                exts = skipped.setdefault("extensions", {})
+                exts[value] = exts.get(value, 0) + 1
+
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()  # os.walk recurses in this list's order: sort it in place for determinism
+        for d in dirnames:
+            if d.startswith("."):
+                note("hidden", os.path.join(dirpath, d))
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTS) and not name.startswith("."):
+            if name.startswith("."):
+                note("hidden", os.path.join(dirpath, name))
+            elif name.lower().endswith(IMAGE_EXTS):
                 yield os.path.join(dirpath, name)
+            else:
+                note("ext", os.path.splitext(name)[1].lower() or "(none)")
 
 
 def read(root, prompt=DEFAULT_PROMPT, strict=False, skips=None, source=None):

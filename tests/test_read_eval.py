@@ -173,6 +173,81 @@ def test_read_directory_with_a_corrupt_image(base, images, tmp_path):
     assert "2/4 images" in proc.stderr
 
 
+def test_read_jsonl_resumes_a_run_and_never_truncates(base, images, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    a = json.dumps({"image": str(images / "a.png"), "text": "from the first run", "tokens": 1, "seconds": 0.1})
+    out.write_text(a + "\n" + '{"image": "' + str(images / "sub"))  # a run killed mid-line after one image
+    assert read_script.main([str(images), "--model", base[1], "--max_tokens", "4", "--jsonl", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "already holds 1 of these images; reading the other 2" in err
+    lines = out.read_text().splitlines()
+    assert lines[0] == a and lines[1] == '{"image": "' + str(images / "sub")  # kept as they were
+    recs = [json.loads(line) for line in lines[2:]]
+    assert [os.path.basename(r["image"]) for r in recs] == ["bad.png", "b.jpg"] and "error" in recs[0]
+    # a second rerun skips every image with a text; the error one is tried again and appended
+    assert read_script.main([str(images), "--model", base[1], "--max_tokens", "4", "--jsonl", str(out)]) == 1
+    assert "reading the other 1" in capsys.readouterr().err
+    again = out.read_text().splitlines()
+    assert again[:len(lines)] == lines and len(again) == len(lines) + 1 and "bad.png" in again[-1]
+
+
+def test_read_reports_skipped_files_fifos_and_odd_file_names(base, tmp_path, capsys):
+    import signal
+    d = tmp_path / "mixed"
+    (d / ".git").mkdir(parents=True)
+    text_image(WORDS[0]).save(d / "a.png")
+    text_image(WORDS[0]).save(d / ".git" / "x.png")
+    (d / "notes.txt").write_text("x")
+    (d / "scan.heic").write_bytes(b"x")
+    os.mkfifo(d / "pipe.png")  # opening it would wait for a writer forever
+    odd = os.path.join(os.fsencode(d), b"caf\xe9.png")  # a Latin-1 file name: not UTF-8
+    text_image(WORDS[1]).save(odd.decode("utf-8", "surrogateescape"))
+    out = tmp_path / "out.jsonl"
+    signal.alarm(120)  # a hang on the FIFO fails the test instead of stalling the suite
+    try:
+        code = read_script.main([str(d), "--model", base[1], "--max_tokens", "4", "--jsonl", str(out)])
+    finally:
+        signal.alarm(0)
+    err = capsys.readouterr().err
+    assert code == 1
+    recs = {os.path.basename(r["image"]): r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert sorted(recs) == ["a.png", "caf\\xe9.png", "pipe.png"]
+    assert "text" in recs["a.png"] and "text" in recs["caf\\xe9.png"]
+    assert "not a regular file (a FIFO)" in recs["pipe.png"]["error"]
+    assert "skipped 2 files that are not images by extension (.heic, .txt)" in err
+    assert "skipped 1 hidden files and folders" in err and ".git" in err
+    # the odd name is matched on a rerun like any other
+    assert read_script.main([str(d), "--model", base[1], "--max_tokens", "4", "--jsonl", str(out)]) == 1
+    assert "already holds 2 of these images; reading the other 1" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_on_one_image_is_its_record_and_the_rest_are_read(base, images, monkeypatch):
+    model, tok, meta = load_model(base[1])
+    paths = [str(images / "a.png"), str(images / "sub" / "b.jpg"), str(images / "a.png")]
+    real_load, real_generate = reader.load_views, reader.generate
+
+    def load_views(model, src, *args, **kwargs):  # a bug that one image triggers while loading
+        if str(src).endswith("b.jpg"):
+            raise ZeroDivisionError("division by zero")
+        return real_load(model, src, *args, **kwargs)
+    monkeypatch.setattr(reader, "load_views", load_views)
+    recs = list(reader.read_images(model, tok, paths, tuple(MODE), max_tokens=4, batch_size=3))
+    assert "text" in recs[0] and "text" in recs[2]
+    assert set(recs[1]) == {"image", "error"} and recs[1]["image"] == paths[1]
+    assert recs[1]["error"].startswith("unexpected ZeroDivisionError: division by zero (at test_read_eval.py:")
+
+    def generate(model, tokenizer, images, prompts, **kwargs):  # ... and one that breaks generation
+        if "BOOM" in prompts:
+            raise RuntimeError("kaboom")
+        return real_generate(model, tokenizer, images, prompts, **kwargs)
+    monkeypatch.setattr(reader, "load_views", real_load)
+    monkeypatch.setattr(reader, "generate", generate)
+    recs = list(reader.read_images(model, tok, paths, tuple(MODE), ["Free OCR.", "BOOM", "Free OCR."],
+                                   max_tokens=4, batch_size=3))
+    assert "text" in recs[0] and "text" in recs[2] and recs[0]["text"] == recs[2]["text"]
+    assert "unexpected RuntimeError while generating: kaboom" in recs[1]["error"]
+
+
 def test_read_globs_and_json_lines_on_stdout(base, images, capsys):
     code = read_script.main([str(images / "**" / "*.*g"), "--model", base[1], "--max_tokens", "4"])
     lines = capsys.readouterr().out.splitlines()
@@ -197,7 +272,8 @@ def test_read_rejects_unknown_flags_and_bad_modes(base, images, capsys):
 def test_export_then_read_gives_the_same_text(base, images, tmp_path, capsys):
     out_dir = tmp_path / "exported"
     assert export_script.main([base[1], str(out_dir)]) == 0
-    assert is_export_dir(str(out_dir)) and (out_dir / "tokenizer" / "tokenizer.pkl").is_file()
+    assert is_export_dir(str(out_dir)) and (out_dir / "tokenizer" / "tokenizer.json").is_file()
+    assert not (out_dir / "tokenizer" / "tokenizer.pkl").exists()  # an export carries data only
     config = json.loads((out_dir / "config.json").read_text())
     assert config["user_config"]["mode"] == MODE and config["step"] == 3
     m1, _, _ = load_model(base[1])
@@ -309,6 +385,57 @@ def test_eval_tesseract_side_by_side(base, dataset, tmp_path, monkeypatch, capsy
     # clean large text: Tesseract really read these images (a random model cannot)
     assert m["tesseract"]["cer"] < 0.3, [r["tesseract_pred"] for r in recs]
     assert m["tesseract"]["cer"] == pytest.approx(metrics.cer([r["tesseract_pred"] for r in recs], WORDS[:3]))
+
+
+def fake_tesseract(tmp_path, action_on_call_2):
+    """A `tesseract` on PATH that prints "hello" except on its second call, where it runs
+    action_on_call_2 (shell): fail, or kill the eval that called it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "tesseract"
+    script.write_text(f"""#!/bin/sh
+n=$(cat "{tmp_path}/calls" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "{tmp_path}/calls"
+if [ $n -eq 2 ]; then {action_on_call_2}; fi
+echo hello
+""")
+    script.chmod(0o755)
+    return f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_eval_keeps_every_prediction_when_tesseract_fails_on_one(base, dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", fake_tesseract(tmp_path, "echo 'Error: cannot read image' >&2; exit 1"))
+    out = tmp_path / "t.jsonl"
+    assert run_cli(monkeypatch, "eval", f"--model={base[1]}", f"--data={dataset / 'data.jsonl'}", "--max_tokens=5",
+                   "--tesseract=True", f"--out={out}") == 0
+    recs = read_jsonl(out)
+    assert len(recs) == 3 and all("pred" in r for r in recs)
+    assert recs[0]["tesseract_pred"] == recs[2]["tesseract_pred"] == "hello"
+    assert "cannot read image" in recs[1]["tesseract_error"] and "tesseract_pred" not in recs[1]
+    m = json.loads((tmp_path / "t.metrics.json").read_text())
+    assert m["model"]["n"] == 3 and m["tesseract"]["n"] == 2 and m["tesseract_failed"] == 1
+    assert "tesseract failed on" in capsys.readouterr().err
+
+
+def test_a_killed_eval_keeps_what_it_wrote(base, dataset, tmp_path):
+    """Tesseract's second call kills the eval (SIGKILL: no handler, no cleanup runs): the first
+    image's full record is on disk already."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=fake_tesseract(tmp_path, "kill -9 $PPID; sleep 5"),
+               NANOOCR_BASE_DIR=str(tmp_path / "b"))
+    out = tmp_path / "k.jsonl"
+    p = subprocess.run([sys.executable, "-m", "scripts.vision_eval", f"--model={base[1]}",
+                        f"--data={dataset / 'data.jsonl'}", "--max_tokens=5", "--tesseract=True", f"--out={out}"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    recs = read_jsonl(out)
+    assert len(recs) == 1 and recs[0]["ref"] == WORDS[0] and recs[0]["tesseract_pred"] == "hello"
+
+
+def test_eval_default_outputs_differ_for_same_named_model_dirs(monkeypatch, tmp_path):
+    from scripts.vision_eval import default_out_path
+    sys.modules.pop("scripts.vision_eval")  # `nanoocr eval` runs it as __main__ (runpy warns if it is imported)
+    a = default_out_path(str(tmp_path / "vis_tok_checkpoints" / "cpu"), "synth:line (val)")
+    b = default_out_path(str(tmp_path / "vis_mid_checkpoints" / "cpu"), "synth:line (val)")
+    assert a != b and os.path.basename(a) == "vis_tok_checkpoints_cpu-synth_line.jsonl"
 
 
 def test_eval_prose_reads_paragraphs_through_the_strip_cutter(base, tmp_path, monkeypatch, capsys):

@@ -96,3 +96,32 @@ def test_page_streams_the_same_text_as_nanoocr_read(tmp_path):
             assert expected[2] != expected[1]  # the choices reached the server
         finally:
             browser.close()
+
+
+def test_page_asks_for_the_api_key_once_and_sends_it(tmp_path):
+    """A server started with --api_key: the page's first upload hears 401, asks for the key (a
+    dialog), keeps it for the tab, and the next upload reads with it."""
+    ckpt = make_checkpoint(tmp_path)
+    image = tmp_path / "img.png"
+    text_image(WORDS[0]).save(image)
+    expected = read_output(ckpt, image, "--max_tokens", str(CAP))
+    with server_process(ckpt, tmp_path / "server.log", "--max_tokens_cap", str(CAP), "--api_key", "s3cret") as (_, url), \
+            sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            asked = []
+            page.on("dialog", lambda d: (asked.append(d.message), d.accept("s3cret")))
+            page.goto(url)
+            page.wait_for_function("document.querySelectorAll('#mode option').length > 1")  # /health is open
+            page.set_input_files("#file", str(image))
+            page.wait_for_function("document.getElementById('status').dataset.state === 'error'")
+            assert asked == ["This server needs an API key:"]
+            assert "API key saved" in page.text_content("#status")
+            page.set_input_files("#file", [])
+            page.set_input_files("#file", str(image))
+            text, _, _ = wait_done(page)
+            assert text == expected and len(asked) == 1
+        finally:
+            browser.close()

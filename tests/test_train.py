@@ -157,3 +157,28 @@ def test_sigkill_mid_save_keeps_previous_checkpoint(base):
     out = run(base, ["--tag=kill", "--num_steps=6", "--save_every=2", "--resume=True"])
     assert "resumed from" in out and "step 2" in out
     assert committed_steps(d) == [2, 4, 6]
+
+
+def test_fresh_run_into_a_used_tag_stops_unless_told_to_overwrite(base):
+    """A fresh run (no --resume) into a tag holding checkpoints would leave the old, later steps
+    behind for read / --resume to pick: it stops and names --resume and --overwrite; --overwrite
+    deletes the old run's files (old tokenizer included) and trains from scratch."""
+    d = checkpoint_dir_for("vis_tok", "used", str(base))
+    os.makedirs(os.path.join(d, "tokenizer"))
+    for f in ("model_000009.pt", "meta_000009.json", "optim_000009_rank0.pt", os.path.join("tokenizer", "tokenizer.json")):
+        open(os.path.join(d, f), "w").close()
+    env = env_for(base)
+    p = subprocess.run([sys.executable, "-m", "scripts.vis_tok_train"] + TINY + ["--tag=used", "--num_steps=1"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "--resume=True" in p.stderr and "--overwrite=True" in p.stderr, p.stderr[-2000:]
+    assert os.path.exists(os.path.join(d, "model_000009.pt"))  # nothing touched
+    out = run(base, ["--tag=used", "--num_steps=1", "--save_every=0", "--overwrite=True"])
+    assert "--overwrite: deleted" in out
+    assert committed_steps(d) == [1] and not os.path.exists(os.path.join(d, "optim_000009_rank0.pt"))
+    assert same_tokenizer(base, d)
+
+
+def same_tokenizer(base, d):
+    from nanoocr.tokenizer import Tokenizer
+    a, b = Tokenizer.from_directory(str(base / "tokenizer")), Tokenizer.from_directory(os.path.join(d, "tokenizer"))
+    return a.encode("hello world 42") == b.encode("hello world 42") and a.get_vocab_size() == b.get_vocab_size()
