@@ -67,11 +67,13 @@ stage eval_lines python -m scripts.vision_eval --model="$MODEL" --data=synth --s
 # paragraph (cut into lines and word groups): how far the model generalises beyond the renderer
 stage eval_prose python -m scripts.vision_eval --model="$MODEL" --data=prose --out="$BASE/eval/prose.jsonl"
 # what users have (tasks/realistic.py): line crops clean / degraded / in held-out families,
-# paragraphs, pages, phone photos, symbols and accents -- read with `nanoocr read`'s default path,
-# and by Tesseract on the same images when it is installed (apt-get install tesseract-ocr)
+# paragraphs, pages, phone photos, symbols and accents, and what scanners produce (1-bit lines and
+# pages, 1-bit and fax G4 TIFF files, greyscale, tinted colour, pencil grey) -- read with `nanoocr
+# read`'s default path, and by Tesseract on the same images when it is installed (apt-get install tesseract-ocr)
 TESS=False; command -v tesseract >/dev/null && TESS=True
 realistic() {
-  for row in clean_lines degraded_lines unseen_fonts paragraphs pages photos symbols; do
+  for row in clean_lines degraded_lines unseen_fonts paragraphs pages photos symbols \
+             bilevel_lines bilevel_pages tiff_pages fax_pages grey_scans colour_scans pencil_lines; do
     python -m scripts.vision_eval --model="$MODEL" --data="realistic:$row" --tesseract=$TESS \
       --out="$BASE/eval/realistic_$row.jsonl"
   done

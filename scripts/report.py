@@ -110,7 +110,9 @@ if real:
     nan = float("nan")
     lines += ["## Realistic images", "",
               "tasks/realistic.py: clean and degraded line crops, unseen font families, paragraphs, pages, phone "
-              "photos and symbol-heavy scans, test-split text. `ratio` = nanoocr CER / Tesseract CER (below 1: "
+              "photos and symbol-heavy scans; then what scanners produce: 1-bit lines and pages, 1-bit TIFF and "
+              "fax G4 TIFF files, greyscale scans, colour scans on tinted paper, pencil-grey lines; test-split "
+              "text. `ratio` = nanoocr CER / Tesseract CER (below 1: "
               "nanoocr reads better); `max len ratio` = the longest prediction over its answer, `#>1.5x` = images "
               "whose prediction is over 1.5x the answer (loops, hallucination).", "",
               "| row | n | nanoocr CER | tesseract CER | ratio | max len ratio | #>1.5x |", "|---|---|---|---|---|---|---|"]

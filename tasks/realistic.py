@@ -11,8 +11,25 @@ moves one step further from that, so a table of rows says where reading breaks d
     photos          a phone photo of a printed page: uneven light, perspective, blur, JPEG, colour cast
     symbols         a clean 12-line scan full of $ % @ { } [ ] < > « » „ ” “ and accented letters
 
+and what scanners and fax machines produce (issue 24; the degradations are in tasks/scans.py), text
+printed at 9-12 pt and scanned at 150-300 dpi:
+
+    bilevel_lines   1-bit line crops (PIL mode "1"): a document-mode scan's global threshold at 200-300
+                    dpi, tilted up to 1 degree, half of them with dust specks and ink drop-outs
+    bilevel_pages   1-bit page scans (mode "1") the same way, tilted up to 1.5 degrees
+    tiff_pages      1-bit page scans as TIFF files on disk (uncompressed, PackBits or LZW), read from the file
+    fax_pages       fax pages as CCITT G4 TIFF files: 204x196 dpi ("fine"), 1728 px wide, always speckled
+    grey_scans      8-bit greyscale page scans (mode "L"): grey paper, tilt, lid shadow, blur, noise, JPEG
+    colour_scans    colour page scans on tinted paper (cream, yellow, blue, pink, green, recycled) in
+                    black, blue-black or brown ink
+    pencil_lines    low-contrast line crops: pencil-grey text (grey 95-150) on off-white paper
+
     nanoocr eval --data=realistic:clean_lines --tesseract=True
-    samples = realistic_samples("pages")       # [{id, image (PIL RGB), prompt, answer, family, tess_psm}]
+    samples = realistic_samples("pages")       # [{id, image, prompt, answer, family, font, tess_psm}]
+
+A sample's image is a PIL image in its row's mode (ROW_MODE: "1", "L" or RGB), or, for the TIFF rows
+(FILE_ROWS), the path of a file written under <base>/data/realistic/ROW/, so it reaches the model
+through the same loader (image_process.load_image) a user's file does.
 
 Every image is a pure function of (seed, row, index): random.Random(f"realistic:{seed}:{row}:{i}"),
 fonts from nanoocr/fonts/ (identical files everywhere), degradations in numpy/PIL only (no cv2, whose
@@ -22,6 +39,7 @@ it is not an empty answer line either (a line reader has nothing to report there
 """
 
 import io
+import os
 import random
 import functools
 
@@ -29,8 +47,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from nanoocr import synth_text as T
+from nanoocr.common import get_base_dir
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.typefaces import check_fonts, font_index, get_font, list_fonts
+from tasks import scans
 
 # The CPU recipe trains on TRAIN_FAMILIES (presets/cpu.toml names exactly these); HELD_OUT_FAMILIES are
 # never drawn in training, so unseen_fonts (and tasks/prose.py) measure reading, not memorised shapes.
@@ -39,12 +59,19 @@ TRAIN_FAMILIES = ("DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono", "Liberation
                   "Nimbus Sans", "Nimbus Mono PS", "Nimbus Sans Narrow", "C059", "EB Garamond")
 HELD_OUT_FAMILIES = ("Carlito", "P052", "URW Bookman", "URW Gothic", "Courier Prime")
 
-ROWS = ("clean_lines", "degraded_lines", "unseen_fonts", "paragraphs", "pages", "photos", "symbols")
+ROWS = ("clean_lines", "degraded_lines", "unseen_fonts", "paragraphs", "pages", "photos", "symbols",
+        "bilevel_lines", "bilevel_pages", "tiff_pages", "fax_pages", "grey_scans", "colour_scans", "pencil_lines")
 SIZES = {"clean_lines": 48, "degraded_lines": 48, "unseen_fonts": 48, "paragraphs": 24, "pages": 8, "photos": 8,
-         "symbols": 8}  # small, so a CPU eval of every row takes minutes, not hours
+         "symbols": 8, "bilevel_lines": 48, "bilevel_pages": 8, "tiff_pages": 8, "fax_pages": 8, "grey_scans": 8,
+         "colour_scans": 8, "pencil_lines": 48}  # small, so a CPU eval of every row takes minutes, not hours
 # Tesseract's page segmentation: 7 = "treat the image as a single text line", 6 = "a single uniform
 # block of text" (its auto mode 3 sometimes drops a one-line crop as noise)
-LINE_ROWS = ("clean_lines", "degraded_lines", "unseen_fonts")
+LINE_ROWS = ("clean_lines", "degraded_lines", "unseen_fonts", "bilevel_lines", "pencil_lines")
+# The PIL mode of a row's images (RGB unless named here): a scanner's bilevel or greyscale output is
+# handed over as it is, and image_process.load_image converts it, as it does a user's file.
+ROW_MODE = {"bilevel_lines": "1", "bilevel_pages": "1", "grey_scans": "L"}
+# Rows whose samples are files on disk (row -> file extension): the image is their path.
+FILE_ROWS = {"tiff_pages": "tif", "fax_pages": "tif"}
 
 # Symbols row: the characters issue 18's users lose, and real words that carry the accents (made-up
 # accented words would test the language model's guessing, not the reading of a diacritic).
@@ -332,10 +359,10 @@ def _title(rng):
     return " ".join(words).rstrip(",;:")
 
 
-def _page(rng, n_lines=None, px=(16, 24), width=(560, 900)):
+def _page(rng, n_lines=None, px=(16, 24), width=(560, 900), margin=(30, 70)):
     family, spec = _pick_font(rng, TRAIN_FAMILIES)
     font = get_font(spec.name, rng.randint(*px))
-    margin = rng.randint(30, 70)
+    margin = rng.randint(*margin)
     W = rng.randint(*width)
     lines, gaps = _page_lines(rng, font, W - 2 * margin, n_lines or rng.randint(10, 20))
     title = tfont = None
@@ -387,7 +414,82 @@ def _symbols(rng):
     return img, lines, family, spec.name
 
 
-def _make(row, rng):
+def _print_px(rng, dpi):
+    """Body text of 9-12 pt printed and scanned at dpi -> its font size in pixels."""
+    return round(rng.uniform(9, 12) * dpi / 72)
+
+
+def _scan_page(rng, dpi, width=None, margin=None):
+    """A clean page of 10-20 lines set in 9-12 pt and scanned at dpi: its column 28-38 ems wide (a
+    book's or a letter's measure) and its margins 1/6-1/3 inch of the crop, unless given in pixels."""
+    px = _print_px(rng, dpi)
+    width = width or (round(px * 28), round(px * 38))
+    margin = margin or (round(dpi / 6), round(dpi / 3))
+    return _page(rng, px=(px, px), width=width, margin=margin)[:4]
+
+
+# Paper tints of colour scans (office, recycled and coloured copy paper; each channel jittered by 8) and inks.
+TINTS = ((248, 238, 205), (250, 240, 170), (215, 228, 245), (248, 218, 225), (220, 240, 215), (228, 222, 205))
+INKS = ((20, 20, 25), (25, 35, 90), (60, 40, 25))
+
+
+def _bilevel_line(rng):
+    family, spec = _pick_font(rng, TRAIN_FAMILIES)
+    font = get_font(spec.name, _print_px(rng, rng.randint(200, 300)))
+    text = _line_text(rng)
+    img, _ = draw_line_crop(text, font, rng, margin=(4, 16))
+    return scans.bilevel(img, rng, max_tilt=1.0), [text], family, spec.name
+
+
+def _bilevel_page(rng):
+    img, lines, family, font = _scan_page(rng, rng.randint(200, 300))
+    return scans.bilevel(img, rng, max_tilt=1.5), lines, family, font
+
+
+def _tiff_page(rng, path):
+    dpi = rng.randint(200, 300)
+    img, lines, family, font = _scan_page(rng, dpi)
+    img = scans.bilevel(img, rng, max_tilt=1.5)
+    return scans.write_tiff(img, path, rng.choice(("raw", "packbits", "tiff_lzw")), (dpi, dpi)), lines, family, font
+
+
+def _fax_page(rng, path):
+    """A letter sent by fax in fine mode and stored as the receiving machine does: 1728 px across the
+    A4 width at 204 dpi (196 lines per inch down: the 4% stretch is not drawn), 1-inch margins, fed up
+    to 2 degrees crooked, always specked."""
+    img, lines, family, font = _scan_page(rng, 200, width=(1728, 1728), margin=(160, 220))
+    img = scans.bilevel(img, rng, max_tilt=2.0, speckle_p=1.0)
+    return scans.write_tiff(img, path, "group4", (204, 196)), lines, family, font
+
+
+def _grey_scan(rng):
+    img, lines, family, font = _scan_page(rng, rng.randint(150, 300))
+    g = rng.randint(200, 240)
+    img = scans.recolour(img, (g,) * 3, (rng.randint(15, 70),) * 3)
+    return scans.scanned(img, rng, (g,) * 3, grey=True), lines, family, font
+
+
+def _colour_scan(rng):
+    img, lines, family, font = _scan_page(rng, rng.randint(150, 300))
+    paper = tuple(min(255, c + rng.randint(-8, 8)) for c in rng.choice(TINTS))
+    img = scans.recolour(img, paper, rng.choice(INKS))
+    return scans.scanned(img, rng, paper), lines, family, font
+
+
+def _pencil_line(rng):
+    """A line crop as _line_sample draws it, reprinted in graphite grey on off-white paper (contrast
+    ratio ink / paper 0.38-0.67, where clean print is ~0.1), then scanned in colour, tilted up to 1 degree."""
+    family, spec = _pick_font(rng, TRAIN_FAMILIES)
+    font = get_font(spec.name, rng.randint(16, 40))
+    text = _line_text(rng)
+    img, _ = draw_line_crop(text, font, rng)
+    p = rng.randint(225, 250)
+    paper = (p, p, max(0, p - rng.randint(0, 10)))  # off-white, slightly warm
+    img = scans.recolour(img, paper, (rng.randint(95, 150),) * 3)
+    return scans.scanned(img, rng, paper, max_tilt=1.0, jpeg_p=0.3), [text], family, spec.name
+
+
+def _make(row, rng, path=None):
     if row == "clean_lines":
         return _line_sample(rng, TRAIN_FAMILIES)
     if row == "degraded_lines":
@@ -402,6 +504,20 @@ def _make(row, rng):
         return _photo(rng)
     if row == "symbols":
         return _symbols(rng)
+    if row == "bilevel_lines":
+        return _bilevel_line(rng)
+    if row == "bilevel_pages":
+        return _bilevel_page(rng)
+    if row == "tiff_pages":
+        return _tiff_page(rng, path)
+    if row == "fax_pages":
+        return _fax_page(rng, path)
+    if row == "grey_scans":
+        return _grey_scan(rng)
+    if row == "colour_scans":
+        return _colour_scan(rng)
+    if row == "pencil_lines":
+        return _pencil_line(rng)
     raise ValueError(f"realistic: unknown row {row!r}; rows: {', '.join(ROWS)}")
 
 
@@ -410,19 +526,28 @@ def row_families(row):
     return HELD_OUT_FAMILIES if row == "unseen_fonts" else TRAIN_FAMILIES
 
 
+def row_file(row, i, seed=0):
+    """Where sample i of a FILE_ROWS row is written: <base>/data/realistic/ROW/SEED-I.EXT."""
+    return os.path.join(get_base_dir(), "data", "realistic", row, f"{seed}-{i}.{FILE_ROWS[row]}")
+
+
 def realistic_samples(row, limit=-1, seed=0):
     """[{id, image, prompt, answer, family, font, tess_psm}] for one row of ROWS: SIZES[row] images
-    (at most limit), each a pure function of (seed, row, index)."""
+    (at most limit), each a pure function of (seed, row, index). image: a PIL image in ROW_MODE's
+    mode, or for FILE_ROWS the path of the file, (re)written on every call (cheap, and a stale or
+    half-written file from an older version can never be read instead)."""
     if row not in ROWS:
         raise ValueError(f"realistic: unknown row {row!r}; rows: {', '.join(ROWS)}")
     n = SIZES[row] if limit <= 0 else min(limit, SIZES[row])
     out = []
     for i in range(n):
         rng = random.Random(f"realistic:{seed}:{row}:{i}")
-        img, lines, family, font_name = _make(row, rng)
+        img, lines, family, font_name = _make(row, rng, row_file(row, i, seed) if row in FILE_ROWS else None)
         lines = [line.strip() for line in lines]
         assert all(lines), f"realistic {row} #{i}: an empty line"
-        out.append({"id": f"realistic-{row}-{i}", "image": img.convert("RGB"), "prompt": DEFAULT_PROMPT,
+        assert isinstance(img, str) if row in FILE_ROWS else img.mode == ROW_MODE.get(row, "RGB"), \
+            f"tasks/realistic.py: row {row} #{i} made a {getattr(img, 'mode', type(img).__name__)} image; ROW_MODE / FILE_ROWS say otherwise"
+        out.append({"id": f"realistic-{row}-{i}", "image": img, "prompt": DEFAULT_PROMPT,
                     "answer": "\n".join(lines), "family": family, "font": font_name,
                     "tess_psm": 7 if row in LINE_ROWS else 6})
     return out
