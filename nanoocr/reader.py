@@ -130,7 +130,7 @@ def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, cal
         results.append(dict(text=text, num_tokens=sum(o["num_tokens"] for o in mine), views=len(views),
                             finish_reason="length" if any(o["finish_reason"] == "length" for o in mine) else "stop",
                             seconds=share * len(views)))
-        if all("confidence" in o for o in mine):  # the joint / CTC decoders score every strip
+        if mine and all("confidence" in o for o in mine):  # the joint / CTC decoders score every strip
             results[-1]["confidence"] = min(o["confidence"] for o in mine)
     return results
 
