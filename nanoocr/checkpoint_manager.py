@@ -250,6 +250,15 @@ def load_checkpoint_model(checkpoint_dir, step=None, device="cpu"):
                               f"(model_config lacks encoder/gpt/image_token_id); for a nanochat GPT use load_nanochat_gpt")
     path = os.path.join(checkpoint_dir, f"model_{step:06d}.pt")
     state_dict = strip_compile_prefix(load_file(path, device))
+    user = meta.get("user_config", {})
+    legacy_ctc = os.path.join(checkpoint_dir, f"optim_{step:06d}_rank0.pt")
+    if "ctc" not in config and user.get("ctc_weight", 0) > 0 and os.path.isfile(legacy_ctc):
+        # checkpoints from before the CTC head was part of the model kept it beside the optimiser state
+        optim = load_file(legacy_ctc, device, weights_only=True)
+        if "ctc_head" in optim:
+            state_dict.update({f"ctc_head.{k}": v for k, v in optim["ctc_head"].items()})
+            config = dict(config, ctc={"features": user.get("ctc_features", "neck")})
+            meta = dict(meta, model_config=config)
     model = vlm_from_config(config, device)
     try:
         model.load_state_dict(state_dict, strict=True)

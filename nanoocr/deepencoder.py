@@ -246,9 +246,13 @@ class DeepEncoder(nn.Module):
     def embed_batch(self, pixel_values):
         """Same-size single views batched: [B, 3, H, W] -> [B, qh*(qw+1)+1, out_dim]; equals
         embed_image per view but runs the encoder once for the whole batch."""
-        tokens = self.forward(pixel_values)
-        B, _, D = tokens.shape
         qh, qw = grid_size(self.config, pixel_values.shape[2], pixel_values.shape[3])
+        return self.lay_out_batch(self.forward(pixel_values), qh, qw)
+
+    def lay_out_batch(self, tokens, qh, qw):
+        """Projected tokens [B, qh*qw, D] of same-size single views -> [B, qh*(qw+1)+1, D]: every row
+        followed by image_newline, then view_separator (embed_image's layout, batched)."""
+        B, _, D = tokens.shape
         newline = self.image_newline.to(tokens.dtype).expand(B, qh, 1, D)
         rows = torch.cat([tokens.view(B, qh, qw, D), newline], dim=2).reshape(B, qh * (qw + 1), D)
         return torch.cat([rows, self.view_separator.to(tokens.dtype).expand(B, 1, D)], dim=1)

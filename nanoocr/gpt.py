@@ -139,6 +139,12 @@ class KVCache:
             self.pos = end  # advance once every layer has written this chunk
         return self.k[layer_idx, :, :, :end], self.v[layer_idx, :, :, :end]
 
+    def reorder(self, index):
+        """Row i becomes the old row index[i] (beam search keeps, drops and copies hypotheses)."""
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+        self.key_valid = self.key_valid.index_select(0, index)
+
 
 class GPT(nn.Module):
     def __init__(self, config):

@@ -18,10 +18,11 @@ import torch.nn as nn
 from nanoocr.gpt import GPT, GPTConfig
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
 from nanoocr.muon import Muon
+from nanoocr.ctc import CTCHead
 
 
 class VLM(nn.Module):
-    def __init__(self, encoder_config, gpt_config, image_token_id):
+    def __init__(self, encoder_config, gpt_config, image_token_id, ctc=None):
         super().__init__()
         assert encoder_config.out_dim == gpt_config.n_embd, \
             f"the projector maps to {encoder_config.out_dim} but the GPT width is {gpt_config.n_embd}"
@@ -30,16 +31,56 @@ class VLM(nn.Module):
         self.encoder = DeepEncoder(encoder_config)
         self.gpt = GPT(gpt_config)
         self.image_token_id = image_token_id
+        # Optional CTC head (nanoocr/ctc.py): one linear layer that reads characters left to right off
+        # a strip's features. Trained by the CPU recipe's auxiliary loss; at reading time it scores the
+        # GPT's hypotheses (nanoocr/joint_decode.py). ctc = {"features": "tokens" | "neck"} or None.
+        self.ctc_head, self.ctc_features = None, None
+        if ctc:
+            self.add_ctc_head(ctc["features"])
+
+    def add_ctc_head(self, features):
+        """Give the model a CTC head reading the projected vision tokens (2**num_convs frames per token
+        column) or the SAM neck (one frame per neck column). Part of the model from then on: in its
+        state dict (ctc_head.*), its config ("ctc") and every export."""
+        assert features in ("tokens", "neck"), f"ctc features {features!r}: tokens | neck"
+        cfg = self.encoder.config
+        if features == "tokens":
+            self.ctc_head = CTCHead(cfg.out_dim, frames_per_column=2 ** cfg.num_convs)
+        else:
+            self.ctc_head = CTCHead(cfg.neck_channels)
+        self.ctc_features = features
+        return self.ctc_head
 
     @property
     def config(self):
-        return {"encoder": asdict(self.encoder.config), "gpt": asdict(self.gpt.config),
-                "image_token_id": self.image_token_id}
+        out = {"encoder": asdict(self.encoder.config), "gpt": asdict(self.gpt.config),
+               "image_token_id": self.image_token_id}
+        if self.ctc_head is not None:
+            out["ctc"] = {"features": self.ctc_features}
+        return out
+
+    def ctc_feature_map(self, feats):
+        """encoder.encode_features' dict -> the [B, C, h, w] map the CTC head reads."""
+        if self.ctc_features == "neck":
+            return feats["neck"]
+        tokens, (qh, qw) = feats["tokens"], feats["grid"]
+        return tokens.transpose(1, 2).reshape(tokens.size(0), -1, qh, qw)
+
+    def encode_with_ctc(self, pixel_values):
+        """Same-size strips [B, 3, H, W] -> (vision embeddings [B, N, n_embd] as encode_images gives them,
+        CTC log-probs [T, B, classes]): one encoder pass feeds both the GPT and the CTC head."""
+        assert self.ctc_head is not None, "this model has no CTC head (trained without ctc_weight)"
+        feats = self.encoder.encode_features(pixel_values)
+        qh, qw = feats["grid"]
+        embeds = self.encoder.lay_out_batch(feats["tokens"], qh, qw)
+        return embeds, self.ctc_head(self.ctc_feature_map(feats))
 
     @torch.no_grad()
     def init_weights(self, proj_std=0.0):
         self.encoder.init_weights()
         self.gpt.init_weights(proj_std=proj_std)
+        if self.ctc_head is not None:
+            self.ctc_head.init_weights()
 
     @staticmethod
     def part_of(name):
@@ -47,12 +88,14 @@ class VLM(nn.Module):
         schedule and freeze flag."""
         if name.startswith("gpt."):
             return "gpt"
+        if name.startswith("ctc_head."):
+            return "ctc"
         if name.startswith(("encoder.projector", "encoder.image_newline", "encoder.view_separator")):
             return "projector"
         return "encoder"
 
     def setup_optimizers(self, lr_encoder=1e-3, lr_projector=1e-3, lr_gpt=1e-3, weight_decay=0.01,
-                         betas=(0.9, 0.95), matrix_lr=0.0, muon_encoder=False, muon_ns_steps=5, ctc_head=None):
+                         betas=(0.9, 0.95), matrix_lr=0.0, muon_encoder=False, muon_ns_steps=5):
         """[AdamW] or [AdamW, Muon] over the trainable parameters (freeze first), as nanochat's
         GPT.setup_optimizers. AdamW: one lr per component (encoder, projector, gpt; a CTC head at the
         encoder's), no weight decay on vectors (norms, biases, newline/separator: decaying them only
@@ -70,12 +113,10 @@ class VLM(nn.Module):
                 in_gpt_blocks = mname.startswith("gpt.") and ".h." in f".{mname}." and "lm_head" not in mname
                 if in_gpt_blocks or (muon_encoder and mname.startswith("encoder.")):
                     muon_ids.add(id(mod.weight))
-        parts = {"encoder": [], "projector": [], "gpt": []}
+        parts = {"encoder": [], "projector": [], "gpt": [], "ctc": []}
         for name, p in self.named_parameters():
             if p.requires_grad and id(p) not in muon_ids:
                 parts[self.part_of(name)].append(p)
-        if ctc_head is not None:
-            parts["ctc"] = list(ctc_head.parameters())
         lrs = {"encoder": lr_encoder, "projector": lr_projector, "gpt": lr_gpt, "ctc": lr_encoder}
         groups = []
         for part, params in parts.items():
@@ -144,14 +185,14 @@ class VLM(nn.Module):
                         loss_reduction=loss_reduction)
 
 
-def build_vlm(encoder_config, gpt_config, image_token_id, device="cpu", proj_std=0.0):
+def build_vlm(encoder_config, gpt_config, image_token_id, device="cpu", proj_std=0.0, ctc=None):
     """Build on the meta device (no memory touched for big presets), materialise, init."""
     if isinstance(encoder_config, dict):
         encoder_config = DeepEncoderConfig(**encoder_config)
     if isinstance(gpt_config, dict):
         gpt_config = GPTConfig(**gpt_config)
     with torch.device("meta"):
-        model = VLM(encoder_config, gpt_config, image_token_id)
+        model = VLM(encoder_config, gpt_config, image_token_id, ctc=ctc)
     model.to_empty(device=device)
     model.init_weights(proj_std=proj_std)
     return model
@@ -162,7 +203,7 @@ def vlm_from_config(model_config, device="cpu"):
     with uninitialised weights (the caller loads a state dict)."""
     with torch.device("meta"):
         model = VLM(DeepEncoderConfig(**model_config["encoder"]), GPTConfig(**model_config["gpt"]),
-                    model_config["image_token_id"])
+                    model_config["image_token_id"], ctc=model_config.get("ctc"))
     model.to_empty(device=device)
     model.gpt.init_rotary()
     return model

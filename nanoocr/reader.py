@@ -12,7 +12,7 @@ One image goes:
 2. strip_views: the model's inputs for it. One view, except that a model trained on fixed HxW strips
    reads an image of another size cut into lines and word groups of that size (strips.text_strips;
    each piece carries the most characters its ink can hold, and engine ends the piece there);
-3. engine.generate, all the views of a batch of images together, batch_size at a time;
+3. engine.generate (or joint_decode's readers: --decoder), all the views of a batch of images together, batch_size at a time;
 4. the pieces' texts joined back by line (strips.join_lines).
 The server runs 1-2 (load_views) on its decoding threads and 3-4 (generate_views) on its generation
 threads, with a callback that streams the joined text so far.
@@ -36,7 +36,8 @@ from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, load_image
 from nanoocr.deepencoder import count_vision_tokens
 from nanoocr.strips import text_strips, join_lines
-from nanoocr.engine import generate, preprocess
+from nanoocr.engine import preprocess
+from nanoocr.joint_decode import check_decoder, default_decoder, read_strips
 
 # DeepSeek-OCR's guard against repetition loops: no 30-token n-gram twice within 90 tokens
 NO_REPEAT_NGRAM, NO_REPEAT_WINDOW = 30, 90
@@ -95,7 +96,7 @@ def load_views(model, src, mode, max_words=0, whole=False, name=None, max_pixels
     return strip_views(model, load_image(src, max_pixels=max_pixels, name=name), mode, max_words, whole)
 
 
-def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, callback=None, **kwargs):
+def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, callback=None, decoder="gpt", **kwargs):
     """generate() for images given as strip_views() lists: all their views in batches of batch_size,
     then one result per image: text (a lone view's own text; pieces joined by line with
     strips.join_lines), num_tokens, finish_reason ("length" if any piece was cut), views (how many
@@ -118,7 +119,8 @@ def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, cal
                 if len(views) > 1:  # the finished pieces + this one, joined by line
                     text = join_lines(texts[i][:j + 1], [li for li, _ in views[:j + 1]])
                 callback(i, token_id, text)
-        got = generate(model, tokenizer, [c[2] for c in chunk], [c[3] for c in chunk], callback=on_token, **kwargs)
+        got = read_strips(model, tokenizer, [c[2] for c in chunk], [c[3] for c in chunk], decoder=decoder,
+                          callback=on_token, **kwargs)
         for (i, j, _, _), o in zip(chunk, got):
             texts[i][j] = o["text"]
         outs += got
@@ -130,6 +132,8 @@ def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, cal
         results.append(dict(text=text, num_tokens=sum(o["num_tokens"] for o in mine), views=len(views),
                             finish_reason="length" if any(o["finish_reason"] == "length" for o in mine) else "stop",
                             seconds=share * len(views)))
+        if mine and all("confidence" in o for o in mine):  # the joint / CTC decoders score every strip
+            results[-1]["confidence"] = min(o["confidence"] for o in mine)
     return results
 
 
@@ -168,7 +172,7 @@ def _default_name(src):
 
 def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=None, errors=None, batch_size=8,
                 max_words=0, whole=False, max_tokens=None, no_repeat_ngram=NO_REPEAT_NGRAM,
-                no_repeat_window=NO_REPEAT_WINDOW, callback=None, **kwargs):
+                no_repeat_window=NO_REPEAT_WINDOW, callback=None, decoder=None, **kwargs):
     """Read images (paths, bytes or PIL images): yields one record per input, in input order, a
     batch of batch_size images at a time (so a long run shows results as it goes):
     {"image": name, "text", "num_tokens", "views", "finish_reason", "seconds", "vision_tokens"}, or
@@ -180,7 +184,12 @@ def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=No
     keeps its place in its batch and in the output. max_words / whole: see strip_views. seconds =
     the image's loading time + its share of its batch's generation time. vision_tokens: all its
     views' (deepencoder.count_vision_tokens). callback(input index, token_id, text so far), see
-    generate_views. kwargs (temperature, autocast_dtype, ...) go to engine.generate."""
+    generate_views. decoder: "joint" | "gpt" | "ctc" (nanoocr/joint_decode.py; None = the model's default:
+    joint with a CTC head on fixed strips, else gpt); the joint and ctc decoders add "confidence" (the
+    weakest strip's). kwargs (temperature, autocast_dtype, ...) go to engine.generate."""
+    if decoder is None:
+        decoder = default_decoder(model, mode)
+    check_decoder(model, mode, decoder)
     n = len(images)
     prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
     assert len(prompts) == n, f"{len(prompts)} prompts for {n} images (give one prompt, or one per image)"
@@ -212,7 +221,7 @@ def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=No
             ready.append((i, name, views, time.time() - t0))
         on_token = None if callback is None else (lambda r, tok, text: callback(ready[r][0], tok, text))
         gen_kwargs = dict(max_tokens=max_tokens, no_repeat_ngram_size=no_repeat_ngram,
-                          no_repeat_window=no_repeat_window, **kwargs)
+                          no_repeat_window=no_repeat_window, decoder=decoder, **kwargs)
         try:
             outs = generate_views(model, tokenizer, [r[2] for r in ready], [prompts[r[0]] for r in ready],
                                   batch_size, callback=on_token, **gen_kwargs)
@@ -235,4 +244,6 @@ def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=No
                 "image": name, "text": out["text"], "num_tokens": out["num_tokens"], "views": out["views"],
                 "finish_reason": out["finish_reason"], "seconds": load_s + out["seconds"],
                 "vision_tokens": max(1, sum(count_vision_tokens(model.encoder.config, p) for _, p in views))}
+            if "confidence" in out:
+                records[i - start]["confidence"] = round(out["confidence"], 4)
         yield from records

@@ -82,6 +82,22 @@ def bench_latency(tok, n_images, model_dir="", batch=8):
     per_image_batched = (time.perf_counter() - t0) / n_images
     out = dict(images=n_images, mode="32x256", answer_tokens_mean=round(sum(lengths) / n_images, 1), batch=batch,
                model_ms_per_image=round(per_image * 1000, 1), model_ms_per_image_batched=round(per_image_batched * 1000, 1))
+    if net.ctc_head is not None and model_dir:  # a trained model with a CTC head: what joint decoding costs
+        from nanoocr.checkpoint_manager import load_model
+        from nanoocr.joint_decode import joint_generate
+        plain = load_model(model_dir)[0].eval()  # as trained: never_end above would make the GPT run on
+        max_tokens = max(lengths) + 8  # it decides where to stop itself, as `nanoocr read` does
+        t0 = time.perf_counter()
+        joint = []
+        for i in range(0, n_images, batch):
+            joint += joint_generate(plain, tok, views[i:i + batch], "Free OCR.", max_tokens=max_tokens)
+        out["joint_ms_per_image_batched"] = round(1000 * (time.perf_counter() - t0) / n_images, 1)
+        greedy = []
+        for i in range(0, n_images, batch):
+            greedy += generate(plain, tok, views[i:i + batch], max_tokens=max_tokens)
+        refs = [a for _, _, a in lines]
+        out["cer_gpt"] = round(cer([o["text"] for o in greedy], refs), 4)
+        out["cer_joint"] = round(cer([o["text"] for o in joint], refs), 4)
     if shutil.which("tesseract") is None:
         out["tesseract_skipped"] = "tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)"
         return out
@@ -105,4 +121,7 @@ def report_rows(r):
                      f"model {lat['model_ms_per_image']:.0f} (batch 1), {lat['model_ms_per_image_batched']:.0f} "
                      f"(batch {lat['batch']}); " + (f"Tesseract {tess['ms_per_image']:.0f} (CER {tess['cer']:.3f})"
                                                     if tess else lat["tesseract_skipped"])))
+    if lat and "joint_ms_per_image_batched" in lat:
+        rows.append((f"joint decoding, {lat['images']} val strips", f"{lat['joint_ms_per_image_batched']:.0f} ms/image "
+                     f"(batch {lat['batch']}); CER {lat['cer_joint']:.3f} vs GPT greedy {lat['cer_gpt']:.3f}"))
     return rows

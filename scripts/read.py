@@ -8,7 +8,8 @@ Read text out of images with a trained model.
 PATHs are image files, directories (searched recursively for image extensions) and globs. One
 image prints its plain text; several print one JSON line per image,
 {"image": path, "text": ..., "tokens": n, "seconds": s}, to stdout or --jsonl (a line gets
-"truncated": true when --max_tokens cut it). An image that cannot be read yields
+"truncated": true when --max_tokens cut it, and "confidence" in (0, 1] when the joint or ctc decoder
+read it: the weakest strip's, see nanoocr/joint_decode.py). An image that cannot be read yields
 {"image": path, "error": ...} and the others continue (so does one that is no regular file, a FIFO,
 or on which anything unexpected fails); the exit status is 1 if any failed. Files a directory holds
 with other extensions, and hidden files and folders, are skipped and counted on stderr.
@@ -37,6 +38,7 @@ import argparse
 
 from nanoocr import reader
 from nanoocr.modes import DEFAULT_PROMPT, resolve_mode
+from nanoocr.joint_decode import DECODERS, check_decoder
 from tasks.common import IMAGE_EXTS
 from tasks.image_folder import iter_images
 
@@ -137,6 +139,9 @@ def parse_args(argv):
                         help="... within the last this many generated tokens (0 = all; default %(default)s)")
     parser.add_argument("--whole", action="store_true",
                         help="strip models: stretch the whole image to the strip instead of cutting it into lines and words")
+    parser.add_argument("--decoder", default=None, choices=DECODERS,
+                        help="joint (beam search over the GPT scored with the CTC head) | gpt | ctc (the head alone); "
+                             "default: joint for a model with a CTC head reading strips, else gpt")
     parser.add_argument("--device", default="", help="cuda | mps | cpu (default: autodetect)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -151,7 +156,9 @@ def main(argv=None):
     try:
         _, model, tokenizer, meta, device_type = reader.open_model(args.model, args.device)
         mode = resolve_mode(model.encoder.config, meta, args.mode)
-    except reader.MODEL_ERRORS as e:  # resolve_mode's are ValueErrors
+        if args.decoder:
+            check_decoder(model, mode, args.decoder)
+    except reader.MODEL_ERRORS as e:  # resolve_mode's and check_decoder's are ValueErrors
         print(f"nanoocr read: {e}", file=sys.stderr)
         return 2
 
@@ -195,7 +202,7 @@ def main(argv=None):
                                       errors=[err for _, err in items], batch_size=args.batch_size,
                                       max_words=reader.trained_max_words(meta), whole=args.whole,
                                       max_tokens=args.max_tokens, no_repeat_ngram=args.no_repeat_ngram,
-                                      no_repeat_window=args.no_repeat_window,
+                                      no_repeat_window=args.no_repeat_window, decoder=args.decoder,
                                       autocast_dtype=reader.read_autocast_dtype(device_type)):
             if "error" in out:
                 emit(out)
@@ -204,6 +211,8 @@ def main(argv=None):
                    "seconds": round(out["seconds"], 4)}
             if out["views"] != 1:
                 rec["strips"] = out["views"]
+            if "confidence" in out:  # joint / ctc decoders: the weakest strip's (nanoocr/joint_decode.py)
+                rec["confidence"] = out["confidence"]
             if out["finish_reason"] == "length":
                 rec["truncated"] = True
             emit(rec)

@@ -53,6 +53,8 @@ from starlette.datastructures import UploadFile
 
 from nanoocr import reader
 from nanoocr.image_process import DEFAULT_MAX_PIXELS
+from nanoocr.joint_decode import DECODERS, check_decoder
+from nanoocr.modes import default_mode
 from scripts.serve_queue import MB, FORM_SLACK, ApiError, error_body, sse, Deltas, OcrServer
 
 PAGE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page.html")
@@ -320,6 +322,9 @@ def parse_args(argv):
     parser.add_argument("--api_key", "--api-key", default=os.environ.get("NANOOCR_API_KEY") or None,
                         help="require `Authorization: Bearer KEY` on the API (/ocr, /v1/...); default: "
                              "$NANOOCR_API_KEY, else no key (a key on the command line is visible in `ps`)")
+    parser.add_argument("--decoder", default=None, choices=DECODERS,
+                        help="joint (beam search over the GPT with the CTC head's score) | gpt | ctc (default: joint "
+                             "for a model with a CTC head reading strips, else gpt); sampling requests use the GPT")
     parser.add_argument("--device", default="", help="cuda | mps | cpu (default: autodetect)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -337,12 +342,14 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         model_dir, model, tokenizer, meta, device_type = reader.open_model(args.model, args.device)
-    except reader.MODEL_ERRORS as e:
+        if args.decoder:
+            check_decoder(model, default_mode(meta), args.decoder)
+    except reader.MODEL_ERRORS as e:  # (check_decoder's are ValueErrors)
         print(f"nanoocr serve: {e}", file=sys.stderr)
         return 2
     server = OcrServer(model, tokenizer, meta, model_dir, concurrency=args.concurrency, queue=args.queue,
                        max_upload_mb=args.max_upload_mb, timeout=args.timeout, max_tokens_cap=args.max_tokens_cap,
-                       max_pixels=args.max_pixels, api_key=args.api_key,
+                       max_pixels=args.max_pixels, api_key=args.api_key, decoder=args.decoder,
                        autocast_dtype=reader.read_autocast_dtype(device_type))  # as `nanoocr read`
     # bind the socket ourselves: --port 0 then gets a free port we can print (tests use this), and a
     # port already in use fails here with a plain message

@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from nanoocr import reader
 from nanoocr.modes import MODES, DEFAULT_PROMPT, default_mode, parse_mode, check_mode
+from nanoocr.joint_decode import default_decoder
 from nanoocr.engine import prompt_ids
 from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, sniff_image_type, describe_non_image
 from nanoocr.deepencoder import num_image_tokens
@@ -185,8 +186,9 @@ class OcrServer:
 
     def __init__(self, model, tokenizer, meta, model_dir="", concurrency=1, queue=16, max_upload_mb=20.0,
                  timeout=120.0, max_tokens_cap=None, max_pixels=DEFAULT_MAX_PIXELS, autocast_dtype=None,
-                 api_key=None):
+                 api_key=None, decoder=None):
         self.model, self.tokenizer, self.meta = model.eval(), tokenizer, meta
+        self.decoder = decoder  # joint | gpt | ctc, None = the model's default per mode (nanoocr/joint_decode.py)
         self.model_name = os.path.basename(os.path.normpath(model_dir)) if model_dir else "nanoocr"
         self.mode = default_mode(meta)
         self.max_words = reader.trained_max_words(meta)  # strip models: words per cut piece, as `nanoocr read`
@@ -340,6 +342,10 @@ class OcrServer:
             raise ApiError(400, f"prompt ({prompt_len} tokens, {n_image} of them image) + max_tokens {max_tokens} "
                                 f"exceeds the model's {self.positions} positions; lower max_tokens or use a smaller mode")
         job = Job(loop, views, prompt, max_tokens, deadline, sampling or {}, time.monotonic() - t0)
+        # sampling (temperature / top_p) draws from the GPT alone; greedy reads use the server's --decoder
+        job.decoder = "gpt" if sampling else (self.decoder or default_decoder(self.model, mode))
+        if job.decoder != "gpt" and not isinstance(mode, tuple):
+            job.decoder = "gpt"  # a whole-image mode: the CTC head reads one-line strips only
         job.prompt_tokens = prompt_len
         return job
 
@@ -389,7 +395,7 @@ class OcrServer:
                                         callback=on_token, max_tokens=job.max_tokens,
                                         no_repeat_ngram_size=reader.NO_REPEAT_NGRAM,
                                         no_repeat_window=reader.NO_REPEAT_WINDOW,
-                                        autocast_dtype=self.autocast_dtype, **job.sampling)[0]
+                                        autocast_dtype=self.autocast_dtype, decoder=job.decoder, **job.sampling)[0]
         except Cancelled:
             job.emit("error", self.timed_out())
             return

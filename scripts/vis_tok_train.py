@@ -245,28 +245,33 @@ for name, flag in (("sam", freeze_sam), ("clip", freeze_clip), ("projector", fre
             model.encoder.view_separator.requires_grad_(False)
 mode_value = parse_mode(mode)
 
-# The auxiliary CTC head (off unless ctc_weight > 0) reads the neck map or the projected tokens that a
-# forward hook keeps, so the loss rides on the model's own forward (and DDP's): no second encoder pass.
-ctc_head, ctc_seen = None, {}
+# The CTC head (model.ctc_head, nanoocr/ctc.py) trains on ctc_weight > 0. It is part of the model: a
+# Stage 1 model brings its own head into Stage 2, and the head is saved and exported with the weights.
+# It reads the neck map or the projected tokens that a forward hook keeps, so the loss rides on the
+# model's own forward (and DDP's): no second encoder pass.
+ctc_seen = {}
 if ctc_weight > 0:
-    from nanoocr.ctc import CTCHead, ctc_loss_sum
-    from nanoocr.deepencoder import grid_size
+    from nanoocr.ctc import ctc_loss_sum
     assert isinstance(mode_value, tuple), f"ctc_weight needs fixed one-line strips (mode=HxW), not mode={mode!r}"
-    enc_cfg = model.encoder.config
+    if model.ctc_head is None:
+        model.add_ctc_head(ctc_features).to(device)
+    assert model.ctc_features == ctc_features, (f"the model's CTC head reads {model.ctc_features!r}, this run "
+                                                f"asks ctc_features={ctc_features!r}: pass --ctc_features={model.ctc_features}")
     if ctc_features == "neck":  # [B, neck, H/p, W/p]: one frame per neck column
-        ctc_head = CTCHead(enc_cfg.neck_channels).to(device)
-        model.encoder.sam.register_forward_hook(lambda module, inputs, output: ctc_seen.__setitem__("f", output[0]))
-    else:  # the projector's [B, qh*qw, D] as a [B, D, qh, qw] map: two frames per (twice as wide) column
-        assert ctc_features == "tokens", f"ctc_features={ctc_features!r}: neck | tokens"
-        qh, qw = grid_size(enc_cfg, *mode_value)
-        ctc_head = CTCHead(enc_cfg.out_dim, frames_per_column=2 ** enc_cfg.num_convs).to(device)
-        model.encoder.projector.register_forward_hook(lambda module, inputs, output: ctc_seen.__setitem__("f", output))
+        model.encoder.sam.register_forward_hook(lambda module, inputs, output: ctc_seen.__setitem__("neck", output[0]))
+    else:  # the projector's [B, qh*qw, D]: two frames per (twice as wide) column
+        model.encoder.projector.register_forward_hook(lambda module, inputs, output: ctc_seen.__setitem__("tokens", output))
+ctc_head = model.ctc_head if ctc_weight > 0 else None
+if ctc_head is None and model.ctc_head is not None:  # a head this run does not train stays as it is
+    model.ctc_head.requires_grad_(False)
 
 
 def ctc_feature_map():
     """The features the last training forward handed to the hook, as a [B, C, h, w] map."""
-    f = ctc_seen.pop("f")
-    return f if ctc_features == "neck" else f.transpose(1, 2).reshape(f.size(0), -1, qh, qw)
+    from nanoocr.deepencoder import grid_size
+    feats = dict(ctc_seen, grid=grid_size(raw_model.encoder.config, *mode_value))
+    ctc_seen.clear()
+    return raw_model.ctc_feature_map(feats)
 
 # -----------------------------------------------------------------------------
 # Optimiser: AdamW with one learning rate per component, and Muon for the matrices when matrix_lr > 0
@@ -274,7 +279,7 @@ def ctc_feature_map():
 
 optimizers = model.setup_optimizers(lr_encoder=lr_encoder, lr_projector=lr_projector, lr_gpt=lr_gpt,
                                     weight_decay=weight_decay, betas=(beta1, beta2), matrix_lr=matrix_lr,
-                                    muon_encoder=muon_encoder, muon_ns_steps=muon_ns_steps, ctc_head=ctc_head)
+                                    muon_encoder=muon_encoder, muon_ns_steps=muon_ns_steps)
 optimizer, muon = optimizers[0], (optimizers[1] if len(optimizers) > 1 else None)
 if muon is not None:
     n_mat = sum(len(g["params"]) for g in muon.param_groups)
@@ -346,10 +351,9 @@ if resume:
         print0(f"--resume: no checkpoint in {checkpoint_dir} yet; starting fresh")
     else:
         model_data, optim_data, meta = load_checkpoint(checkpoint_dir, last, device, load_optimizer=True, rank=rank)
+        if "ctc_head" in optim_data:  # checkpoints from before the head was part of the model kept it here
+            model_data.update({f"ctc_head.{k}": v for k, v in optim_data["ctc_head"].items()})
         model.load_state_dict(model_data)
-        if ctc_head is not None:
-            assert "ctc_head" in optim_data, f"{checkpoint_dir} step {last} was trained without ctc_weight; resume with --ctc_weight=0"
-            ctc_head.load_state_dict(optim_data["ctc_head"])
         optimizer.load_state_dict(optim_data["optimizer"])
         if muon is not None:
             assert "muon" in optim_data, f"{checkpoint_dir} step {last} was trained without Muon; resume with --matrix_lr=0"
@@ -368,6 +372,9 @@ if compile:
 if is_ddp:
     from torch.nn.parallel import DistributedDataParallel as DDP
     # text-only micro-batches leave the encoder unused; only then does DDP need to look for it
+    if raw_model.ctc_head is not None:  # its loss is computed outside forward: DDP must not wait for it
+        DDP._set_params_and_buffers_to_ignore_for_model(
+            raw_model, [f"ctc_head.{n}" for n, _ in raw_model.ctc_head.named_parameters()])
     model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None,
                 find_unused_parameters=text_ratio > 0)
 
@@ -407,8 +414,6 @@ def greedy_cer(records):
 
 def save(final=False):
     optim_data = dict(optimizer=optimizer.state_dict(), loader=loader_state, rng=dict(torch=torch.get_rng_state()))
-    if ctc_head is not None:
-        optim_data["ctc_head"] = ctc_head.state_dict()
     if muon is not None:
         optim_data["muon"] = muon.state_dict()
     meta = dict(model_config=raw_model.config, user_config=config, step=step, stage=stage, mode=mode,
@@ -478,12 +483,14 @@ while step < num_steps:
         tokens_since += b["input_ids"].numel()
         # analytic model FLOPs (nanoocr/flops.py, checked against FlopCounterMode); Gundam tile lists: n/a
         flops_since += batch_flops(raw_model, b, freeze_sam)["total"] if not isinstance(b["images"], list) else float("nan")
-    if ctc_head is not None and is_ddp:  # the head is outside DDP: average its gradient by hand
+    if ctc_head is not None and is_ddp:  # DDP ignores the head (its loss is outside forward): average by hand
         for p in ctc_head.parameters():
+            if p.grad is None:  # only text-only micro-batches on this rank
+                p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad)
             p.grad /= world_size
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(list(raw_model.parameters()) + list(ctc_head.parameters() if ctc_head else []), grad_clip)
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
     for opt in optimizers:
         opt.step()
         opt.zero_grad(set_to_none=True)

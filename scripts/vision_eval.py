@@ -26,6 +26,7 @@ import tempfile
 import subprocess
 
 from nanoocr import reader, modes
+from nanoocr.joint_decode import check_decoder, default_decoder
 from nanoocr.configurator import configure
 from nanoocr.common import get_base_dir
 from nanoocr.image_process import load_image
@@ -53,6 +54,9 @@ batch_size = 8
 whole = False           # strip models: stretch every image to the strip (True) instead of cutting it into lines
 no_repeat_ngram = reader.NO_REPEAT_NGRAM    # DeepSeek-OCR's repetition guard (0 = off) ...
 no_repeat_window = reader.NO_REPEAT_WINDOW  # ... over this many recent tokens
+decoder = ""            # joint | gpt | ctc ("" = the model's default: joint with a CTC head on strips; nanoocr/joint_decode.py)
+joint_weight = -1.0     # joint decoding: the CTC term's weight (-1 = joint_decode.WEIGHT) ...
+beam = -1               # ... and hypotheses per strip (-1 = joint_decode.BEAM)
 out = ""                # predictions JSONL ("" = <base>/eval/<model>-<data>.jsonl); metrics go beside it
 fox_out = ""            # also write Fox-style predictions JSON (for Fox's own eval script) here
 md_dir = ""             # also write OmniDocBench-style <image stem>.md predictions into this folder
@@ -118,7 +122,7 @@ def load_pil(sample):
 
 
 def iter_records(model, tokenizer, samples, mode, prompt="", max_tokens=None, batch_size=8, no_repeat_ngram=0,
-                 no_repeat_window=0, autocast_dtype=None, max_words=0, whole=False):
+                 no_repeat_window=0, autocast_dtype=None, max_words=0, whole=False, decoder=None, **decode_kwargs):
     """Predict every sample (reader.read_images, as `nanoocr read` reads files), yielding one record
     per sample, in order, a batch at a time (eval writes each as it comes):
     {id, image, prompt, pred, ref, tokens, answer_tokens, vision_tokens, seconds, finish_reason},
@@ -131,7 +135,8 @@ def iter_records(model, tokenizer, samples, mode, prompt="", max_tokens=None, ba
     outs = reader.read_images(model, tokenizer, [s["image"] for s in samples], mode, prompts,
                               names=[sample_name(s) for s in samples], batch_size=batch_size, max_words=max_words,
                               whole=whole, max_tokens=max_tokens, no_repeat_ngram=no_repeat_ngram,
-                              no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype)
+                              no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype, decoder=decoder,
+                              **decode_kwargs)
     for s, p, o in zip(samples, prompts, outs):
         if "error" in o:
             yield {"id": s.get("id"), "image": o["image"], "error": o["error"]}
@@ -141,6 +146,8 @@ def iter_records(model, tokenizer, samples, mode, prompt="", max_tokens=None, ba
                "vision_tokens": o["vision_tokens"], "seconds": o["seconds"], "finish_reason": o["finish_reason"]}
         if o["views"] != 1:
             rec["strips"] = o["views"]
+        if "confidence" in o:
+            rec["confidence"] = o["confidence"]
         if "family" in s:  # font family, for per-family CER (tasks/realistic.py, tasks/prose.py)
             rec["family"] = s["family"]
         yield rec
@@ -292,6 +299,18 @@ def default_out_path(model_dir, data_desc):
     return os.path.join(get_base_dir(), "eval", name + ".jsonl")
 
 
+def decode_overrides():
+    """--joint_weight / --beam where given (they only exist for the joint decoder)."""
+    out = {}
+    if joint_weight >= 0:
+        out["weight"] = joint_weight
+    if beam > 0:
+        out["beam"] = beam
+    if out and decoder not in ("", "joint"):
+        raise SystemExit(f"vision_eval: --joint_weight / --beam tune the joint decoder, not --decoder={decoder}")
+    return out
+
+
 def main():
     if tesseract and not tesseract_available():
         print("vision_eval: --tesseract=True but no `tesseract` on PATH "
@@ -308,6 +327,12 @@ def main():
     n_tokens = max_tokens if max_tokens > 0 else reader.default_max_tokens(net)
     print(f"model {model_dir} (step {meta.get('step')}), mode {run_mode}, {len(samples)} samples from {desc}", flush=True)
 
+    if decoder:
+        try:
+            check_decoder(net, run_mode, decoder)
+        except ValueError as e:
+            print(f"vision_eval: {e}", file=sys.stderr)
+            return 2
     out_path = out or default_out_path(model_dir, desc)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     psm = tesseract_psm if tesseract_psm >= 0 else (7 if isinstance(run_mode, tuple) else 3)
@@ -317,7 +342,8 @@ def main():
     with open(out_path, "w", encoding="utf-8") as f:
         for sample, r in zip(samples, iter_records(net, tokenizer, samples, run_mode, prompt, n_tokens, batch_size,
                                                    no_repeat_ngram, no_repeat_window, reader.read_autocast_dtype(dev),
-                                                   reader.trained_max_words(meta), whole)):
+                                                   reader.trained_max_words(meta), whole,
+                                                   decoder or None, **decode_overrides())):
             if "error" in r:
                 print(f"unreadable: {r['image']}: {r['error']}", file=sys.stderr)
             elif tesseract:
@@ -328,7 +354,8 @@ def main():
             f.flush()
             records.append(r)
     metrics = compute_metrics(records)
-    metrics.update(model_dir=model_dir, step=meta.get("step"), data=desc, mode=list(run_mode) if isinstance(run_mode, tuple) else run_mode)
+    metrics.update(model_dir=model_dir, step=meta.get("step"), data=desc, mode=list(run_mode) if isinstance(run_mode, tuple) else run_mode,
+                   decoder=decoder or default_decoder(net, run_mode), **decode_overrides())
     metrics_path = os.path.splitext(out_path)[0] + ".metrics.json"
     with open(metrics_path, "w") as f:
         json.dump(metrics, f, indent=2)

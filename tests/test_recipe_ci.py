@@ -63,6 +63,16 @@ def test_ci_sized_recipe_reads_unseen_samples(tmp_path):
     assert cer_right < cer_shuffled - 0.1, (cer_right, cer_shuffled, list(zip(refs, right))[:8])
     assert cer_right < CER_STRIPS, (cer_right, list(zip(refs, right))[:8])
 
+    # the CTC head is part of the saved model, and joint CTC/attention decoding (the read path's default
+    # for such a model) reads the same strips no worse than the GPT alone
+    from nanoocr.joint_decode import joint_generate
+    assert model.ctc_head is not None, "the CPU preset trains a CTC head: it must come back with the weights"
+    joint = joint_generate(model, tok, views, "Free OCR.", max_tokens=16)
+    cer_joint = cer([o["text"] for o in joint], refs)
+    print(f"joint decoding CER {cer_joint:.3f} vs GPT greedy {cer_right:.3f}")
+    assert cer_joint < CER_STRIPS and cer_joint <= cer_right + 0.02, (cer_joint, cer_right)
+    assert all(0.0 < o["confidence"] <= 1.0 for o in joint if o["text"]), [o["confidence"] for o in joint]
+
     # the reader's path on crops that are not strips: one test-split word, 20-40 px, on white
     import random
     from PIL import Image, ImageDraw

@@ -390,14 +390,14 @@ def inprocess_server(ckpt, **limits):
 
 @pytest.fixture
 def slow_generation(monkeypatch):
-    real = reader.generate  # the name the server's reading path (reader.generate_views) calls
+    real = reader.read_strips  # the name the server's reading path (reader.generate_views) calls
 
     def slow(*args, callback=None, **kwargs):
         def cb(*a):
             time.sleep(0.2)
             callback(*a)
         return real(*args, callback=cb, **kwargs)
-    monkeypatch.setattr(reader, "generate", slow)
+    monkeypatch.setattr(reader, "read_strips", slow)
 
 
 def test_queue_full_client_gone_and_timeout(files, slow_generation):
