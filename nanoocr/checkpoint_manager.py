@@ -254,7 +254,7 @@ def load_checkpoint_model(checkpoint_dir, step=None, device="cpu"):
     legacy_ctc = os.path.join(checkpoint_dir, f"optim_{step:06d}_rank0.pt")
     if "ctc" not in config and user.get("ctc_weight", 0) > 0 and os.path.isfile(legacy_ctc):
         # checkpoints from before the CTC head was part of the model kept it beside the optimiser state
-        optim = load_file(legacy_ctc, device, weights_only=True)
+        optim = load_file(legacy_ctc, device)
         if "ctc_head" in optim:
             state_dict.update({f"ctc_head.{k}": v for k, v in optim["ctc_head"].items()})
             config = dict(config, ctc={"features": user.get("ctc_features", "neck")})
