@@ -9,6 +9,8 @@ Evals named realistic_<row> (tasks/realistic.py; `nanoocr eval --data=realistic:
 """
 
 import os
+import re
+import glob
 import json
 
 from nanoocr.common import get_base_dir
@@ -17,12 +19,15 @@ from nanoocr.checkpoint_manager import committed_steps, load_meta, checkpoint_di
 from tasks.realistic import ROWS
 
 tag = "cpu"                 # the training tag (speedrun: the preset name)
-evals = "lines,pages"       # eval names: <base>/eval/<name>.metrics.json + <name>.jsonl
+evals = "lines,pages"       # eval names: <eval_dir>/<name>.metrics.json + <name>.jsonl ("" = none)
+eval_dir = ""               # where the evals are ("" = <base>/eval); scaling/ inside it: the scaling curve
+out = ""                    # the report's folder ("" = <base>/report)
 n_examples = 8              # sample predictions per eval in the report
 config = configure(globals())
 
 base = get_base_dir()
-out_dir = os.path.join(base, "report")
+eval_dir = eval_dir or os.path.join(base, "eval")
+out_dir = out or os.path.join(base, "report")
 os.makedirs(out_dir, exist_ok=True)
 
 
@@ -86,8 +91,8 @@ lines += ["## Results", "",
           "read as `nanoocr read` reads them (cut into lines and word groups).", "",
           "| eval | data | n | CER | WER | norm. edit dist. | exact | word F1 (Fox) |", "|---|---|---|---|---|---|---|---|"]
 examples = []
-for name in evals.split(","):
-    path = os.path.join(base, "eval", f"{name}.metrics.json")
+for name in filter(None, evals.split(",")):
+    path = os.path.join(eval_dir, f"{name}.metrics.json")
     if not os.path.exists(path):
         lines.append(f"| {name} | — | — | (not run) | | | | |")
         continue
@@ -95,7 +100,7 @@ for name in evals.split(","):
     m = dict(full.get("model", {}), mode=full.get("mode"))  # vision_eval nests the model's metrics
     lines.append(f"| {name} ({m.get('mode')}) | {full.get('data', '')} | {m.get('n')} | {m.get('cer', float('nan')):.4f} | {m.get('wer', float('nan')):.4f} | "
                  f"{m.get('ned', float('nan')):.4f} | {m.get('exact_match', float('nan')):.3f} | {m.get('fox_f1', float('nan')):.3f} |")
-    preds = os.path.join(base, "eval", f"{name}.jsonl")
+    preds = os.path.join(eval_dir, f"{name}.jsonl")
     if os.path.exists(preds):
         recs = [json.loads(l) for l in open(preds)][:n_examples]
         examples.append((name, recs))
@@ -103,7 +108,7 @@ lines.append("")
 # ---- realistic rows (tasks/realistic.py: issue 18's kinds of image, one eval per row) --------------------------
 real = {}
 for row in ROWS:  # in the table's order: each row one step further from the training strips
-    path = os.path.join(base, "eval", f"realistic_{row}.metrics.json")
+    path = os.path.join(eval_dir, f"realistic_{row}.metrics.json")
     if os.path.exists(path):
         real[row] = json.load(open(path))
 if real:
@@ -132,6 +137,57 @@ if real:
             cells = [real[r].get("model", {}).get("per_family", {}).get(f) for r in rows]
             lines.append(f"| {f} | " + " | ".join("—" if c is None else f"{c:.3f}" for c in cells) + " |")
         lines.append("")
+# ---- scaling: Stage 1 checkpoints along one long run on every realistic row (runs/cpu_long.sh) -------------
+# files <eval_dir>/scaling/s<step>_<row>[_<decoder>].metrics.json; the decoder is the one the metrics name
+scaling = {}  # (row, decoder) -> {step: CER}
+tess_level = {}  # row -> Tesseract's CER (from whichever step ran it)
+for path in glob.glob(os.path.join(eval_dir, "scaling", "s*_*.metrics.json")):
+    m = re.fullmatch(r"s(\d+)_(\w+?)(_gpt|_ctc|_joint)?\.metrics\.json", os.path.basename(path))
+    if m and m.group(2) in ROWS:
+        full = json.load(open(path))
+        decoder = full.get("decoder") or (m.group(3) or "_gpt")[1:]  # evals from before --decoder read with the GPT
+        scaling.setdefault((m.group(2), decoder), {})[int(m.group(1))] = full["model"]["cer"]
+        if full.get("tesseract"):
+            tess_level[m.group(2)] = full["tesseract"]["cer"]
+stage1 = dict(stages).get("Stage 1")
+if scaling and stage1:
+    minutes = {h["step"]: h["minutes"] for h in stage1.get("history", []) if "minutes" in h}
+    steps = sorted({st for per in scaling.values() for st in per if st in minutes})
+    rows = [r for r in ROWS if any(k[0] == r for k in scaling)]
+    decoders = [d for d in ("joint", "gpt", "ctc") if any(k[1] == d for k in scaling)]
+    lines += ["## What more training buys", "",
+              "One Stage 1 run read as `nanoocr read` reads (per decoder) at checkpoints along the way, every "
+              "realistic row; minutes = that run's training wall clock. A checkpoint mid-run has not had its "
+              "learning rate decayed, so a shorter recipe that ends at that minute reads somewhat better.", "",
+              "| step | minutes | decoder | " + " | ".join(rows) + " |", "|---|---|---|" + "---|" * len(rows)]
+    for st in steps:
+        for d in decoders:
+            cells = [scaling.get((r, d), {}).get(st) for r in rows]
+            if any(c is not None for c in cells):
+                lines.append(f"| {st} | {minutes[st]:.0f} | {d} | " + " | ".join("—" if c is None else f"{c:.3f}" for c in cells) + " |")
+    lines.append("| Tesseract | | | " + " | ".join(f"{tess_level[r]:.3f}" if r in tess_level else "—" for r in rows) + " |")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, r in enumerate(rows):
+        for d, style in zip(decoders, ("-", "--", "-.")):
+            per = scaling.get((r, d), {})
+            pts = [(minutes[st], per[st]) for st in steps if st in per]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", markersize=3, color=f"C{i}",
+                        label=f"{r} ({d})" if len(decoders) > 1 else r)
+        if r in tess_level:
+            ax.axhline(tess_level[r], color=f"C{i}", linestyle=":", linewidth=1)
+    ax.set_xlabel("Stage 1 training minutes")
+    ax.set_ylabel("CER (dotted: Tesseract)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, ncol=2, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "scaling.png"), dpi=110)
+    plt.close(fig)
+    lines += ["", "![scaling.png](scaling.png)", ""]
 # ---- diagnostics at the end of each stage ---------------------------------------------------------------
 lines += ["## Training diagnostics (last eval of each stage)", "",
           "| stage | steps | train loss (EMA) | val loss | ablation gap (nats) | val CER | cos SAM | cos proj |",

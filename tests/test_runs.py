@@ -1,7 +1,8 @@
-"""The full-size recipe (runs/full.sh + presets/full*.py) dry-run at a tiny size on the CPU: the same
-script and presets, small overrides, two steps per stage."""
+"""The runs/ recipes dry-run at a tiny size on the CPU: the same scripts and presets, small overrides,
+a few steps per stage (the full-size recipe, runs/full.sh; the long CPU recipe, runs/cpu_long.sh)."""
 import os
 import subprocess
+import sys
 
 from conftest import REPO
 from nanoocr.checkpoint_manager import committed_steps, load_meta
@@ -25,3 +26,24 @@ def test_full_recipe_dry_run(tmp_path):
     assert meta2["user_config"]["preset"] == "full_mid" and meta2["user_config"]["freeze_sam"] is True
     assert meta2["user_config"]["text_ratio"] == 0.1 and meta2["stage"] == 2
     assert meta1["model_config"]["gpt"]["n_layer"] == 1
+
+
+def test_long_cpu_recipe_dry_run(tmp_path):
+    """runs/cpu_long.sh at a tiny size: both stages, the finished model on a realistic row, the scaling
+    evals of its Stage 1 checkpoints and the report card's CER-against-minutes section and plot."""
+    env = dict(os.environ, NANOOCR_BASE_DIR=str(tmp_path), OMP_NUM_THREADS="1", ROWS="clean_lines",
+               NANOOCR_VENV=sys.prefix)  # the venv running the tests
+    args = ["--num_steps=4", "--save_every=2", "--eval_every=2", "--cer_samples=2", "--eval_batches=1",
+            "--device_batch_size=2", "--total_batch_size=2", "--num_workers=0", "--dtype=float32", "--easy_steps=0"]
+    p = subprocess.run(["bash", "runs/cpu_long.sh"] + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert committed_steps(str(tmp_path / "vis_tok_checkpoints" / "cpu_long")) == [2, 4]
+    meta2 = load_meta(str(tmp_path / "vis_mid_checkpoints" / "cpu_long"), 4)
+    assert meta2["user_config"]["preset"] == "cpu_long_mid" and meta2["model_config"]["ctc"] == {"features": "tokens"}
+    evals = tmp_path / "eval_cpu_long"
+    import json
+    final = json.loads((evals / "realistic_clean_lines.metrics.json").read_text())
+    assert final["decoder"] == "joint" and final["model"]["n"] == 48
+    assert (evals / "scaling" / "s4_clean_lines.metrics.json").is_file()
+    report = (tmp_path / "report_cpu_long" / "report.md").read_text()
+    assert "## What more training buys" in report and (tmp_path / "report_cpu_long" / "scaling.png").is_file()
