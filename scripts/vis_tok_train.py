@@ -42,7 +42,7 @@ from nanoocr.diagnostics import encoder_collapse, loss_and_gap
 from nanoocr.flops import batch_flops, peak_flops, autocast_dtype, format_flops, dtype_label
 from nanoocr.engine import parse_mode
 from nanoocr.typefaces import check_fonts, font_manifest
-from tasks.sources import training_sources
+from tasks.sources import training_sources, uses_synth
 
 # -----------------------------------------------------------------------------
 # config (override with --key=value, or --preset=NAME for presets/NAME.toml)
@@ -282,7 +282,7 @@ def lr_multiplier(step, part):
 # -----------------------------------------------------------------------------
 # Data
 
-if "synth" in data.split(","):  # a named family that does not ship stops here, before any step
+if uses_synth(data) or uses_synth(val_data):  # a named family that does not ship stops here, before any step
     for fonts in (synth_fonts, easy_fonts):
         if fonts:
             check_fonts(fonts.split(","))

@@ -328,3 +328,18 @@ def test_sample_prints_expected_generated_loss_and_exact_count(base, dataset, mo
     assert printed.count("EXPECTED:") == 2 and printed.count("GENERATED:") == 2
     assert "loss " in printed and "overlap" in printed and "/2 exact" in printed
     assert repr(WORDS[0]) in printed
+
+
+def test_eval_and_sample_take_a_weighted_mixture_with_the_renderer_first(base, dataset, tmp_path, monkeypatch, capsys):
+    """The --data grammar of training works in eval and sample: synth:3,data.jsonl:1 reads 2 renderer
+    strips then 2 dataset images (a weight only shapes training); synth:2 is the renderer, not a kind "2"."""
+    out = tmp_path / "mix.jsonl"
+    assert run_cli(monkeypatch, "eval", f"--model={base[1]}", f"--data=synth:3,{dataset / 'data.jsonl'}:1",
+                   "--limit=2", "--max_tokens=3", f"--out={out}") == 0
+    recs = read_jsonl(out)
+    assert [r["id"] for r in recs] == ["synth-val-line-0", "synth-val-line-1", "s0", "s1"]
+    assert json.loads((tmp_path / "mix.metrics.json").read_text())["model"]["n"] == 4
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "sample", f"--model={base[1]}", "--data=synth:2", "--limit=2", "--max_tokens=3") == 0
+    printed = capsys.readouterr().out
+    assert "synth:line (val)" in printed and printed.count("EXPECTED:") == 2 and "/2 exact" in printed

@@ -92,7 +92,7 @@ def test_degraded_lines_differ_from_clean():
 
 
 def test_open_samples_realistic():
-    from scripts.vision_eval import open_samples
+    from tasks.sources import open_samples
     samples, desc = open_samples("realistic:pages")
     assert len(samples) == R.SIZES["pages"] and desc.startswith("realistic:pages")
     assert samples[0]["answer"] == R.realistic_samples("pages", limit=1)[0]["answer"]

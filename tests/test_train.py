@@ -157,3 +157,20 @@ def test_sigkill_mid_save_keeps_previous_checkpoint(base):
     out = run(base, ["--tag=kill", "--num_steps=6", "--save_every=2", "--resume=True"])
     assert "resumed from" in out and "step 2" in out
     assert committed_steps(d) == [2, 4, 6]
+
+
+def test_weighted_mixture_with_the_renderer_first_trains(base, tmp_path):
+    """--data=synth:3,a.jsonl:1 (the README's weighted mixture, renderer first) and --data=synth:2
+    start, train a step and check the shipped fonts (the font manifest line)."""
+    from PIL import Image
+    import json
+    (tmp_path / "images").mkdir()
+    with open(tmp_path / "a.jsonl", "w") as f:
+        for i in range(2):
+            Image.new("RGB", (128, 32), "white").save(tmp_path / "images" / f"p{i}.png")
+            f.write(json.dumps({"id": f"a{i}", "image": f"images/p{i}.png", "prompt": "<image>\nFree OCR.",
+                                "answer": f"word {i}"}) + "\n")
+    for i, data in enumerate((f"synth:3,{tmp_path / 'a.jsonl'}:1", "synth:2")):
+        out = run(base, [f"--data={data}", f"--tag=mix{i}", "--num_steps=1", "--save_every=0", "--mode=32x128"])
+        assert "fonts: " in out and "manifest sha256" in out, out[-2000:]
+        assert committed_steps(checkpoint_dir_for("vis_tok", f"mix{i}", base)) == [1]
