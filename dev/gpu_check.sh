@@ -25,10 +25,10 @@ if [ "${GPU_CHECK_CPU:-0}" = 1 ]; then
   DEV=(--device_type=cpu --dtype=float32)
   TOK=(--max_chars=200000)
   FULL_TOK=(--vocab_size=300 --max_chars=200000)
-  GPU_ARGS=(--encoder_preset=cpu --gpt_depth=1 --gpt_n_embd=128 --gpt_n_head=2 --seq_len=320 --num_steps=2
+  GPU_ARGS=(--encoder_size=cpu --gpt_depth=1 --gpt_n_embd=128 --gpt_n_head=2 --seq_len=320 --num_steps=2
             --device_batch_size=2 --total_batch_size=2 --warmup_steps=1 --easy_steps=0 --encoder_freeze_steps=0
             --eval_every=2 --cer_samples=2 --max_new_tokens=8 --save_every=2 --num_workers=0 --log_every=1)
-  FULL_ARGS=(--encoder_preset=cpu --gpt_depth=1 --gpt_n_embd=128 --gpt_n_head=2 --mode=32x256 --synth_kinds=line
+  FULL_ARGS=(--encoder_size=cpu --gpt_depth=1 --gpt_n_embd=128 --gpt_n_head=2 --mode=32x256 --synth_kinds=line
              --seq_len=96 --num_steps=2 --device_batch_size=2 --total_batch_size=2 --tokenizer_vocab=300
              --num_workers=0 --log_every=1)
   GEN_TOKENS=4

@@ -28,7 +28,7 @@ import json
 import random
 import functools
 
-from tasks import common, fox, image_folder, ocr_json, omnidocbench, parquet
+from tasks import fox, image_folder, ocr_json, omnidocbench, parquet
 from nanoocr.vision_dataloader import records_source
 
 SOURCE_KINDS = ("json", "jsonl", "folder", "parquet", "fox", "omnidocbench")

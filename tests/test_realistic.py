@@ -1,5 +1,5 @@
 """
-tasks/realistic.py (issue 18's test rows) and what scripts/vision_eval.py and scripts/report.py do
+tasks/realistic.py (the user-like test rows) and what scripts/vision_eval.py and scripts/report.py do
 with them: determinism, answers that are exactly the drawn text in glyphs the font has, the right
 families per row, per-family CER and length checks. A few seconds, plus ~10 s of Tesseract.
 """
@@ -165,3 +165,12 @@ def test_report_card_realistic_table(tmp_path):
     assert card.index("| unseen_fonts | 2 | 0.5000 | 0.1250 | 4.00 | 2.00 | 1 |") < card.index("| photos | 2 |")
     assert "| family | unseen_fonts | photos |" in card and "| P052 | 1.000 | — |" in card and "| FreeSans | — | 0.500 |" in card
     assert "| lines | — | — | (not run) |" in card  # the other evals as before
+
+
+def test_train_families_are_the_cpu_recipes_fonts():
+    """TRAIN_FAMILIES (the families the realistic rows draw as "seen") are exactly the ones
+    presets/cpu.toml trains on, and no held-out family is among them: change one, change both."""
+    from nanoocr.configurator import read_preset
+    fonts = read_preset("cpu")["synth_fonts"].split(",")
+    assert tuple(fonts) == R.TRAIN_FAMILIES
+    assert not set(R.HELD_OUT_FAMILIES) & set(fonts)

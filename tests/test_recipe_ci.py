@@ -1,4 +1,4 @@
-"""A CI-sized version of the CPU recipe (issues 9 and 18): a fixed small step budget and seed on clean
+"""A CI-sized version of the CPU recipe: a fixed small step budget and seed on clean
 one-font strips (float32 pinned, so it means the same on every CPU), then on UNSEEN samples the model
 must (a) show a positive image-ablation gap, (b) read clearly better with the right images than the
 same model with the images shuffled across the batch, (c) read val strips and, through `nanoocr
@@ -15,8 +15,8 @@ import torch
 from conftest import REPO
 
 N_STEPS = 600
-# Absolute bounds, measured on this recipe (dev/LOG.md r2: strips 0.676, read path 0.793 after 600
-# steps; an untrained or image-blind model scores >= 1.0), with a margin for run-to-run noise.
+# Absolute bounds, measured on this recipe (strips 0.676, read path 0.793 after 600 steps: dev/LOG.md
+# "The CI-sized recipe with the cutter and 16 families"; an untrained or image-blind model scores >= 1.0), with a margin for run-to-run noise.
 CER_STRIPS = 0.80
 CER_READ = 0.90  # the CPU preset as it is (CTC on the vision tokens, no encoder freeze) on an easier distribution
 
@@ -63,7 +63,7 @@ def test_ci_sized_recipe_reads_unseen_samples(tmp_path):
     import random
     from PIL import Image, ImageDraw
     from nanoocr.reader import read_images, trained_max_words
-    from nanoocr.synth import get_font
+    from nanoocr.typefaces import get_font
     from nanoocr.synth_text import pick_text, random_token
     rng = random.Random(5)
     crops, words = [], []

@@ -6,7 +6,7 @@ import subprocess
 from conftest import REPO
 from nanoocr.checkpoint_manager import committed_steps, load_meta
 
-TINY = ["--encoder_preset=cpu", "--gpt_depth=1", "--gpt_n_embd=192", "--gpt_n_head=2", "--mode=32x256",
+TINY = ["--encoder_size=cpu", "--gpt_depth=1", "--gpt_n_embd=192", "--gpt_n_head=2", "--mode=32x256",
         "--synth_kinds=line", "--seq_len=96", "--num_steps=2", "--device_batch_size=2", "--total_batch_size=2",
         "--eval_every=0", "--cer_samples=0", "--save_every=0", "--num_workers=0", "--dtype=float32", "--log_every=1",
         "--from_scratch=True"]

@@ -22,7 +22,7 @@ TINY = ["--gpt_depth=1", "--gpt_n_head=2", "--seq_len=96", "--device_batch_size=
 def base(tmp_path_factory):
     """A base dir with a small tokenizer, shared by this module's runs."""
     base = tmp_path_factory.mktemp("train_base")
-    from nanoocr.synth import corpus_iter
+    from nanoocr.synth_text import corpus_iter
     from nanoocr.tokenizer import Tokenizer
     Tokenizer.train_from_iterator(corpus_iter(max_chars=200_000), vocab_size=600).save(str(base / "tokenizer"))
     return base
