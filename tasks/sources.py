@@ -109,7 +109,8 @@ def _weight(text):
 
 def parse_data(data):
     """A --data string -> [(name, arg, weight)] (the module docstring's grammar). Raises ValueError
-    naming the item for an empty item, a weight <= 0, or an ARG on a name that takes none."""
+    naming the item for an empty item, a weight <= 0, a missing realistic row, an unknown renderer
+    kind, or an ARG on a name that takes none."""
     items = []
     for item in data.split(","):
         item = item.strip()
@@ -127,6 +128,11 @@ def parse_data(data):
         if name == "realistic" and not arg:
             from tasks.realistic import ROWS
             raise ValueError(f"--data=realistic needs a row: --data=realistic:ROW, ROW one of {', '.join(ROWS)}")
+        if name == "synth" and arg:
+            from nanoocr.synth import KINDS
+            if arg not in KINDS:
+                raise ValueError(f"--data={data!r}: {arg!r} is not a renderer kind; synth:KIND with KIND one of "
+                                 f"{', '.join(KINDS)} (a weight is a number: synth:2)")
         if name == "prose" and arg:
             raise ValueError(f"--data={data!r}: prose takes no argument (got {item!r})")
         items.append((name, arg, weight))

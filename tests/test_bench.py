@@ -108,6 +108,7 @@ def test_one_peak_for_the_trainer_and_the_bench(tmp_path, monkeypatch):
         torch.set_num_threads(torch.get_num_threads() - 1)
 
 
+@pytest.mark.slow  # ~40 s: `nanoocr bench --quick`, every part
 def test_bench_quick_writes_every_key(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")

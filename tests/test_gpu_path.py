@@ -94,6 +94,7 @@ SHRINK = ["--encoder_size=cpu", "--gpt_depth=1", "--gpt_n_embd=64", "--gpt_n_hea
     # the full preset as it is: 64 rows, 4 per device -> 8 micro-batches per rank
     ("full", ["--from_scratch=True", "--tokenizer_vocab=0"], "8 micro-batch(es) of 4 x 2 rank(s)"),
 ])
+@pytest.mark.slow  # ~15 s each: torchrun with 2 gloo ranks
 def test_torchrun_two_ranks_runs_the_preset_batches(base, preset, extra, expect):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "scripts.vis_tok_train", f"--preset={preset}", "--device_type=cpu", f"--tag=ddp_{preset}"] + SHRINK + extra
@@ -148,6 +149,7 @@ TINY_PAGES = ["--encoder_size=cpu", "--gpt_depth=1", "--gpt_n_embd=128", "--gpt_
               "--save_every=0", "--num_workers=0", "--dtype=float32", "--log_every=1"]
 
 
+@pytest.mark.slow  # ~40 s: Stage 1 -> Stage 2 -> eval -> report at tiny dims
 def test_gpu_speedrun_dry_run_reads_pages(base):
     def run(preset, args):
         p = subprocess.run([sys.executable, "-m", "scripts.vis_tok_train", f"--preset={preset}", "--device_type=cpu"] + args, cwd=REPO,
@@ -224,6 +226,7 @@ def test_full_preset_refuses_a_tokenizer_of_another_size(base):
 # -----------------------------------------------------------------------------
 # 5. dev/gpu_check.sh, dry-run on the CPU
 
+@pytest.mark.slow  # ~35 s: the whole script, dry-run
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     p = subprocess.run(["bash", "dev/gpu_check.sh"], cwd=REPO, env=_env(tmp_path, GPU_CHECK_CPU="1"),
                        capture_output=True, text=True, timeout=300)

@@ -3,6 +3,8 @@ script and presets, small overrides, two steps per stage."""
 import os
 import subprocess
 
+import pytest
+
 from conftest import REPO
 from nanoocr.checkpoint_manager import committed_steps, load_meta
 
@@ -12,6 +14,7 @@ TINY = ["--encoder_size=cpu", "--gpt_depth=1", "--gpt_n_embd=192", "--gpt_n_head
         "--from_scratch=True"]
 
 
+@pytest.mark.slow  # ~25 s: runs/full.sh, Stage 1 + Stage 2 at a tiny size
 def test_full_recipe_dry_run(tmp_path):
     env = dict(os.environ, NANOOCR_BASE_DIR=str(tmp_path), OMP_NUM_THREADS="1", NPROC="1", VOCAB_SIZE="300")
     p = subprocess.run(["bash", "runs/full.sh"] + TINY, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)

@@ -41,7 +41,8 @@ def test_parse_data_weights_kinds_rows_and_paths(tmp_path):
     assert parse_data(str(odd)) == [(str(odd), "", 1.0)]
     assert uses_synth("a.json:1,synth:3") and not uses_synth(path) and not uses_synth("")
     for bad, match in (("synth,,a.json", "empty item"), ("synth:0", "weight 0"), ("synth:-1", "weight -1"),
-                       ("realistic", "needs a row"), ("prose:x", "takes no argument")):
+                       ("realistic", "needs a row"), ("prose:x", "takes no argument"),
+                       ("synth:pages", "not a renderer kind")):
         with pytest.raises(ValueError, match=match):
             parse_data(bad)
 

@@ -49,7 +49,9 @@ def losses(base, tag, phase="vis_tok"):
 
 
 # with the auxiliary CTC head, whose state lives in the checkpoint too; and with Muon for the matrices
-@pytest.mark.parametrize("ctc,matrix_lr", [("0", "0"), ("1", "0"), ("1", "0.02")])
+# (the plain case stays in the quick loop; the CTC and Muon variants are slow: ~15 s each)
+@pytest.mark.parametrize("ctc,matrix_lr", [("0", "0"), pytest.param("1", "0", marks=pytest.mark.slow),
+                                           pytest.param("1", "0.02", marks=pytest.mark.slow)])
 def test_resume_equals_uninterrupted(base, ctc, matrix_lr):
     args = ["--num_steps=4", "--save_every=0", f"--ctc_weight={ctc}", "--mode=32x128", f"--matrix_lr={matrix_lr}",
             "--muon_encoder=True"]
@@ -138,6 +140,7 @@ def test_mid_train_with_a_stage1_preset_stops_and_names_the_stage2_preset(base):
     assert not os.path.exists(os.path.join(base, "vis_mid_checkpoints", "wrong_stage"))
 
 
+@pytest.mark.slow  # ~15 s: three runs, one killed mid-save
 def test_sigkill_mid_save_keeps_previous_checkpoint(base):
     env = env_for(base)
     env["NANOOCR_TEST_PAUSE_BEFORE_META"] = "4:120"
