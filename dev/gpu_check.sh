@@ -71,9 +71,10 @@ python - "$BASE/vis_tok_checkpoints/gpu_check" "$GEN_TOKENS" "${DEV[0]#--device_
 import sys, time
 import torch
 from nanoocr.checkpoint_manager import load_model
-from nanoocr.engine import generate, parse_mode, preprocess
+from nanoocr.engine import generate, preprocess
+from nanoocr.modes import parse_mode
 from nanoocr.synth import render
-from scripts.bench import never_end
+from scripts.bench_common import never_end
 path, n_tokens, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 model, tok, meta = load_model(path, device=device)
 never_end(model, tok)  # every row generates exactly n_tokens: tokens/s measures the engine, not the model
