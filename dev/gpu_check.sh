@@ -25,10 +25,10 @@ if [ "${GPU_CHECK_CPU:-0}" = 1 ]; then
   DEV=(--device_type=cpu --dtype=float32)
   TOK=(--max_chars=200000)
   FULL_TOK=(--vocab_size=300 --max_chars=200000)
-  GPU_ARGS=(--encoder_preset=cpu --gpt_depth=1 --gpt_n_embd=128 --gpt_n_head=2 --seq_len=320 --num_steps=2
+  GPU_ARGS=(--encoder_size=cpu --gpt_depth=1 --gpt_n_embd=128 --gpt_n_head=2 --seq_len=320 --num_steps=2
             --device_batch_size=2 --total_batch_size=2 --warmup_steps=1 --easy_steps=0 --encoder_freeze_steps=0
             --eval_every=2 --cer_samples=2 --max_new_tokens=8 --save_every=2 --num_workers=0 --log_every=1)
-  FULL_ARGS=(--encoder_preset=cpu --gpt_depth=1 --gpt_n_embd=128 --gpt_n_head=2 --mode=32x256 --synth_kinds=line
+  FULL_ARGS=(--encoder_size=cpu --gpt_depth=1 --gpt_n_embd=128 --gpt_n_head=2 --mode=32x256 --synth_kinds=line
              --seq_len=96 --num_steps=2 --device_batch_size=2 --total_batch_size=2 --tokenizer_vocab=300
              --num_workers=0 --log_every=1)
   GEN_TOKENS=4
@@ -71,9 +71,10 @@ python - "$BASE/vis_tok_checkpoints/gpu_check" "$GEN_TOKENS" "${DEV[0]#--device_
 import sys, time
 import torch
 from nanoocr.checkpoint_manager import load_model
-from nanoocr.engine import generate, parse_mode, preprocess
+from nanoocr.engine import generate, preprocess
+from nanoocr.modes import parse_mode
 from nanoocr.synth import render
-from scripts.bench import never_end
+from scripts.bench_common import never_end
 path, n_tokens, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 model, tok, meta = load_model(path, device=device)
 never_end(model, tok)  # every row generates exactly n_tokens: tokens/s measures the engine, not the model

@@ -80,7 +80,7 @@ class Block(nn.Module):
 class CLIPEncoder(nn.Module):
     """CLIP vision transformer over a feature map. Reads clip_width/depth/heads/mlp and clip_patch
     from a DeepEncoderConfig; `grid` is the native side of the map it sees at the Base size (16 for
-    the full preset: 1024 px / 16 / 4), which sizes the position embedding (1 + grid^2 rows)."""
+    the full size: 1024 px / 16 / 4), which sizes the position embedding (1 + grid^2 rows)."""
 
     def __init__(self, config, grid):
         super().__init__()
@@ -88,7 +88,7 @@ class CLIPEncoder(nn.Module):
         self.class_embedding = nn.Parameter(torch.empty(c.clip_width))
         self.position_embedding = nn.Parameter(torch.empty(1 + grid * grid, c.clip_width))
         # Only for weight compatibility (never called in forward): frozen, see module docstring.
-        # clip_patch=0 leaves it out (small presets have no checkpoint to be compatible with).
+        # clip_patch=0 leaves it out (small sizes have no checkpoint to be compatible with).
         self.patch_embedding = None
         if c.clip_patch:
             self.patch_embedding = nn.Conv2d(3, c.clip_width, kernel_size=c.clip_patch, stride=c.clip_patch, bias=False)

@@ -1,6 +1,7 @@
 """
 Small shared utilities: rank-0 printing, the base directory, device autodetection,
-distributed init/cleanup (single process or torchrun), seeding, a no-op wandb stand-in.
+distributed init/cleanup (single process or torchrun), seeding, a no-op wandb stand-in, the
+compute dtype (autocast_dtype, cpu_has_fast_bf16).
 Everything else in the package may import this module; it imports nothing from the package.
 """
 
@@ -174,3 +175,27 @@ def batch_plan(total_batch_size, device_batch_size, world_size):
         notes.append(f"device_batch_size {device_batch_size} -> {device}: the largest divisor of the "
                      f"{per_rank} rows per rank that is <= {device_batch_size}")
     return dict(total=total, device=device, accum=per_rank // device, per_rank=per_rank, notes=notes)
+
+
+# -----------------------------------------------------------------------------
+# The compute dtype (here, not in flops.py, so the reader gets it without the FLOP counter)
+
+def cpu_has_fast_bf16():
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 matmuls
+    fall back to an emulated path far slower than fp32 (25x on an AVX2 CPU: dev/LOG.md "bf16 autocast on
+    a CPU without native bf16"), so autocast must stay off."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(dtype, device_type):
+    """Resolve a script's dtype setting ("auto" | "bfloat16" | "float32") to the autocast dtype, or
+    None for plain fp32. auto = bf16 on CUDA and on CPUs with native bf16, else fp32."""
+    if dtype == "auto":
+        dtype = "bfloat16" if device_type == "cuda" or (device_type == "cpu" and cpu_has_fast_bf16()) else "float32"
+    assert dtype in ("bfloat16", "float32"), f"dtype must be auto, bfloat16 or float32, got {dtype!r}"
+    return torch.bfloat16 if dtype == "bfloat16" and device_type != "mps" else None

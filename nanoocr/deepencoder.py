@@ -19,7 +19,7 @@ Construction follows nanochat: build on the meta device, to_empty(), init_weight
 real device the constructor initialises itself. Real weights come from encoder_weights.py.
 """
 
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -70,19 +70,16 @@ class DeepEncoderConfig:
         """Pixels per vision token along a side: sizes must be multiples of this for an exact grid."""
         return self.patch_size * 2 ** self.num_convs
 
-    def to_dict(self):
-        return asdict(self)
 
-
-# Size presets (kwargs for DeepEncoderConfig). Named for what they are, not for the resolution
-# modes (tiny/small/base/large/gundam), which exist at every preset.
-ENCODER_PRESETS = {
+# Encoder sizes (kwargs for DeepEncoderConfig; a training preset picks one with encoder_size). Named for
+# what they are, not for the resolution modes (tiny/small/base/large/gundam), which exist at every size.
+ENCODER_SIZES = {
     # DeepSeek-OCR: SAM ViT-B (1024 px, patch 16) + 256->512->1024 convs + CLIP-L/14 (+ projector)
     "full": dict(),
     # A CPU-trainable size after the probe in dev/design.md §9: patch 8 (a 32-px text strip is
     # 4 patches tall), three 128-wide SAM blocks (two windowed, one global), neck 64, ONE stride-2
     # conv 64->128 (2 x 16 = 32 tokens for a 32 x 256 strip), two 128-wide CLIP blocks, no CLIP
-    # patch conv. Base side 256 keeps the mode token counts of the full preset (73/111/273/421).
+    # patch conv. Base side 256 keeps the mode token counts of the full size (73/111/273/421).
     # The GPU speedrun's (presets/gpu.toml): DeepSeek-OCR's structure and geometry unchanged -- 1024-px Base
     # side, patch 16, 14x14 windows with two global blocks, TWO stride-2 convs (16x fewer tokens: 256
     # for a Base page, 64 / 100 in Tiny / Small), CLIP fed the conv grid -- at about a tenth of the

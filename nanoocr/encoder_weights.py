@@ -230,7 +230,7 @@ def load_encoder_weights(encoder, path_or_paths, verbose=True):
     if problems:
         raise ValueError(f"load_encoder_weights: cannot load {paths} (layouts {sorted(set(layouts.values()))}) "
                          f"into this DeepEncoder config:\n" + "\n".join(problems) +
-                         "\nFix: use the encoder preset the checkpoint was made for (e.g. 'full' for SAM-B / "
+                         "\nFix: use the encoder size the checkpoint was made for (--encoder_size) (e.g. 'full' for SAM-B / "
                          "CLIP-L / DeepSeek-OCR), and pass every shard (or the directory).")
     for target, (tensor, _) in found.items():
         ours[target].copy_(tensor)  # state_dict tensors share storage with the parameters; casts dtype

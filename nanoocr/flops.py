@@ -31,6 +31,7 @@ import torch
 
 from nanoocr.common import get_base_dir
 from nanoocr.deepencoder import grid_size
+from nanoocr.gpt import padded_vocab as gpt_padded_vocab
 
 
 def _linear(tokens, fan_in, fan_out):
@@ -83,7 +84,7 @@ def encoder_forward_flops(c, batch, height, width):
 def gpt_forward_flops(g, batch, T, padded_vocab=None):
     """Forward FLOPs of the GPT on batch rows of T tokens, by part: blocks (Linears), attention, lm_head."""
     d, hd = g.n_embd, g.n_embd // g.n_head
-    V = padded_vocab or ((g.vocab_size + 63) // 64) * 64
+    V = padded_vocab or gpt_padded_vocab(g.vocab_size)
     tokens = batch * T
     per_layer = _linear(tokens, d, g.n_head * hd) + 2 * _linear(tokens, d, g.n_kv_head * hd) + _linear(tokens, d, d) \
         + _linear(tokens, d, 4 * d) + _linear(tokens, 4 * d, d)
@@ -134,22 +135,16 @@ def counted_flops(model, batch, loss_scale=1.0):
     Gradients are left in the model's .grad (callers zero them)."""
     from torch.utils.flop_counter import FlopCounterMode
     counter = FlopCounterMode(display=False)
-    try:
-        from torch.nn.attention import sdpa_kernel, SDPBackend
-        math_only = sdpa_kernel(SDPBackend.MATH)
-    except ImportError:  # torch < 2.3: the old context manager
-        import torch
-        math_only = torch.backends.cuda.sdp_kernel(enable_flash=False, enable_mem_efficient=False, enable_math=True)
-    with counter, math_only:
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    with counter, sdpa_kernel(SDPBackend.MATH):
         loss = model(batch["input_ids"], targets=batch["targets"], images=batch["images"], loss_reduction="sum")
         (loss * loss_scale).backward()
     return counter.get_total_flops()
 
 
 # -----------------------------------------------------------------------------
-# The denominator of MFU: peak FLOP/s (a datasheet for known GPUs, measured elsewhere), whether a CPU
-# multiplies bf16 natively, and the autocast dtype that follows from it. The trainer and
-# `nanoocr bench` both take them from here.
+# The denominator of MFU: peak FLOP/s (a datasheet for known GPUs, measured elsewhere). The trainer and
+# `nanoocr bench` both take it from here (the autocast dtype itself: common.autocast_dtype).
 
 # Dense peak FLOP/s of common accelerators (bf16, no sparsity) for the MFU line; CPUs are measured.
 _GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
@@ -257,27 +252,6 @@ def peak_flops(device_type, dtype=torch.bfloat16, measured=None):
     now = (measured or matmul_peak(device_type, dtype))["gflops"]
     best, path = remembered_peak(device_type, dtype, now)
     return best * 1e9, f"the best square matmul this {device_type} has shown, kept in {path}; {format_flops(now * 1e9)} now"
-
-
-def cpu_has_fast_bf16():
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 matmuls
-    fall back to an emulated path far slower than fp32 (measured: dev/LOG.md "Histories moved out of docstrings"), so autocast
-    must stay off."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(dtype, device_type):
-    """Resolve a script's dtype setting ("auto" | "bfloat16" | "float32") to the autocast dtype, or
-    None for plain fp32. auto = bf16 on CUDA and on CPUs with native bf16, else fp32."""
-    if dtype == "auto":
-        dtype = "bfloat16" if device_type == "cuda" or (device_type == "cpu" and cpu_has_fast_bf16()) else "float32"
-    assert dtype in ("bfloat16", "float32"), f"dtype must be auto, bfloat16 or float32, got {dtype!r}"
-    return torch.bfloat16 if dtype == "bfloat16" and device_type != "mps" else None
 
 
 def format_flops(flops_per_s):

@@ -228,12 +228,6 @@ class GPT(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
 
-    def estimate_flops(self):
-        """Forward+backward FLOPs per token (6N for the matmuls + attention), nanochat's estimate."""
-        nparams = self.num_params() - self.transformer.wte.weight.numel()
-        l, h, q, t = self.config.n_layer, self.config.n_head, self.config.n_embd // self.config.n_head, self.config.sequence_len
-        return 6 * nparams + 12 * l * h * q * t
-
     def build_attn_mask(self, attention_mask, T, kv_cache):
         """Boolean (B, 1, T, Tk) mask: causal over absolute positions and blind to padded keys.
         Returns None when plain causal attention (or a single unpadded query) suffices."""

@@ -215,13 +215,13 @@ def square_valid_ratio(w, h):
     return 1 - (max(w, h) - min(w, h)) / max(w, h)
 
 
-def process_image(img, mode, image_size=1024, multiple=16, pad=False):
+def process_image(img, mode, image_size=1024, multiple=16):
     """Image -> normalised tensors for one resolution mode.
 
     img: an RGB PIL image (anything else is passed through load_image first).
     mode: "tiny" | "small" | "base" | "large" | "gundam", sides scaled by image_size / 1024 and
       rounded to `multiple` (the encoder's total stride); or a (height, width) tuple for a fixed
-      non-square input (e.g. one-line text strips), stretched to it, or padded if pad=True.
+      non-square input (e.g. one-line text strips), stretched to it.
     Returns dict(global_view [3,S,S] (or [3,H,W]), tiles [n,3,t,t] or None, grid (wc, hc) or None,
       mode, valid_ratio (fraction of the global view that is image, 1.0 when stretched), size (w, h)).
     Gundam: tiles (row-major, wc*hc of them) come from the image stretched to t*wc x t*hc; the
@@ -235,13 +235,8 @@ def process_image(img, mode, image_size=1024, multiple=16, pad=False):
         H, W = (int(s) for s in mode)
         assert H > 0 and W > 0 and H % multiple == 0 and W % multiple == 0, \
             f"fixed size {(H, W)} must be positive multiples of the encoder stride {multiple}"
-        if pad:
-            view, valid = pad_to(img, W, H)
-        else:
-            view, valid = img.resize((W, H), BICUBIC), 1.0
-        return dict(global_view=to_tensor(view), tiles=None, grid=None, mode="fixed",
-                    valid_ratio=valid, size=(w, h))
-    assert not pad, "pad=True only applies to a fixed (height, width) size; named modes fix their own fit"
+        return dict(global_view=to_tensor(img.resize((W, H), BICUBIC)), tiles=None, grid=None, mode="fixed",
+                    valid_ratio=1.0, size=(w, h))
     side = mode_side(mode, image_size, multiple)
     if MODES[mode][1] == "resize":
         view, valid = img.resize((side, side), BICUBIC), 1.0  # stretch: tiny/small ignore aspect

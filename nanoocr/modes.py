@@ -6,14 +6,14 @@ the dataset readers (tasks/) all import it, so the network does not depend on im
 data-prep run does not pay for importing torch.
 
 DeepSeek-OCR's modes are defined for its full-size encoder (SAM patch 16, input 1024 for Base).
-Smaller presets scale every side by image_size / 1024 (rounded to a multiple of the encoder's
+Smaller encoder sizes scale every side by image_size / 1024 (rounded to a multiple of the encoder's
 total stride), so "tiny"/"small"/"base"/"large"/"gundam" mean the same *relative* thing at any
-preset. Besides the named modes, a fixed (H, W) size reads one-line text strips.
+size. Besides the named modes, a fixed (H, W) size reads one-line text strips.
 """
 
 DEFAULT_PROMPT = "Free OCR."  # DeepSeek-OCR's plain-text prompt (dev/design.md §3)
 
-# mode -> (side in pixels at the full preset, how the image is fitted to the square)
+# mode -> (side in pixels at the full size, how the image is fitted to the square)
 # "resize" stretches to the square; "pad" keeps the aspect ratio and pads with grey (127).
 MODES = {
     "tiny": (512, "resize"),

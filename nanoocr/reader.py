@@ -30,7 +30,7 @@ import traceback
 from PIL import Image
 
 from nanoocr.common import autodetect_device_type, set_cpu_threads
-from nanoocr.flops import autocast_dtype
+from nanoocr.common import autocast_dtype
 from nanoocr.checkpoint_manager import load_model, find_model, CheckpointError, NoModelError
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, load_image

@@ -5,9 +5,9 @@ DeepEncoder, run at high resolution where window attention keeps the cost near-l
     pixels -> patch conv -> + absolute pos-embed -> blocks (window attention, with a few global
     blocks) -> neck (1x1 conv, LN2d, 3x3 conv, LN2d) -> stride-2 convs (net_2, net_3) -> grid
 
-Every size is a config field (see deepencoder.DeepEncoderConfig): the full preset is SAM ViT-B
+Every size is a config field (see deepencoder.DeepEncoderConfig): the full size is SAM ViT-B
 (768 wide, 12 deep, window 14, global blocks 2/5/8/11, 1024 px) with two stride-2 convs
-256->512->1024, a CPU preset is a few blocks 128 wide with one conv. Any input H x W (multiples
+256->512->1024, the CPU size is a few blocks 128 wide with one conv. Any input H x W (multiples
 of the patch size) works: the absolute pos-embed is resampled bicubically (with antialias) and
 the global blocks' relative-position tables linearly, exactly as SAM/DeepSeek-OCR do, so a
 checkpoint trained at 1024 px runs at 512, 1280 or a 32 x 640 text strip.

@@ -17,13 +17,12 @@ spaces. The prompt is modes.DEFAULT_PROMPT (the <image> marker is not part of it
 
 Splits: sample seeds live in disjoint ranges per split (sample_seed), and every text unit is hashed
 to one split (synth_text.text_split), so train / val / test share neither seeds nor texts.
-Degradations (geometry, paper, ink, blur, rescale, noise, tint, JPEG) have a preset per split in
+Degradations (geometry, paper, ink, blur, rescale, noise, tint, JPEG) have a level per split in
 DEGRADATIONS and can be overridden per call with degrade={...} or degrade="none".
 """
 
 import functools
 import io
-import itertools
 import math
 import random
 import zlib
@@ -35,7 +34,6 @@ from nanoocr import synth_text as T
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.strips import text_strips
 from nanoocr.typefaces import get_font, choose_font, bold_sibling
-from nanoocr.synth_text import corpus_iter, text_split  # noqa: F401  (re-exported: part of this interface)
 
 KINDS = ("line", "line_page", "page", "receipt")
 SPLITS = ("train", "val", "test")
@@ -46,7 +44,7 @@ MIN_SIZE = {"line": (12, 12), "line_page": (32, 32), "page": (64, 64), "receipt"
 # Each split's sample seeds live in their own 2^60-wide range: disjoint by construction.
 SPLIT_SEED_BASE = {"train": 0, "val": 1 << 60, "test": 2 << 60}
 
-# Degradation presets. *_p are probabilities, tuples are uniform ranges. Blur and down-scaling are
+# Degradation levels, one per split. *_p are probabilities, tuples are uniform ranges. Blur and down-scaling are
 # capped by the font size in _compose so small text stays legible. val/test are a fixed, milder
 # "realistic scan" distribution so their numbers are comparable across runs; train is wider.
 DEGRADATIONS = {
@@ -537,7 +535,7 @@ def _degradation(split, degrade):
     return dict(DEGRADATIONS[split], **degrade)
 
 
-def render_debug(seed, index, kind, split="train", height=None, width=None, boxes=True, **overrides):
+def render_annotated(seed, index, kind, split="train", height=None, width=None, boxes=True, **overrides):
     """render() plus an info dict: units (text units drawn, each of this split), fonts (names used),
     boxes ({answer index: glyph box in pixels} for every inked answer character)."""
     assert kind in KINDS, f"kind must be one of {KINDS}, got {kind!r}"
@@ -561,7 +559,7 @@ def render(seed, index, kind, split="train", height=None, width=None, **override
     its arguments. height / width default to DEFAULT_SIZE[kind]. Options (OVERRIDES):
     font_px (int or (lo, hi)), font_frac ((lo, hi) x height, line kind), fonts (names / families /
     paths to draw from), text_mix ({"prose", "random", "entity": weight}), max_words (line kinds),
-    degrade (None = the split's preset, "none", a split name, or a dict of preset overrides),
+    degrade (None = the split's level, "none", a split name, or a dict of overrides of it),
     prompt, typeset_p (chance of curly quotes / dashes), columns (page kind), cut_p (line kind: the
     chance that the line is drawn 1-2.5x larger and cut back to the strip by strips.text_strips,
     exactly as `nanoocr read` cuts a user's crop: the model then trains on the reader's own input,
@@ -575,22 +573,9 @@ def render(seed, index, kind, split="train", height=None, width=None, **override
             H, W = height or DEFAULT_SIZE["line"][0], width or DEFAULT_SIZE["line"][1]
             f = rng.uniform(1.0, 2.5)
             opts = dict(overrides, degrade=cut_degrade) if cut_degrade else overrides
-            img, prompt, answer, _ = render_debug(seed, index, kind, split, round(H * f), round(W * f), boxes=False, **opts)
+            img, prompt, answer, _ = render_annotated(seed, index, kind, split, round(H * f), round(W * f), boxes=False, **opts)
             strips = text_strips(img, H, W)
             return (strips[0][1] if len(strips) == 1 else img.resize((W, H), Image.BICUBIC)), prompt, answer
-    img, prompt, answer, _ = render_debug(seed, index, kind, split, height, width, boxes=False, **overrides)
+    img, prompt, answer, _ = render_annotated(seed, index, kind, split, height, width, boxes=False, **overrides)
     return img, prompt, answer
 
-
-def sample_stream(split, kind_weights, seed=0, start_index=0, rank=0, world_size=1, kind_options=None):
-    """Endless (image, prompt, answer) for training: index start_index + rank, then every
-    world_size-th, so ranks never render the same sample and a resumed run continues where it
-    stopped (sample k of this rank has index start_index + rank + k * world_size). The kind of each
-    index is drawn from kind_weights ({kind: weight}); kind_options gives render() options per kind."""
-    kinds = sorted(kind_weights)
-    weights = [kind_weights[k] for k in kinds]
-    assert kinds and all(k in KINDS for k in kinds) and sum(weights) > 0, f"bad kind_weights {kind_weights}"
-    kind_options = kind_options or {}
-    for index in itertools.count(start_index + rank, world_size):
-        kind = random.Random(f"kind:{seed}:{split}:{index}").choices(kinds, weights)[0]
-        yield render(seed, index, kind, split, **kind_options.get(kind, {}))

@@ -69,14 +69,15 @@ def is_text_index(seed, index, text_ratio):
 # -----------------------------------------------------------------------------
 # One sample -> token ids, loss mask, pixels
 
-def _sample_name(sample):
+def sample_name(sample):
+    """How errors and logs name a sample: its image path, else its id (images held as bytes / PIL)."""
     image = sample.get("image")
     return image if isinstance(image, str) else str(sample.get("id", "<sample>"))
 
 
 def prepare_vision(sample, tokenizer, encoder_config, mode, max_pixels=DEFAULT_MAX_PIXELS):
     """{image, prompt, answer} -> dict(ids, mask, image (processed), n_image_tokens, name)."""
-    name = _sample_name(sample)
+    name = sample_name(sample)
     answer = sample.get("answer")
     if not isinstance(answer, str) or not answer.strip():
         raise SampleError(f"{name}: empty answer")

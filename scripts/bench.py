@@ -13,12 +13,14 @@ The one benchmark command (parts 3, 4 and 6 live in scripts/bench_encoder.py and
    measurement; MFU divides by the best of it this machine has shown (flops.peak_flops, kept in
    <base dir>/matmul_peak.json), so the trainer's and the bench's MFUs divide by the same number
    (on a known GPU both take its datasheet peak);
-2. training steps (`train`; Stage 1: all trainable; Stage 2: SAM frozen, 10% text rows) at the CPU
-   preset and a 2x-wider one, on batches rendered beforehand: samples/s, tokens/s, MFU = analytic
-   model FLOPs (nanoocr/flops.py, checked here against FlopCounterMode) / step time / the peak of 1
-   in the training dtype (the trainer's progress line prints the same MFU with and without its data wait);
+2. training steps (`train`; Stage 1: all trainable; Stage 2: SAM frozen, 10% text rows) of the CPU
+   recipe's model (presets/cpu.toml, via bench_common) and a 2x-wider one, on batches rendered
+   beforehand: samples/s, tokens/s, MFU = analytic model FLOPs (nanoocr/flops.py, checked here
+   against FlopCounterMode) / step time / the peak of 1 in the training dtype (the trainer's
+   progress line prints the same MFU with and without its data wait);
 3. our DeepEncoder's forward and forward + backward time / transformers' UnlimitedOcrVisionModel's
-   (same config, same weights; sdpa and eager attention), with ours at the true CPU preset alongside
+   (same config, same weights; sdpa and eager attention), with ours at the CPU
+   recipe's true size alongside
    (`encoder`; skipped, with a message, without transformers);
 4. generation tokens/s with the vision + KV cache against the naive loop that re-encodes the image
    and re-runs the sequence for every token (`generate`; 256 new tokens, 64 with --quick);
@@ -50,39 +52,19 @@ from contextlib import nullcontext
 
 import torch
 
-from nanoocr.common import tune_malloc
+from nanoocr.common import tune_malloc, cpu_has_fast_bf16, autocast_dtype
 from nanoocr.configurator import read_preset
-from nanoocr.flops import cpu_has_fast_bf16, autocast_dtype, format_flops, dtype_label, matmul_peak, peak_flops
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
-from nanoocr.gpt import GPTConfig
-from nanoocr.model import build_vlm
+from nanoocr.flops import format_flops, dtype_label, matmul_peak, peak_flops
+from nanoocr.deepencoder import DeepEncoderConfig
 from nanoocr import flops as flopcount
+from scripts import bench_encoder, bench_generate
+from scripts.bench_common import STRIP, BATCH, SEQ_LEN, model_sizes, random_vlm, never_end, summary, fmt
 
-# -----------------------------------------------------------------------------
-# The two model sizes trained here. "cpu" is the CPU recipe (DeepEncoder cpu preset, 32x256 line
-# strips, a 3-layer 192-wide GPT); "cpu2x" doubles every width and the depths, which shows how MFU
-# grows with the matrices (a 2x wider Linear has 4x the work per memory-bound op around it).
-MODEL_PRESETS = {
-    "cpu": dict(encoder=ENCODER_PRESETS["cpu"], gpt=dict(n_layer=3, n_head=4)),
-    "cpu2x": dict(encoder=dict(ENCODER_PRESETS["cpu"], sam_width=256, sam_depth=6, sam_heads=8, sam_mlp=1024,
-                               global_attn_indexes=(2, 5), neck_channels=128, conv_channels=(256,), clip_width=256,
-                               clip_depth=4, clip_heads=8, clip_mlp=1024, out_dim=384),
-                  gpt=dict(n_layer=6, n_head=6)),
-}
-STRIP = (32, 256)       # the CPU recipe's mode: one text line per 32 x 256 image
-BATCH = 16              # the CPU recipe's device_batch_size
-SEQ_LEN = 256
 PARTS = ("matmul", "train", "encoder", "generate", "render", "latency")  # --only's choices; all = the full suite
 
 
 # -----------------------------------------------------------------------------
 # Measurement helpers
-
-def summary(values, scale=1.0):
-    """{median, min, max, n} of a list of measurements (times scale)."""
-    v = [x * scale for x in values]
-    return dict(median=statistics.median(v), min=min(v), max=max(v), n=len(v))
-
 
 def _proc_status_mb(key):
     try:
@@ -135,19 +117,6 @@ class PeakRSS:
         return False
 
 
-def alternate(fns, runs, warmup):
-    """Time each of fns (name -> zero-argument callable) `warmup + runs` times, interleaved so that
-    drift in background load hits every one alike. Returns name -> list of seconds (timed runs)."""
-    times = {name: [] for name in fns}
-    for i in range(warmup + runs):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return times
-
-
 def machine_info(threads):
     model = platform.processor() or platform.machine()
     flags = ""
@@ -177,25 +146,6 @@ def bench_tokenizer(vocab_size=512, max_chars=300_000):
     return Tokenizer.train_from_iterator(corpus_iter(max_chars=max_chars), vocab_size)
 
 
-def random_vlm(tok, preset="cpu", seq_len=SEQ_LEN, device="cpu", gpt_overrides=None):
-    """A randomly initialised VLM of MODEL_PRESETS[preset] with tok's vocabulary (proj_std 0.02 as
-    the CPU recipe, so every part is live from the first step)."""
-    p = MODEL_PRESETS[preset]
-    enc = DeepEncoderConfig(**p["encoder"])
-    g = dict(p["gpt"], **(gpt_overrides or {}))
-    gpt = GPTConfig(sequence_len=seq_len, vocab_size=tok.get_vocab_size(), n_layer=g["n_layer"], n_head=g["n_head"],
-                    n_kv_head=g.get("n_kv_head", g["n_head"]), n_embd=enc.out_dim)
-    torch.manual_seed(0)
-    return build_vlm(enc, gpt, tok.image_id, device=device, proj_std=0.02)
-
-
-def never_end(net, tok):
-    """Make <|assistant_end|> lose every argmax (its lm_head row -> 0 while the best other logit is > 0
-    for all practical purposes), so a generation runs to max_tokens."""
-    with torch.no_grad():
-        net.gpt.lm_head.weight[tok.encode_special("<|assistant_end|>")] = 0.0
-
-
 def training_batches(model, tok, n, stage, batch_size=BATCH, seq_len=SEQ_LEN, seed=0):
     """n real training batches of rendered line strips (Stage 2: 10% text-only rows), prepared
     before any timing: the data pipeline is measured on its own in part 5."""
@@ -213,8 +163,7 @@ def recipe_optimizers(model, stage):
     bench without it would time a cheaper step than the trainer's (dev/LOG.md "One MFU"). The recipe's
     CTC head is left out: its cost measured within the noise."""
     p = read_preset("cpu" if stage == 1 else "cpu_mid")
-    return model.setup_optimizers(matrix_lr=p.get("matrix_lr", 0.0), muon_encoder=p.get("muon_encoder", False),
-                                  muon_ns_steps=p.get("muon_ns_steps", 5))
+    return model.setup_optimizers(matrix_lr=p.get("matrix_lr", 0.0), muon_encoder=p.get("muon_encoder", False))
 
 
 def train_step(model, optimizers, batch, amp_ctx, grad_clip=1.0):
@@ -244,8 +193,8 @@ def to_device(batch, device):
 # -----------------------------------------------------------------------------
 # 2. Training steps
 
-def bench_train(tok, preset, stage, steps, warmup, peak_gflops, device, amp_dtype, check_flops=True):
-    model = random_vlm(tok, preset, device=device).train()
+def bench_train(tok, name, stage, steps, warmup, peak_gflops, device, amp_dtype, check_flops=True):
+    model = random_vlm(tok, name, device=device).train()
     freeze_sam = stage == 2
     if freeze_sam:
         model.encoder.sam.requires_grad_(False)  # Stage 2: SAM + neck + compressor frozen
@@ -353,7 +302,7 @@ def profile_sections(tok, device, amp_dtype, row_limit=18):
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for b in batches[1:]:
             train_step(model, optimizers, b, amp_ctx)
-    print("\n== profile: 2 training steps, cpu preset (self CPU time) ==")
+    print("\n== profile: 2 training steps, the CPU recipe's model (self CPU time) ==")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit))
     net = random_vlm(tok, "cpu", seq_len=512).eval()
     never_end(net, tok)
@@ -367,12 +316,6 @@ def profile_sections(tok, device, amp_dtype, row_limit=18):
 
 # -----------------------------------------------------------------------------
 # Report
-
-def fmt(s, digits=1):
-    if not isinstance(s, dict) or "median" not in s:
-        return "-"
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
-
 
 def print_report(r):
     print("\n== nanoocr bench ==")
@@ -394,7 +337,6 @@ def print_report(r):
                      f"({'+'.join(t['optimizers'])}, {t['gflops_per_sample']} GFLOP/sample, {t['params_m']}M params"
                      + (f", analytic/FlopCounter {t['flops_check']['ratio']}" if "flops_check" in t else "") + ")"))
     # the section modules import this one, so they are imported here, when it has finished loading
-    from scripts import bench_encoder, bench_generate
     if r.get("encoder_vs_reference"):
         rows += bench_encoder.report_rows(r["encoder_vs_reference"])
     rows += bench_generate.report_rows(r)
@@ -479,12 +421,12 @@ def main(argv=None):
     if "train" in parts:
         r["train"] = {}
         runs = [("cpu", 1), ("cpu", 2), ("cpu2x", 1)] + ([] if q else [("cpu2x", 2)])
-        for preset, stage in runs:
-            key = f"{preset}/stage{stage}"
+        for name, stage in runs:
+            key = f"{name}/stage{stage}"
             steps, warmup = (3, 1) if q else (10, 2)
-            if preset == "cpu2x" and q:
+            if name == "cpu2x" and q:
                 steps = 2
-            t = r["train"][key] = measured(f"train {key}", lambda: bench_train(tok, preset, stage, steps, warmup, peak,
+            t = r["train"][key] = measured(f"train {key}", lambda: bench_train(tok, name, stage, steps, warmup, peak,
                                                                                device, amp_dtype))
             print(f"train {key}: {t['samples_per_s']['median']:.1f} samples/s, mfu {100 * t['mfu']['median']:.1f}% of {r['mfu_of']} "
                   f"(data made beforehand), FLOP check {t['flops_check']['ratio']}", flush=True)
@@ -495,24 +437,22 @@ def main(argv=None):
     # 3. encoder against the reference, forward and forward + backward (scripts/bench_encoder.py;
     # imported here, so transformers is imported only when this part runs)
     if "encoder" in parts:
-        from scripts.bench_encoder import bench_encoder
         shapes = {"strips 16x3x32x256": (16, 3, 32, 256)}
         if not q:
             shapes["base 4x3x256x256"] = (4, 3, 256, 256)
-        r["encoder_vs_reference"] = measured("encoder vs reference", lambda: bench_encoder(
+        r["encoder_vs_reference"] = measured("encoder vs reference", lambda: bench_encoder.bench_encoder(
             shapes, runs=3 if q else 10, warmup=1 if q else 2))
         print("encoder vs reference: done", flush=True)
 
     # 4. generation: the CPU recipe's line strips, and (full run) a base-mode page, whose 273 image
     # placeholders are what the naive loop re-encodes and re-runs for every token
     if parts & {"generate", "latency"}:
-        from scripts.bench_generate import bench_generate, bench_latency
         r["generation_model"] = args.model or "random, the CPU recipe's shape"
     if "generate" in parts:
         r["generation_cache_speedup"] = {}
         modes = [("32x256", STRIP, 2)] + ([] if q else [("base", "base", 1)])
         for label, mode, naive_runs in modes:
-            g = r["generation_cache_speedup"][label] = measured(f"generation {label}", lambda: bench_generate(
+            g = r["generation_cache_speedup"][label] = measured(f"generation {label}", lambda: bench_generate.bench_generate(
                 tok, mode, new_tokens=64 if q else 256, cached_runs=3 if q else 5, naive_runs=1 if q else naive_runs,
                 model_dir=args.model))
             print(f"generation {label}: cached {g['speedup']:.1f}x naive", flush=True)
@@ -521,12 +461,12 @@ def main(argv=None):
     if "render" in parts:
         train_sps = r["train"]["cpu/stage1"]["samples_per_s"]["median"] if "train" in r else None
         r["render_vs_train"] = measured("renderer + pipeline", lambda: bench_render(
-            tok, DeepEncoderConfig(**ENCODER_PRESETS["cpu"]), chunks=3 if q else 5, per_chunk=40 if q else 100,
+            tok, DeepEncoderConfig(**model_sizes("cpu")["encoder"]), chunks=3 if q else 5, per_chunk=40 if q else 100,
             train_samples_per_s=train_sps))
 
     # 6. per-image reading latency against Tesseract on rendered line strips
     if "latency" in parts:
-        lat = r["latency"] = measured("latency", lambda: bench_latency(tok, 4 if q else 20, model_dir=args.model))
+        lat = r["latency"] = measured("latency", lambda: bench_generate.bench_latency(tok, 4 if q else 20, model_dir=args.model))
         tess = f", Tesseract {lat['tesseract']['ms_per_image']:.0f}" if "tesseract" in lat else f"; {lat['tesseract_skipped']}"
         print(f"latency: model {lat['model_ms_per_image']:.0f} ms/image{tess}", flush=True)
 

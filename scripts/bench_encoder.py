@@ -14,8 +14,8 @@ import os
 
 import torch
 
-from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS
-from scripts.bench import alternate, summary, fmt
+from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
+from scripts.bench_common import model_sizes, alternate, summary, fmt
 
 
 def reference_pair(attn_impls=("sdpa", "eager")):
@@ -27,8 +27,8 @@ def reference_pair(attn_impls=("sdpa", "eager")):
     from transformers import UnlimitedOcrVisionConfig, UnlimitedOcrVisionModel
     from safetensors.torch import save_file
     from nanoocr.encoder_weights import load_encoder_weights
-    preset = dict(ENCODER_PRESETS["cpu"])
-    c = DeepEncoderConfig(**{**preset, "conv_channels": (preset["conv_channels"][0],) * 2})
+    sizes = model_sizes("cpu")["encoder"]
+    c = DeepEncoderConfig(**{**sizes, "conv_channels": (sizes["conv_channels"][0],) * 2})
     ref_cfg = UnlimitedOcrVisionConfig(
         sam_config=dict(hidden_size=c.sam_width, num_hidden_layers=c.sam_depth, num_attention_heads=c.sam_heads,
                         window_size=c.window_size, global_attn_indexes=list(c.global_attn_indexes),
@@ -91,7 +91,7 @@ def bench_encoder(shapes, runs, warmup, backward=True):
         ours, refs, cfg = reference_pair()
     except ImportError as e:
         return dict(skipped=f"transformers is not installed ({e}); pip install transformers==5.24.0 to compare")
-    ours_cpu = DeepEncoder(DeepEncoderConfig(**ENCODER_PRESETS["cpu"])).eval()
+    ours_cpu = DeepEncoder(DeepEncoderConfig(**model_sizes("cpu")["encoder"])).eval()
     models = dict(ours=ours, cpu_preset=ours_cpu, **refs)
     out = dict(config="CPU preset + a second stride-2 conv " + str(cfg.conv_channels))
     for label, shape in shapes.items():

@@ -15,7 +15,7 @@ import time
 import shutil
 import statistics
 
-from scripts.bench import STRIP, random_vlm, never_end, summary, fmt
+from scripts.bench_common import STRIP, random_vlm, never_end, summary, fmt
 
 
 def generation_model(tok, model_dir=""):

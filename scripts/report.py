@@ -105,7 +105,7 @@ for name in filter(None, evals.split(",")):
         recs = [json.loads(l) for l in open(preds)][:n_examples]
         examples.append((name, recs))
 lines.append("")
-# ---- realistic rows (tasks/realistic.py: issue 18's kinds of image, one eval per row) --------------------------
+# ---- realistic rows (tasks/realistic.py: the kinds of image users have, one eval per row) ----------------------
 real = {}
 for row in ROWS:  # in the table's order: each row one step further from the training strips
     path = os.path.join(eval_dir, f"realistic_{row}.metrics.json")

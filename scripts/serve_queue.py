@@ -10,7 +10,6 @@ import os
 import hmac
 import json
 import time
-import socket
 import asyncio
 import threading
 import traceback

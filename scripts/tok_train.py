@@ -31,7 +31,7 @@ def text_iterator():
                 with open(path, encoding="utf-8", errors="replace") as f:
                     yield f.read()
     else:
-        from nanoocr.synth import corpus_iter
+        from nanoocr.synth_text import corpus_iter
 
         def docs():
             yield from corpus_iter(max_chars=max_chars)

@@ -22,7 +22,6 @@ import re
 import shutil
 import os
 import sys
-import json
 import math
 import time
 import signal
@@ -34,17 +33,18 @@ import torch.distributed as dist
 from nanoocr.common import compute_init, compute_cleanup, print0, get_base_dir, get_wandb, batch_plan
 from nanoocr.configurator import configure
 from nanoocr.gpt import GPTConfig
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
 from nanoocr.model import build_vlm
 from nanoocr.tokenizer import Tokenizer
 from nanoocr.checkpoint_manager import (save_checkpoint, load_checkpoint, find_last_step, committed_steps,
-                                        save_tokenizer_once, load_nanochat_gpt, CheckpointError)
+                                        save_tokenizer_once, load_nanochat_gpt, CheckpointError, checkpoint_dir_for)
 from nanoocr.vision_dataloader import vision_data_generator
 from nanoocr.diagnostics import encoder_collapse, loss_and_gap
-from nanoocr.flops import batch_flops, peak_flops, autocast_dtype, format_flops, dtype_label
-from nanoocr.engine import parse_mode
+from nanoocr.common import autocast_dtype
+from nanoocr.flops import batch_flops, peak_flops, format_flops, dtype_label
+from nanoocr.modes import parse_mode
 from nanoocr.typefaces import check_fonts, font_manifest
-from tasks.sources import training_sources
+from tasks.sources import training_sources, uses_synth
 
 # -----------------------------------------------------------------------------
 # config (override with --key=value, or --preset=NAME for presets/NAME.toml)
@@ -54,11 +54,10 @@ stage = 1                   # 1: vis_tok (all trainable); 2: vis_mid (presets/mi
 tag = "default"             # checkpoint directory name under <base>/vis_tok_checkpoints/ (or vis_mid_)
 seed = 42
 # model
-encoder_preset = "cpu"      # DeepEncoder size: cpu | full (deepencoder.ENCODER_PRESETS)
+encoder_size = "cpu"        # DeepEncoder size: cpu | gpu | full (deepencoder.ENCODER_SIZES)
 gpt_depth = 3               # GPT layers
 gpt_n_embd = 0              # GPT width (0 = the encoder preset's projector width)
 gpt_n_head = 4
-gpt_n_kv_head = 0           # 0 = n_head (no GQA)
 seq_len = 256               # max tokens per row (image placeholders + prompt + answer)
 proj_std = 0.02             # init std of the GPT's residual output projections (0 = nanochat's zero init)
 # initialisation
@@ -96,7 +95,6 @@ lr_gpt = 1e-3
 weight_decay = 0.01
 matrix_lr = 0.0             # > 0: Muon (nanochat's optimiser for matrices) at this lr for the GPT blocks' linear weights
 muon_encoder = False        # ... and for the encoder's + projector's linear weights too (conv kernels stay AdamW)
-muon_ns_steps = 5           # Newton-Schulz iterations per Muon update (CPU preset: ~4% of a step each)
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0             # 0 = off
@@ -110,9 +108,6 @@ encoder_rewarmup = 100      # ... then re-warm it up over this many steps
 ctc_weight = 0.0            # auxiliary CTC loss (nanoocr/ctc.py; one-line strips only; 0 = off) ...
 ctc_features = "neck"       # ... read off the SAM neck map, or the projected "tokens" the GPT reads
 freeze_sam = False          # freeze SAM + neck + convs (Stage 2)
-freeze_clip = False
-freeze_projector = False
-freeze_gpt = False
 dtype = "auto"              # autocast: auto (bf16 on CUDA / CPUs with native bf16, else fp32) | bfloat16 | float32
 compile = False             # torch.compile the model (no gain measured on CPU)
 # evaluation, logging, checkpoints
@@ -135,7 +130,7 @@ is_ddp, rank, local_rank, world_size, device = compute_init(device_type, seed)
 device_type = device.type
 master = rank == 0
 phase = "vis_tok" if stage == 1 else "vis_mid"
-checkpoint_dir = os.path.join(get_base_dir(), f"{phase}_checkpoints", tag)
+checkpoint_dir = checkpoint_dir_for(phase, tag)
 amp_dtype = autocast_dtype(dtype, device_type)
 autocast_ctx = torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 # total_batch_size = rows per optimiser step over all ranks, for any world size: rounded up to a
@@ -202,11 +197,11 @@ def build_model():
     """(model, tokenizer, meta of the checkpoint it started from or None)."""
     from nanoocr.checkpoint_manager import load_model
     if init_from:
-        src = os.path.join(get_base_dir(), "vis_tok_checkpoints", tag) if init_from == "stage1" else init_from
+        src = checkpoint_dir_for("vis_tok", tag) if init_from == "stage1" else init_from
         model, tok, meta = load_model(src, device=device)
         print0(f"initialised from {src} (step {meta.get('step')})")
         return model.train(), tok, meta
-    enc_cfg = DeepEncoderConfig(**ENCODER_PRESETS[encoder_preset])
+    enc_cfg = DeepEncoderConfig(**ENCODER_SIZES[encoder_size])
     if nanochat_dir:
         gpt, tok, _ = load_nanochat_gpt(nanochat_dir, nanochat_tokenizer or os.path.join(nanochat_dir, "..", "..", "tokenizer"), device=device)
         enc_cfg.out_dim = gpt.config.n_embd  # the projector maps to the GPT's width
@@ -225,7 +220,7 @@ def build_model():
         n_embd = gpt_n_embd or enc_cfg.out_dim
         enc_cfg.out_dim = n_embd
         gpt_cfg = GPTConfig(sequence_len=seq_len, vocab_size=tok.get_vocab_size(), n_layer=gpt_depth,
-                            n_head=gpt_n_head, n_kv_head=gpt_n_kv_head or gpt_n_head, n_embd=n_embd)
+                            n_head=gpt_n_head, n_kv_head=gpt_n_head, n_embd=n_embd)
         model = build_vlm(enc_cfg, gpt_cfg, tok.image_id, device=device, proj_std=proj_std)
     if encoder_weights:
         from nanoocr.encoder_weights import load_encoder_weights
@@ -236,13 +231,8 @@ def build_model():
 
 
 model, tokenizer, init_meta = build_model()
-for name, flag in (("sam", freeze_sam), ("clip", freeze_clip), ("projector", freeze_projector), ("gpt", freeze_gpt)):
-    if flag:
-        part = model.gpt if name == "gpt" else getattr(model.encoder, name)
-        part.requires_grad_(False)
-        if name == "projector":
-            model.encoder.image_newline.requires_grad_(False)
-            model.encoder.view_separator.requires_grad_(False)
+if freeze_sam:  # Stage 2: SAM + neck + convs keep their Stage 1 features
+    model.encoder.sam.requires_grad_(False)
 mode_value = parse_mode(mode)
 
 # The CTC head (model.ctc_head, nanoocr/ctc.py) trains on ctc_weight > 0. It is part of the model: a
@@ -279,7 +269,7 @@ def ctc_feature_map():
 
 optimizers = model.setup_optimizers(lr_encoder=lr_encoder, lr_projector=lr_projector, lr_gpt=lr_gpt,
                                     weight_decay=weight_decay, betas=(beta1, beta2), matrix_lr=matrix_lr,
-                                    muon_encoder=muon_encoder, muon_ns_steps=muon_ns_steps)
+                                    muon_encoder=muon_encoder)
 optimizer, muon = optimizers[0], (optimizers[1] if len(optimizers) > 1 else None)
 if muon is not None:
     n_mat = sum(len(g["params"]) for g in muon.param_groups)
@@ -308,7 +298,7 @@ def lr_multiplier(step, part):
 # -----------------------------------------------------------------------------
 # Data
 
-if "synth" in data.split(","):  # a named family that does not ship stops here, before any step
+if uses_synth(data) or uses_synth(val_data):  # a named family that does not ship stops here, before any step
     for fonts in (synth_fonts, easy_fonts):
         if fonts:
             check_fonts(fonts.split(","))

@@ -12,8 +12,9 @@ vision tokens, DeepSeek-OCR's Fox table). Optionally Tesseract on the same image
     nanoocr eval --data=prose                                                 # real prose, unseen fonts
     nanoocr eval --data=realistic:photos --tesseract=True                     # tasks/realistic.py, one row
 
---data "" evaluates the model's own validation data (its training config's val_data, else data;
-"synth" means the renderer's val split). Images that cannot be read are recorded with their error
+--data takes the grammar of tasks/sources.py (the README's Data section); a list is evaluated item
+after item. --data "" evaluates the model's own validation data (its training config's val_data,
+else data; "synth" means the renderer's val split). Images that cannot be read are recorded with their error
 and left out of the metrics (counted in "failed").
 """
 
@@ -31,9 +32,10 @@ from nanoocr.configurator import configure
 from nanoocr.common import get_base_dir
 from nanoocr.image_process import load_image
 from nanoocr.metrics import cer, summarize
-from tasks import sources, fox, omnidocbench, realistic
+from nanoocr.vision_dataloader import sample_name
+from tasks import fox, omnidocbench
+from tasks.sources import open_samples
 from tasks.common import join_prompt
-from tasks.prose import prose_samples
 
 # (config keys are this module's plain values: import modules and functions above, never constants,
 # or they become --keys)
@@ -42,11 +44,11 @@ from tasks.prose import prose_samples
 # config (override with --key=value)
 model = ""              # checkpoint or export directory ("" = the newest trained model)
 step = -1               # checkpoint step (-1 = the last)
-data = ""               # dataset file / folder / parquet glob, or "synth" ("" = the model's val data)
+data = ""               # --data grammar (tasks/sources.py): synth[:KIND], realistic:ROW, prose, tier1, paths; comma-separated ("" = the model's val data)
 source = ""             # json | jsonl | folder | parquet | fox | omnidocbench ("" = detect from the path)
 image_dir = ""          # fox / omnidocbench: where the images are ("" = the format's default)
 split = "val"           # renderer split for data=synth
-limit = -1              # evaluate at most this many samples (-1: all; data=synth: 64)
+limit = -1              # evaluate at most this many samples of each --data item (-1: all; synth: 64)
 mode = ""               # resolution mode ("" = the mode the model was trained with)
 prompt = ""             # instruction after the image ("" = each sample's own prompt)
 max_tokens = -1         # most answer tokens per image (-1 = the model's training sequence length)
@@ -67,54 +69,11 @@ device_type = ""        # cuda | mps | cpu ("" = autodetect)
 # -----------------------------------------------------------------------------
 
 
-def open_samples(data, source="", image_dir="", split="val", limit=-1, user_config=None, mode=None):
-    """A --data value -> (list of samples {id, image, prompt, answer, ...}, description). data ""
-    means the model's own validation data (its training config); "synth" the renderer."""
-    user_config = user_config or {}
-    if not data:
-        data = user_config.get("val_data") or user_config.get("data") or ""
-        if not data:
-            raise ValueError("no --data given and the model's training config names no data; pass --data=PATH")
-        data = data.split(",")[0].partition(":")[0] if not os.path.exists(data) else data  # first of a mixture
-    if data.split(":")[0] == "synth":
-        n = limit if limit > 0 else 64  # the renderer never runs out: take a fixed-size sample
-        kinds = data.partition(":")[2] or user_config.get("synth_kinds") or "line"
-        src = sources.synth_source(split, kinds, seed=int(user_config.get("seed", 0)), mode=mode,
-                                   **sources.synth_options(**user_config))
-        return [src(i) for i in range(n)], f"synth:{kinds} ({split})"
-    if data.split(":")[0] == "realistic":
-        row = data.partition(":")[2]
-        if row not in realistic.ROWS:
-            raise ValueError(f"--data=realistic needs a row: --data=realistic:ROW, ROW one of {', '.join(realistic.ROWS)}")
-        samples = realistic.realistic_samples(row, limit)
-        return samples, f"realistic:{row} ({len(samples)} of {realistic.SIZES[row]} images)"
-    if data == "prose":
-        samples = prose_samples(limit)
-        return samples, f"prose ({len(samples)} paragraphs, unseen fonts)"
-    data = sources.resolve(data)  # a bundled set's name ("tier1") -> its file
-    if not os.path.exists(data) and "*" not in data:
-        raise FileNotFoundError(f"--data: {data} does not exist")
-    kind = source or sources.detect_kind(data)
-    samples = []
-    for s in sources.open_source(kind, data, image_dir=image_dir):
-        samples.append(s)
-        if 0 < limit <= len(samples):
-            break
-    if not samples:
-        raise ValueError(f"{data}: no usable samples (see the skip messages above)")
-    return samples, f"{data} ({kind})"
-
-
 def sample_prompt(sample, override=""):
     """The user turn's text for a sample: the marker goes where the dataset put it (dev/design.md §3)."""
     if override:
         return override
     return join_prompt(sample) if sample.get("prompt_before") else (sample.get("prompt") or modes.DEFAULT_PROMPT)
-
-
-def sample_name(sample):
-    image = sample.get("image")
-    return image if isinstance(image, str) else str(sample.get("id", "<sample>"))
 
 
 def load_pil(sample):

@@ -18,8 +18,8 @@ from nanoocr.configurator import configure
 from nanoocr.engine import encode, preprocess
 from nanoocr.tokenizer import ocr_conversation
 from nanoocr.metrics import normalized_edit_distance, cer
-from scripts.vision_eval import open_samples, run_model, load_pil, sample_prompt
-from tasks.sources import resolve  # a bundled dataset's name ("tier1") -> its file
+from scripts.vision_eval import run_model, load_pil, sample_prompt
+from tasks.sources import open_samples
 
 # (config keys are this module's plain values: import modules and functions above, never constants)
 
@@ -27,11 +27,11 @@ from tasks.sources import resolve  # a bundled dataset's name ("tier1") -> its f
 # config (override with --key=value)
 model = ""              # checkpoint or export directory ("" = the newest trained model)
 step = -1               # checkpoint step (-1 = the last)
-data = ""               # dataset path, "synth" or "tier1" ("" = the model's val data, like vision_eval)
+data = ""               # --data grammar (tasks/sources.py), as vision_eval ("" = the model's val data)
 source = ""             # json | jsonl | folder | parquet | fox | omnidocbench ("" = detect)
 image_dir = ""          # fox / omnidocbench image folder ("" = the format's default)
 split = "val"           # renderer split for data=synth
-limit = 10              # samples to show
+limit = 10              # samples to show (at most this many of each --data item, then this many in all)
 mode = ""               # resolution mode ("" = the training mode)
 prompt = ""             # instruction after the image ("" = each sample's own)
 max_tokens = -1         # most answer tokens (-1 = the model's training sequence length)
@@ -59,7 +59,7 @@ def answer_loss(net, tokenizer, processed, prompt_text, answer):
 def main():
     model_dir, net, tokenizer, meta, _ = reader.open_model(model, device_type, None if step < 0 else step)
     run_mode = modes.resolve_mode(net.encoder.config, meta, mode)
-    samples, desc = open_samples(resolve(data), source, image_dir, split, limit, meta.get("user_config"),
+    samples, desc = open_samples(data, source, image_dir, split, limit, meta.get("user_config"),
                                  run_mode if isinstance(run_mode, tuple) else None)
     samples = samples[:limit] if limit > 0 else samples
     n_tokens = max_tokens if max_tokens > 0 else reader.default_max_tokens(net)

@@ -1,6 +1,6 @@
 """
 What every dataset reader in tasks/ shares: the one sample type, the `<image>` prompt convention,
-counted skips of bad records, and a deterministic weighted mixture of sources.
+counted skips of bad records.
 
 A reader is a generator function yielding samples, one dict each:
 
@@ -24,8 +24,6 @@ the file, or with strict=True an error — a silently dropped sample is how a da
 import os
 import json
 import sys
-import bisect
-import random
 from collections import Counter
 
 
@@ -139,41 +137,3 @@ def resolve_image(image, base_dir):
     if not isinstance(image, str) or not image:
         return image
     return os.path.normpath(os.path.join(base_dir, os.path.expanduser(image)))
-
-
-def mixture(sources, seed=0):
-    """An endless, deterministic weighted mix of readers.
-
-    sources: list of (generator_fn, weight); generator_fn() must return a fresh iterator over a
-    source (e.g. functools.partial(ocr_json.read, path)). Each draw picks a source with probability
-    weight / sum(weights) from a private RNG seeded with `seed`, so the same seed and sources give
-    the same stream on every run and every rank (the dataloader shards it). An exhausted source is
-    restarted (a new epoch of it) so small sources are revisited at their share instead of ending
-    the stream; a source that yields nothing at all is an error rather than an endless loop.
-    """
-    assert len(sources) > 0, "mixture() needs at least one (generator_fn, weight) pair"
-    weights = [float(w) for _, w in sources]
-    assert all(w >= 0 for w in weights) and sum(weights) > 0, f"weights must be >= 0 with a positive sum, got {weights}"
-    total = sum(weights)
-    cum, acc = [], 0.0
-    for w in weights:
-        acc += w / total
-        cum.append(acc)
-    rng = random.Random(seed)
-    iters = [None] * len(sources)
-    while True:
-        # first source whose cumulative share exceeds r (bisect_right passes over zero-weight
-        # sources, whose cum equals their predecessor's); clamp for round-off where cum[-1] < 1
-        i = min(bisect.bisect_right(cum, rng.random()), len(cum) - 1)
-        while weights[i] == 0:
-            i -= 1
-        if iters[i] is None:
-            iters[i] = iter(sources[i][0]())
-        try:
-            yield next(iters[i])
-        except StopIteration:
-            iters[i] = iter(sources[i][0]())  # next epoch of this source
-            try:
-                yield next(iters[i])
-            except StopIteration:
-                raise DataError(f"mixture source {i} ({sources[i][0]!r}) yields no samples") from None

@@ -1,6 +1,6 @@
 """
 Realistic test sets: the images users actually bring, drawn with the renderer's shipped fonts and
-the test split's text (issue 18). The strip model trains on 32x256 one-line strips; each row here
+the test split's text. The strip model trains on 32x256 one-line strips; each row here
 moves one step further from that, so a table of rows says where reading breaks down:
 
     clean_lines     tight crops of one printed line, 3-10 words, 16-40 px, training families
@@ -11,7 +11,7 @@ moves one step further from that, so a table of rows says where reading breaks d
     photos          a phone photo of a printed page: uneven light, perspective, blur, JPEG, colour cast
     symbols         a clean 12-line scan full of $ % @ { } [ ] < > « » „ ” “ and accented letters
 
-and what scanners and fax machines produce (issue 24; the degradations are in tasks/scans.py), text
+and what scanners and fax machines produce (the degradations are in tasks/scans.py), text
 printed at 9-12 pt and scanned at 150-300 dpi:
 
     bilevel_lines   1-bit line crops (PIL mode "1"): a document-mode scan's global threshold at 200-300
@@ -73,7 +73,7 @@ ROW_MODE = {"bilevel_lines": "1", "bilevel_pages": "1", "grey_scans": "L"}
 # Rows whose samples are files on disk (row -> file extension): the image is their path.
 FILE_ROWS = {"tiff_pages": "tif", "fax_pages": "tif"}
 
-# Symbols row: the characters issue 18's users lose, and real words that carry the accents (made-up
+# Symbols row: the characters users' scans lose, and real words that carry the accents (made-up
 # accented words would test the language model's guessing, not the reading of a diacritic).
 SYMBOL_CHARS = "$%@{}[]<>«»„”“"
 ACCENT_CHARS = "éèêëàâäçñöüßÅøÉÀÇÑÖÜáíóúåæœïîôûÿ"
@@ -252,7 +252,7 @@ def salt_pepper(img, rng, frac):
 
 def degrade_line(img, paper, rng):
     """Rotation ±2.5°, gaussian blur sigma 0.4-1.2, 0.2-1% salt and pepper, JPEG 25-55. Each applies
-    with p=0.85 and at least three of the four do (all or most, as issue 18's scans have)."""
+    with p=0.85 and at least three of the four do (all or most, as real scans have)."""
     on = [rng.random() < 0.85 for _ in range(4)]
     while sum(on) < 3:
         on[rng.randrange(4)] = True

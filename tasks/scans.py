@@ -1,5 +1,5 @@
 """
-What a scanner (or a fax machine) does to a printed page, for tasks/realistic.py's scan rows (issue 24).
+What a scanner (or a fax machine) does to a printed page, for tasks/realistic.py's scan rows.
 Each function takes a clean render (dark ink on near-white paper, as realistic.draw_block draws it) and a
 random.Random, and returns what the device would hand a user:
 

@@ -1,15 +1,26 @@
 """
-From a `--data=...` string to the indexed sample sources the dataloader needs.
+The one `--data` grammar, for the trainer, `eval` and `sample` alike, and the sources it names.
 
-    data = "synth"                           the built-in renderer (train / val splits)
-    data = "tier1"                           a dataset bundled with the package (NAMED below)
-    data = "a.json,b.jsonl,scans/,x.parquet" datasets, format detected from the path
-    data = "a.json:3,synth:1"                a weighted mixture (weights after a colon)
+    --data=ITEM[,ITEM...]        a comma-separated list; each ITEM is NAME[:ARG][:WEIGHT]
+    NAME  synth                  the built-in renderer (ARG: one renderer kind, "line" / "page" / ...;
+                                 none = the run's synth_kinds)
+          realistic:ROW          a user-like test set of tasks/realistic.py (ARG required: the row)
+          prose                  real book passages in held-out fonts (tasks/prose.py)
+          tier1                  a dataset bundled with the package (NAMED below)
+          PATH                   a .json / .jsonl / .parquet (or glob) / folder, format detected
+    WEIGHT                       a number > 0 (default 1): the item's share of a training mixture
+
+    synth   synth:3,a.json:1   synth:page:2,synth:line:1   a.json,scans/   realistic:photos
+
+A path that exists is taken whole, colons and all. The trainer draws from a weighted mixture of
+its items (realistic / prose are test sets only); `eval` and `sample` take every item's samples in
+turn (a weight only shapes training, so it is accepted there and has no effect).
 
 A source is a picklable function index -> {image, prompt, answer, id} (so dataloader workers can
 call it); finite datasets are reshuffled every epoch by records_source. Readers (tasks/*.py)
 stream records; here they are collected into lists — only paths and text, images stay on disk
-(parquet image bytes are the exception and are held in memory).
+(parquet image bytes are the exception and are held in memory, which is why each dataset is read
+once per start-up and its records shared by the train, curriculum and val sources).
 """
 
 import os
@@ -17,7 +28,7 @@ import json
 import random
 import functools
 
-from tasks import common, fox, image_folder, ocr_json, omnidocbench, parquet
+from tasks import fox, image_folder, ocr_json, omnidocbench, parquet
 from nanoocr.vision_dataloader import records_source
 
 SOURCE_KINDS = ("json", "jsonl", "folder", "parquet", "fox", "omnidocbench")
@@ -84,6 +95,110 @@ def load_records(path, strict=False):
 
 
 # -----------------------------------------------------------------------------
+# The --data grammar
+
+BUILTIN = ("synth", "realistic", "prose")  # names that are not datasets on disk
+
+
+def _weight(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_data(data):
+    """A --data string -> [(name, arg, weight)] (the module docstring's grammar). Raises ValueError
+    naming the item for an empty item, a weight <= 0, a missing realistic row, an unknown renderer
+    kind, or an ARG on a name that takes none."""
+    items = []
+    for item in data.split(","):
+        item = item.strip()
+        name, arg, weight = item, "", 1.0
+        if not item:
+            raise ValueError(f"--data={data!r}: an empty item (two commas, or a comma at an end)")
+        if not os.path.exists(item):
+            head, sep, tail = item.rpartition(":")
+            if sep and _weight(tail) is not None:  # a trailing number is the weight
+                name, weight = head, _weight(tail)
+            if not os.path.exists(name) and name.partition(":")[0] in BUILTIN:
+                name, _, arg = name.partition(":")
+        if weight <= 0:
+            raise ValueError(f"--data={data!r}: item {item!r} has weight {weight:g}; a weight is a number > 0")
+        if name == "realistic" and not arg:
+            from tasks.realistic import ROWS
+            raise ValueError(f"--data=realistic needs a row: --data=realistic:ROW, ROW one of {', '.join(ROWS)}")
+        if name == "synth" and arg:
+            from nanoocr.synth import KINDS
+            if arg not in KINDS:
+                raise ValueError(f"--data={data!r}: {arg!r} is not a renderer kind; synth:KIND with KIND one of "
+                                 f"{', '.join(KINDS)} (a weight is a number: synth:2)")
+        if name == "prose" and arg:
+            raise ValueError(f"--data={data!r}: prose takes no argument (got {item!r})")
+        items.append((name, arg, weight))
+    return items
+
+
+def uses_synth(data):
+    """Whether a --data string draws from the renderer (so the run's fonts must ship)."""
+    return bool(data) and any(name == "synth" for name, _, _ in parse_data(data))
+
+
+# -----------------------------------------------------------------------------
+# Evaluation samples: eval and sample read every item in turn
+
+def _dataset_samples(path, kind, image_dir, limit):
+    path = resolve(path)  # a bundled set's name ("tier1") -> its file
+    if not os.path.exists(path) and "*" not in path:
+        raise FileNotFoundError(f"--data: {path} does not exist")
+    kind = kind or detect_kind(path)
+    samples = []
+    for s in open_source(kind, path, image_dir=image_dir):
+        samples.append(s)
+        if 0 < limit <= len(samples):
+            break
+    if not samples:
+        raise ValueError(f"{path}: no usable samples (see the skip messages above)")
+    return samples, f"{path} ({kind})"
+
+
+def _item_samples(name, arg, source, image_dir, split, limit, user_config, mode):
+    if name == "synth":
+        n = limit if limit > 0 else 64  # the renderer never runs out: take a fixed-size sample
+        kinds = arg or user_config.get("synth_kinds") or "line"
+        src = synth_source(split, kinds, seed=int(user_config.get("seed", 0)), mode=mode,
+                           **synth_options(**user_config))
+        return [src(i) for i in range(n)], f"synth:{kinds} ({split})"
+    if name == "realistic":
+        from tasks import realistic
+        samples = realistic.realistic_samples(arg, limit)
+        return samples, f"realistic:{arg} ({len(samples)} of {realistic.SIZES[arg]} images)"
+    if name == "prose":
+        from tasks.prose import prose_samples
+        samples = prose_samples(limit)
+        return samples, f"prose ({len(samples)} paragraphs, unseen fonts)"
+    return _dataset_samples(name, source, image_dir, limit)
+
+
+def open_samples(data, source="", image_dir="", split="val", limit=-1, user_config=None, mode=None):
+    """A --data value -> (list of samples {id, image, prompt, answer, ...}, description), every
+    item's samples in turn, at most `limit` from each (synth: 64 when no limit). data "" means the
+    model's own validation data (its training config's val_data, else data); source forces a
+    dataset format; mode is the fixed (H, W) a strip model's renderer samples are drawn at."""
+    user_config = user_config or {}
+    if not data:
+        data = user_config.get("val_data") or user_config.get("data") or ""
+        if not data:
+            raise ValueError("no --data given and the model's training config names no data; pass --data=PATH")
+    samples, descs = [], []
+    for name, arg, _ in parse_data(data):
+        got, desc = _item_samples(name, arg, source, image_dir, split, limit, user_config, mode)
+        samples += got
+        descs.append(desc)
+    return samples, " + ".join(descs)
+
+
+# -----------------------------------------------------------------------------
 # The renderer as a source
 
 def _synth_sample(split, kinds, weights, seed, height, width, options, index):
@@ -129,16 +244,26 @@ def _mixed(sources, weights, seed, index):
     return sources[i](index)
 
 
-def build_source(data, split, seed=0, synth_kinds="line", mode=None, synth_options=None):
-    """A --data string -> index -> sample function for one split (datasets ignore the split)."""
+def _dataset_records(name, loaded):
+    """A dataset's records, read from disk once per `loaded` dict (one start-up)."""
+    if name not in loaded:
+        loaded[name] = load_records(name)
+    return loaded[name]
+
+
+def build_source(data, split, seed=0, synth_kinds="line", mode=None, synth_options=None, loaded=None):
+    """A --data string -> index -> sample function for one split (datasets ignore the split).
+    loaded: {path: records} shared between calls, so each dataset is read once."""
+    loaded = {} if loaded is None else loaded
     parts = []
-    for item in data.split(","):
-        name, _, weight = item.partition(":") if not os.path.exists(item) else (item, "", "")
+    for name, arg, weight in parse_data(data):
         if name == "synth":
-            src = synth_source(split, synth_kinds, seed, mode, **(synth_options or {}))
+            src = synth_source(split, arg or synth_kinds, seed, mode, **(synth_options or {}))
+        elif name in BUILTIN:
+            raise ValueError(f"--data: {name} is a test set for `nanoocr eval` / `sample`, not training data")
         else:
-            src = records_source(load_records(name), seed=seed)
-        parts.append((src, float(weight) if weight else 1.0))
+            src = records_source(_dataset_records(name, loaded), seed=seed)
+        parts.append((src, weight))
     if len(parts) == 1:
         return parts[0][0]
     return functools.partial(_mixed, [p[0] for p in parts], [p[1] for p in parts], seed)
@@ -175,15 +300,17 @@ def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, s
     a few clean fonts, then widens to every font and degradation)."""
     from nanoocr.image_process import load_image
     options = synth_options(synth_text_mix, synth_fonts, synth_degrade, synth_max_words, synth_cut_p, synth_cut_degrade)
-    train = build_source(data, "train", seed, synth_kinds, mode, options)
+    loaded = {}  # each dataset is read once, its records shared by every source below
+    train = build_source(data, "train", seed, synth_kinds, mode, options, loaded)
     if easy_samples > 0:
         easy = build_source(data, "train", seed, synth_kinds, mode,
-                            dict(options, degrade="none", **({"fonts": easy_fonts.split(",")} if easy_fonts else {})))
+                            dict(options, degrade="none", **({"fonts": easy_fonts.split(",")} if easy_fonts else {})),
+                            loaded)
         train = curriculum_source(easy, train, easy_samples)
     val_spec = val_data or data
-    val = build_source(val_spec, "val", seed, synth_kinds, mode, options)
-    if "synth" not in val_spec.split(","):
-        records = load_records(val_spec.split(",")[0].partition(":")[0])[:n_val_records]
+    val = build_source(val_spec, "val", seed, synth_kinds, mode, options, loaded)
+    if not uses_synth(val_spec):
+        records = _dataset_records(parse_data(val_spec)[0][0], loaded)[:n_val_records]
         val_records = [dict(r, image_pil=load_image(r["image"], name=r["image"] if isinstance(r["image"], str) else r["id"]))
                        for r in records]
     else:

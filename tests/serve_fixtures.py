@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from nanoocr.tokenizer import Tokenizer
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr.checkpoint_manager import save_checkpoint, save_tokenizer_once
@@ -35,7 +35,7 @@ def make_checkpoint(root):
     """A trained-looking checkpoint with random weights (as tests/test_read_eval.py builds one)."""
     tok = Tokenizer.train_from_iterator(iter([" ".join(WORDS) + " Free OCR. receipts 0123456789"] * 50), 300)
     torch.manual_seed(0)
-    enc = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+    enc = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
     gpt = GPTConfig(sequence_len=96, vocab_size=tok.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=4,
                     n_embd=enc.out_dim)
     model = build_vlm(enc, gpt, tok.image_id, proj_std=0.05)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS, num_image_tokens
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES, num_image_tokens
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr.flops import batch_flops, counted_flops, train_step_flops
@@ -53,11 +53,11 @@ def make_case(encoder, gpt_kw, height, width, batch=2, text_rows=0, answer=12, f
 
 
 @pytest.mark.parametrize("case", [
-    dict(encoder=ENCODER_PRESETS["cpu"], gpt_kw=dict(n_layer=3, n_head=4, n_kv_head=4), height=32, width=256),
+    dict(encoder=ENCODER_SIZES["cpu"], gpt_kw=dict(n_layer=3, n_head=4, n_kv_head=4), height=32, width=256),
     # Stage 2: SAM frozen (forward only) and a text-only row that skips the encoder
-    dict(encoder=ENCODER_PRESETS["cpu"], gpt_kw=dict(n_layer=3, n_head=4, n_kv_head=4), height=32, width=256,
+    dict(encoder=ENCODER_SIZES["cpu"], gpt_kw=dict(n_layer=3, n_head=4, n_kv_head=4), height=32, width=256,
          batch=3, text_rows=1, freeze_sam=True),
-    dict(encoder=ENCODER_PRESETS["cpu"], gpt_kw=dict(n_layer=2, n_head=4, n_kv_head=2), height=128, width=128),
+    dict(encoder=ENCODER_SIZES["cpu"], gpt_kw=dict(n_layer=2, n_head=4, n_kv_head=2), height=128, width=128),
     dict(encoder=FULL_LIKE, gpt_kw=dict(n_layer=2, n_head=3, n_kv_head=1), height=224, width=224),
     # off the native grid: resampled position tables, a padded window row and column
     dict(encoder=FULL_LIKE, gpt_kw=dict(n_layer=2, n_head=3, n_kv_head=1), height=160, width=288, freeze_sam=True),
@@ -75,7 +75,7 @@ def test_analytic_flops_match_flop_counter(case):
 def test_flop_count_scales_and_counts_backward():
     """Guards against a count that matches by accident: twice the rows is twice the FLOPs, freezing
     SAM removes exactly 2x SAM's forward work (1x for the patch conv, whose input needs no gradient)."""
-    enc = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+    enc = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
     gpt = GPTConfig(sequence_len=256, vocab_size=VOCAB, n_layer=3, n_head=4, n_kv_head=4, n_embd=enc.out_dim)
     one = train_step_flops(enc, gpt, 1, 60)
     two = train_step_flops(enc, gpt, 2, 60)
@@ -108,6 +108,7 @@ def test_one_peak_for_the_trainer_and_the_bench(tmp_path, monkeypatch):
         torch.set_num_threads(torch.get_num_threads() - 1)
 
 
+@pytest.mark.slow  # ~40 s: `nanoocr bench --quick`, every part
 def test_bench_quick_writes_every_key(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
@@ -141,7 +142,7 @@ def test_bench_quick_writes_every_key(tmp_path):
     assert rv["render_images_per_s"]["median"] > 0 and rv["ratio"] > 0 and rv["pipeline_ratio"] > 0
     assert r["peak_rss_mb"] and all(m["peak_mb"] > 0 for m in r["peak_rss_mb"].values())
     assert "nanoocr bench" in proc.stdout and "MFU" in proc.stdout
-    # MFU says what it divides by: the peak in the training dtype, with its unit (issue 19)
+    # MFU says what it divides by: the peak in the training dtype, with its unit
     assert re.fullmatch(r"[0-9.]+ [GMT]FLOP/s (bf16|fp32|tf32)", r["mfu_of"]), r["mfu_of"]
     assert "matmul_peak.json" in r["mfu_source"]  # the trainer's peak (no datasheet for a CPU)
     assert "mfu" in proc.stdout and f"% of {r['mfu_of']}" in proc.stdout, proc.stdout[-2000:]
@@ -162,7 +163,8 @@ def test_bench_reads_with_a_trained_model_and_imports_transformers_only_for_its_
     """--model=DIR (an export here) for the generate and latency parts; without the encoder part,
     transformers is never imported."""
     from nanoocr.checkpoint_manager import save_export
-    from scripts.bench import bench_tokenizer, random_vlm
+    from scripts.bench import bench_tokenizer
+    from scripts.bench_common import random_vlm
     tok = bench_tokenizer(vocab_size=400, max_chars=50_000)
     model = random_vlm(tok, "cpu", seq_len=96, gpt_overrides=dict(n_layer=1))
     export = str(tmp_path / "export")
@@ -179,3 +181,33 @@ def test_bench_reads_with_a_trained_model_and_imports_transformers_only_for_its_
     assert r["generation_model"] == export and "train" not in r and "encoder_vs_reference" not in r
     assert r["generation_cache_speedup"]["32x256"]["vocab"] == tok.get_vocab_size()
     check_latency(r, images=4)
+
+
+def test_bench_model_is_the_cpu_recipe_and_its_modules_form_no_import_circle():
+    """The bench times presets/cpu.toml's model at its strip size and batch, and the shared helpers
+    sit in a leaf module: bench -> bench_encoder / bench_generate -> bench_common, never back."""
+    import ast
+    from nanoocr.configurator import read_preset
+    from nanoocr.deepencoder import ENCODER_SIZES
+    from scripts import bench_common
+    p = read_preset("cpu")
+    sizes = bench_common.model_sizes("cpu")
+    assert sizes == dict(encoder=ENCODER_SIZES[p["encoder_size"]], gpt=dict(n_layer=p["gpt_depth"], n_head=p["gpt_n_head"]))
+    assert bench_common.STRIP == (32, 256) and bench_common.BATCH == p["device_batch_size"]
+    wide = bench_common.model_sizes("cpu2x")
+    assert wide["encoder"]["sam_width"] == 2 * sizes["encoder"]["sam_width"] and wide["gpt"]["n_layer"] == 2 * p["gpt_depth"]
+    with pytest.raises(ValueError, match="cpu2x"):
+        bench_common.model_sizes("big")
+
+    def script_imports(name):
+        tree = ast.parse(open(os.path.join(REPO, "scripts", name + ".py")).read())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("scripts"):
+                found |= {node.module.split(".")[1]} if "." in node.module else {a.name for a in node.names}
+        return found
+    assert script_imports("bench_common") == set()
+    assert script_imports("bench_encoder") == {"bench_common"}
+    assert script_imports("bench_generate") == {"bench_common", "vision_eval"}  # run_tesseract, lazily
+    assert "bench" not in script_imports("vision_eval")
+    assert script_imports("bench") == {"bench_common", "bench_encoder", "bench_generate"}

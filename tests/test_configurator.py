@@ -79,4 +79,4 @@ def test_stage2_presets_build_on_their_stage1_preset():
     for name in ("cpu", "gpu", "full"):
         mid = read_preset(f"{name}_mid")
         assert mid["stage"] == 2 and mid["freeze_sam"] is True and mid["init_from"] == "stage1"
-        assert mid["tag"] == read_preset(name)["tag"] and mid["encoder_preset"] == read_preset(name)["encoder_preset"]
+        assert mid["tag"] == read_preset(name)["tag"] and mid["encoder_size"] == read_preset(name)["encoder_size"]

@@ -1,7 +1,7 @@
 """
 The whole DeepEncoder vs transformers' UnlimitedOcrVisionModel (a DeepEncoder: SAM + two stride-2
 convs + CLIP, interpolating to any grid) and UnlimitedOcrModel.get_image_features (the newline /
-separator / Gundam tile layout), plus the placeholder counts and the full preset's size.
+separator / Gundam tile layout), plus the placeholder counts and the full encoder's size.
 
 References are re-randomised (dev/design.md §7, the trap), float64, compared relatively, with
 negative controls. The tiny config follows dev/design.md §7's checked facts, except window 3 (not 4)
@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nanoocr.deepencoder import (DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS, grid_size, num_image_tokens,
+from nanoocr.deepencoder import (DeepEncoder, DeepEncoderConfig, ENCODER_SIZES, grid_size, num_image_tokens,
                                  count_vision_tokens)
 from nanoocr.encoder_weights import load_encoder_weights
 from nanoocr.image_process import process_image
@@ -130,13 +130,13 @@ def test_embed_batch_equals_embed_image(ref):
 # ---------------------------------------------------------------------------------------------
 # placeholder counts
 
-FULL = DeepEncoderConfig(**ENCODER_PRESETS["full"])
-CPU = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+FULL = DeepEncoderConfig(**ENCODER_SIZES["full"])
+CPU = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
 MODE_COUNTS = {"tiny": 73, "small": 111, "base": 273, "large": 421}
 GUNDAM_COUNTS = {(2, 2): 693, (3, 2): 893, (2, 3): 903, (3, 3): 1203}  # dev/design.md §2 worked numbers
 
 
-def test_full_preset_counts_match_design():
+def test_full_size_counts_match_design():
     for mode, n in MODE_COUNTS.items():
         assert num_image_tokens(FULL, mode) == n, mode
     for (wc, hc), n in GUNDAM_COUNTS.items():
@@ -151,10 +151,10 @@ def test_full_preset_counts_match_design():
 
 
 def test_counts_equal_returned_embeddings():
-    """Through the real preprocessing (image_process) at the CPU preset's geometry -- whose Base side
-    256 keeps the full preset's counts -- the number of embeddings embed_image returns is the count.
+    """Through the real preprocessing (image_process) at the CPU size's geometry -- whose Base side
+    256 keeps the full size's counts -- the number of embeddings embed_image returns is the count.
     (Widths shrunk to keep this fast: counts depend only on patch, sides and convs.)"""
-    cfg = DeepEncoderConfig(**{**ENCODER_PRESETS["cpu"], "sam_width": 16, "sam_heads": 1, "sam_mlp": 16,
+    cfg = DeepEncoderConfig(**{**ENCODER_SIZES["cpu"], "sam_width": 16, "sam_heads": 1, "sam_mlp": 16,
                                "neck_channels": 16, "conv_channels": (16,), "clip_width": 16, "clip_depth": 1,
                                "clip_heads": 1, "clip_mlp": 16, "out_dim": 8})
     assert cfg.stride == CPU.stride and cfg.image_size == CPU.image_size
@@ -180,7 +180,7 @@ def test_counts_equal_returned_embeddings():
 # ---------------------------------------------------------------------------------------------
 # construction
 
-def test_full_preset_parameter_counts_on_meta():
+def test_full_size_parameter_counts_on_meta():
     with torch.device("meta"):
         enc = DeepEncoder(FULL)
     n = enc.num_params()
@@ -193,7 +193,7 @@ def test_full_preset_parameter_counts_on_meta():
 def test_meta_build_then_init_and_train_step():
     """nanochat's flow: build on meta, to_empty, init_weights; then every trainable parameter gets a
     gradient (DDP needs no unused parameters) and the frozen CLIP patch conv stays frozen."""
-    cfg = DeepEncoderConfig(**{**ENCODER_PRESETS["cpu"], "clip_patch": 8})
+    cfg = DeepEncoderConfig(**{**ENCODER_SIZES["cpu"], "clip_patch": 8})
     with torch.device("meta"):
         enc = DeepEncoder(cfg)
     enc.to_empty(device="cpu")
@@ -215,15 +215,15 @@ def test_meta_build_then_init_and_train_step():
 
 def test_config_rejects_mismatched_clip_width():
     with pytest.raises(AssertionError, match="clip_width"):
-        DeepEncoderConfig(**{**ENCODER_PRESETS["cpu"], "clip_width": 96})
-    cfg = DeepEncoderConfig(**{**ENCODER_PRESETS["cpu"], "conv_channels": [], "clip_width": 64})  # no convs
+        DeepEncoderConfig(**{**ENCODER_SIZES["cpu"], "clip_width": 96})
+    cfg = DeepEncoderConfig(**{**ENCODER_SIZES["cpu"], "conv_channels": [], "clip_width": 64})  # no convs
     assert grid_size(cfg, 32, 256) == (4, 32) and cfg.conv_channels == ()
     assert DeepEncoder(cfg)(torch.randn(1, 3, 32, 256)).shape == (1, 128, cfg.out_dim)
 
 
 def test_count_vision_tokens():
     # vision tokens as DeepSeek-OCR counts them: grid only, valid part of a padded view
-    cfg = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+    cfg = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
     im = Image.new("RGB", (512, 256), "white")
     base = process_image(im, "base", image_size=cfg.image_size, multiple=cfg.stride)
     assert count_vision_tokens(cfg, base) == int(16 * 16 * 0.5)

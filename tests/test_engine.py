@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from nanoocr.tokenizer import Tokenizer
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr.image_process import process_image
@@ -32,7 +32,7 @@ def tok():
 @pytest.fixture(scope="module")
 def vlm(tok):
     torch.manual_seed(0)
-    enc = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+    enc = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
     gpt = GPTConfig(sequence_len=128, vocab_size=tok.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=2, n_embd=enc.out_dim)
     model = build_vlm(enc, gpt, tok.image_id, proj_std=0.05)
     # nanochat's lm_head init (std 0.001) leaves near-ties between logits; a wider head makes greedy

@@ -6,7 +6,7 @@ import torch
 
 from conftest import FIXTURE_D2
 from nanoocr import gpt as gpt_module
-from nanoocr.gpt import GPT, GPTConfig, build_gpt
+from nanoocr.gpt import GPTConfig, build_gpt
 from nanoocr.checkpoint_manager import load_nanochat_gpt
 
 

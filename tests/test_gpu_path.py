@@ -1,4 +1,4 @@
-"""The GPU path (issue 19), tested on the CPU: batch arithmetic that holds for any world size (the pure
+"""The GPU path, tested on the CPU: batch arithmetic that holds for any world size (the pure
 function for every preset, then torchrun with 2 gloo ranks for the gpu and full presets), the GPU
 speedrun trained on pages end to end at tiny dims (Stage 1 -> Stage 2 -> eval with compression
 buckets -> report), the full recipe's safe defaults (real weights or --from_scratch, no tokenizer of
@@ -38,7 +38,7 @@ def base(tmp_path_factory):
 # 1. batch arithmetic
 
 def test_batch_plan_examples():
-    # the issue's case: the gpu preset's old device = total = 64 on 2 ranks
+    # the gpu preset's old device = total = 64 on 2 ranks, which once failed
     p = batch_plan(64, 64, 2)
     assert (p["total"], p["device"], p["accum"]) == (64, 32, 1) and len(p["notes"]) == 1 and "64 -> 32" in p["notes"][0]
     # runs/full.sh on 3 GPUs: 64 rows round up to 66, 22 per rank = 2 micro-batches of 11
@@ -82,18 +82,19 @@ def test_batch_plan_holds_for_every_preset_and_world_size():
 
 
 # shrunk dims (memory and time), the presets' batch settings kept: one step of line strips per launch
-SHRINK = ["--encoder_preset=cpu", "--gpt_depth=1", "--gpt_n_embd=64", "--gpt_n_head=1", "--mode=32x128",
+SHRINK = ["--encoder_size=cpu", "--gpt_depth=1", "--gpt_n_embd=64", "--gpt_n_head=1", "--mode=32x128",
           "--synth_kinds=line", "--seq_len=48", "--num_steps=1", "--eval_every=0", "--cer_samples=0",
           "--save_every=0", "--num_workers=0", "--dtype=float32", "--log_every=1", "--easy_steps=0",
           "--warmup_steps=1"]
 
 
 @pytest.mark.parametrize("preset,extra,expect", [
-    # the issue's failing command: device = total = 64 (the gpu preset's old values) on 2 ranks
+    # a command that once failed: device = total = 64 (the gpu preset's old values) on 2 ranks
     ("gpu", ["--device_batch_size=64", "--total_batch_size=64"], "1 micro-batch(es) of 32 x 2 rank(s)"),
     # the full preset as it is: 64 rows, 4 per device -> 8 micro-batches per rank
     ("full", ["--from_scratch=True", "--tokenizer_vocab=0"], "8 micro-batch(es) of 4 x 2 rank(s)"),
 ])
+@pytest.mark.slow  # ~15 s each: torchrun with 2 gloo ranks
 def test_torchrun_two_ranks_runs_the_preset_batches(base, preset, extra, expect):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "scripts.vis_tok_train", f"--preset={preset}", "--device_type=cpu", f"--tag=ddp_{preset}"] + SHRINK + extra
@@ -112,17 +113,17 @@ def test_torchrun_two_ranks_runs_the_preset_batches(base, preset, extra, expect)
 # -----------------------------------------------------------------------------
 # 2. the GPU speedrun trains pages (and 4., the MFU label)
 
-def test_gpu_encoder_preset_is_the_real_structure():
+def test_gpu_encoder_size_is_the_real_structure():
     """DeepSeek-OCR's geometry at a smaller width: 16-px patches on a 1024 Base side, windowed SAM with
     global blocks, two stride-2 convs (16x compression), CLIP on the conv grid -- so the resolution
     modes have the full preset's token counts -- and a forward that gives the counted tokens."""
     import torch
-    from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_PRESETS, num_image_tokens
-    gpu, full = DeepEncoderConfig(**ENCODER_PRESETS["gpu"]), DeepEncoderConfig(**ENCODER_PRESETS["full"])
+    from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_SIZES, num_image_tokens
+    gpu, full = DeepEncoderConfig(**ENCODER_SIZES["gpu"]), DeepEncoderConfig(**ENCODER_SIZES["full"])
     assert gpu.num_convs == 2 and gpu.stride == 64 and gpu.global_attn_indexes and gpu.window_size == 14
     for mode in ("tiny", "small", "base", "large"):
         assert num_image_tokens(gpu, mode) == num_image_tokens(full, mode)
-    assert read_preset("gpu")["encoder_preset"] == "gpu" == read_preset("gpu_mid")["encoder_preset"]
+    assert read_preset("gpu")["encoder_size"] == "gpu" == read_preset("gpu_mid")["encoder_size"]
     enc = DeepEncoder(gpu)
     n_params = sum(p.numel() for p in enc.parameters())
     assert 25e6 < n_params < 45e6, n_params  # ~34M: about a twelfth of the full DeepEncoder's ~400M
@@ -142,12 +143,13 @@ def test_mfu_labels_say_the_peak_and_dtype():
 
 # Stage 1 -> Stage 2 -> eval (compression buckets) -> report, the gpu presets at tiny dims
 
-TINY_PAGES = ["--encoder_preset=cpu", "--gpt_depth=1", "--gpt_n_embd=128", "--gpt_n_head=2", "--seq_len=320",
+TINY_PAGES = ["--encoder_size=cpu", "--gpt_depth=1", "--gpt_n_embd=128", "--gpt_n_head=2", "--seq_len=320",
               "--num_steps=2", "--device_batch_size=2", "--total_batch_size=4", "--warmup_steps=1", "--easy_steps=1",
               "--encoder_freeze_steps=1", "--eval_every=0", "--eval_batches=1", "--cer_samples=2", "--max_new_tokens=8",
               "--save_every=0", "--num_workers=0", "--dtype=float32", "--log_every=1"]
 
 
+@pytest.mark.slow  # ~40 s: Stage 1 -> Stage 2 -> eval -> report at tiny dims
 def test_gpu_speedrun_dry_run_reads_pages(base):
     def run(preset, args):
         p = subprocess.run([sys.executable, "-m", "scripts.vis_tok_train", f"--preset={preset}", "--device_type=cpu"] + args, cwd=REPO,
@@ -193,7 +195,7 @@ def test_gpu_speedrun_dry_run_reads_pages(base):
 # -----------------------------------------------------------------------------
 # 3. the full recipe's safe defaults
 
-FULL_TINY = ["--encoder_preset=cpu", "--gpt_depth=1", "--gpt_n_embd=64", "--gpt_n_head=1", "--mode=32x128",
+FULL_TINY = ["--encoder_size=cpu", "--gpt_depth=1", "--gpt_n_embd=64", "--gpt_n_head=1", "--mode=32x128",
              "--synth_kinds=line", "--seq_len=48", "--num_steps=1", "--device_batch_size=2", "--total_batch_size=2",
              "--eval_every=0", "--cer_samples=0", "--save_every=0", "--num_workers=0", "--dtype=float32"]
 
@@ -224,6 +226,7 @@ def test_full_preset_refuses_a_tokenizer_of_another_size(base):
 # -----------------------------------------------------------------------------
 # 5. dev/gpu_check.sh, dry-run on the CPU
 
+@pytest.mark.slow  # ~35 s: the whole script, dry-run
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     p = subprocess.run(["bash", "dev/gpu_check.sh"], cwd=REPO, env=_env(tmp_path, GPU_CHECK_CPU="1"),
                        capture_output=True, text=True, timeout=300)

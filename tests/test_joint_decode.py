@@ -75,13 +75,13 @@ def test_greedy_decode_merges_repeats_and_drops_blanks():
 
 
 def _tiny_model(ctc=True):
-    from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
+    from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
     from nanoocr.gpt import GPTConfig
     from nanoocr.model import build_vlm
     from nanoocr.tokenizer import Tokenizer
     tok = Tokenizer.train_from_iterator(iter(["hello world Free OCR. total cash 0123456789"] * 50), 300)
     torch.manual_seed(0)
-    enc = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+    enc = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
     gpt = GPTConfig(sequence_len=96, vocab_size=tok.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=4, n_embd=enc.out_dim)
     model = build_vlm(enc, gpt, tok.image_id, proj_std=0.05, ctc={"features": "tokens"} if ctc else None)
     return model.eval(), tok

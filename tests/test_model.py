@@ -4,12 +4,12 @@ import pytest
 import torch
 from PIL import Image
 
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS, num_image_tokens
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES, num_image_tokens
 from nanoocr.gpt import GPTConfig
 from nanoocr.image_process import process_image
 from nanoocr.model import build_vlm
 
-ENC = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+ENC = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
 VOCAB = 300
 IMAGE_ID = VOCAB - 1
 

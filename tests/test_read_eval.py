@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from nanoocr.tokenizer import Tokenizer
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr.checkpoint_manager import save_checkpoint, save_tokenizer_once, load_model, is_export_dir
@@ -51,7 +51,7 @@ def base(tmp_path_factory):
     root = tmp_path_factory.mktemp("readbase")
     tok = Tokenizer.train_from_iterator(iter([" ".join(WORDS) + " Free OCR. receipts 0123456789"] * 50), 300)
     torch.manual_seed(0)
-    enc = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+    enc = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
     gpt = GPTConfig(sequence_len=96, vocab_size=tok.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=4, n_embd=enc.out_dim)
     model = build_vlm(enc, gpt, tok.image_id, proj_std=0.05)
     torch.nn.init.normal_(model.gpt.lm_head.weight, std=0.5)  # decisive greedy choices (see test_engine)
@@ -455,3 +455,18 @@ def test_sample_prints_expected_generated_loss_and_exact_count(base, dataset, mo
     assert printed.count("EXPECTED:") == 2 and printed.count("GENERATED:") == 2
     assert "loss " in printed and "overlap" in printed and "/2 exact" in printed
     assert repr(WORDS[0]) in printed
+
+
+def test_eval_and_sample_take_a_weighted_mixture_with_the_renderer_first(base, dataset, tmp_path, monkeypatch, capsys):
+    """The --data grammar of training works in eval and sample: synth:3,data.jsonl:1 reads 2 renderer
+    strips then 2 dataset images (a weight only shapes training); synth:2 is the renderer, not a kind "2"."""
+    out = tmp_path / "mix.jsonl"
+    assert run_cli(monkeypatch, "eval", f"--model={base[1]}", f"--data=synth:3,{dataset / 'data.jsonl'}:1",
+                   "--limit=2", "--max_tokens=3", f"--out={out}") == 0
+    recs = read_jsonl(out)
+    assert [r["id"] for r in recs] == ["synth-val-line-0", "synth-val-line-1", "s0", "s1"]
+    assert json.loads((tmp_path / "mix.metrics.json").read_text())["model"]["n"] == 4
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "sample", f"--model={base[1]}", "--data=synth:2", "--limit=2", "--max_tokens=3") == 0
+    printed = capsys.readouterr().out
+    assert "synth:line (val)" in printed and printed.count("EXPECTED:") == 2 and "/2 exact" in printed

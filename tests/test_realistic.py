@@ -1,5 +1,5 @@
 """
-tasks/realistic.py (issue 18's test rows, issue 24's scan rows) and what scripts/vision_eval.py and
+tasks/realistic.py (the user-like test rows and the scan rows) and what scripts/vision_eval.py and
 scripts/report.py do with them: determinism, answers that are exactly the drawn text in glyphs the font
 has, the right families per row, images of the kind each row claims (1-bit, TIFF / G4 files, greyscale,
 tinted, pencil-grey), the strips cutter finding their lines, per-family CER and length checks.
@@ -121,7 +121,7 @@ def test_degraded_lines_differ_from_clean():
 
 
 def test_open_samples_realistic():
-    from scripts.vision_eval import open_samples
+    from tasks.sources import open_samples
     samples, desc = open_samples("realistic:pages")
     assert len(samples) == R.SIZES["pages"] and desc.startswith("realistic:pages")
     assert samples[0]["answer"] == R.realistic_samples("pages", limit=1)[0]["answer"]
@@ -193,7 +193,7 @@ def test_report_card_realistic_table(tmp_path):
     assert "| row | n | nanoocr CER | tesseract CER | ratio | max len ratio | #>1.5x |" in card
     # rows in ROWS order; CER 4/8 vs tesseract 1/8: ratio 4.00; one prediction 2x its answer
     assert card.index("| unseen_fonts | 2 | 0.5000 | 0.1250 | 4.00 | 2.00 | 1 |") < card.index("| photos | 2 |") \
-        < card.index("| fax_pages | 1 | 0.0000 | 0.0000 | — | 1.00 | 0 |")  # a scan row after issue 18's rows
+        < card.index("| fax_pages | 1 | 0.0000 | 0.0000 | — | 1.00 | 0 |")  # a scan row after the first rows
     assert "| family | unseen_fonts | photos | fax_pages |" in card and "| P052 | 1.000 | — | — |" in card and "| FreeSans | — | 0.500 | — |" in card \
         and "| Carlito | 0.000 | — | 0.000 |" in card
     assert "| lines | — | — | (not run) |" in card  # the other evals as before
@@ -260,7 +260,7 @@ def test_bilevel_rows_with_and_without_speckle(rows):
 
 
 def test_strips_find_the_lines_of_bilevel_and_g4_rows(rows):
-    """The cutter reads 1-bit images (issue 24: they read as nothing before): every text line of these
+    """The cutter reads 1-bit images (they once read as nothing): every text line of these
     crops and pages is found, one per answer line."""
     from nanoocr.strips import text_strips
     for row, k in (("bilevel_lines", 8), ("bilevel_pages", 2), ("tiff_pages", 2), ("fax_pages", 2)):
@@ -271,7 +271,7 @@ def test_strips_find_the_lines_of_bilevel_and_g4_rows(rows):
 
 
 def test_bilevel_line_has_ink():
-    """Regression (issue 24): a black-and-white line has two grey levels, OpenCV's Otsu threshold is
+    """Regression: a black-and-white line has two grey levels, OpenCV's Otsu threshold is
     then 0 (the top of the dark class), and `smooth < otsu` found no ink, so 1-bit scans read as empty."""
     from nanoocr.strips import background_and_ink, text_strips
     from nanoocr.typefaces import get_font
@@ -297,3 +297,10 @@ def test_tesseract_reads_scan_rows(rows):
         preds = [run_tesseract(load(s), psm=s["tess_psm"])[0] for s in samples]
         c = cer(preds, [s["answer"] for s in samples])
         assert c < 0.12, (row, c, preds[0][:200])
+def test_train_families_are_the_cpu_recipes_fonts():
+    """TRAIN_FAMILIES (the families the realistic rows draw as "seen") are exactly the ones
+    presets/cpu.toml trains on, and no held-out family is among them: change one, change both."""
+    from nanoocr.configurator import read_preset
+    fonts = read_preset("cpu")["synth_fonts"].split(",")
+    assert tuple(fonts) == R.TRAIN_FAMILIES
+    assert not set(R.HELD_OUT_FAMILIES) & set(fonts)

@@ -1,11 +1,11 @@
-"""A CI-sized version of the CPU recipe (issues 9 and 18): a fixed small step budget and seed on clean
+"""A CI-sized version of the CPU recipe: a fixed small step budget and seed on clean
 one-font strips (float32 pinned, so it means the same on every CPU), then on UNSEEN samples the model
 must (a) show a positive image-ablation gap, (b) read clearly better with the right images than the
 same model with the images shuffled across the batch, (c) read val strips and, through `nanoocr
 read`'s own path (clean, cut, cap), word crops it was never shown as strips, under absolute CER
 bounds, (d) read a noise-only image as nothing and never give a crop more than 1.5x its
 characters, and (e) read black-and-white lines, as PIL mode "1" images and as CCITT G4 TIFF files on
-disk, under the same bound (issue 24: bilevel scans read as empty before). A decoder that memorised training strings, or ignores the image, passes none of these."""
+disk, under the same bound (bilevel scans once read as empty). A decoder that memorised training strings, or ignores the image, passes none of these."""
 import os
 import subprocess
 import sys
@@ -16,11 +16,11 @@ import torch
 from conftest import REPO
 
 N_STEPS = 600
-# Absolute bounds, measured on this recipe (dev/LOG.md r2: strips 0.676, read path 0.793 after 600
-# steps; an untrained or image-blind model scores >= 1.0), with a margin for run-to-run noise.
+# Absolute bounds, measured on this recipe (strips 0.676, read path 0.793 after 600 steps: dev/LOG.md
+# "The CI-sized recipe with the cutter and 16 families"; an untrained or image-blind model scores >= 1.0), with a margin for run-to-run noise.
 CER_STRIPS = 0.80
 CER_READ = 0.90  # the CPU preset as it is (CTC on the vision tokens, no encoder freeze) on an easier distribution
-# The same bound holds for black-and-white lines (issue 24): measured 0.740 as mode-1 images and as G4
+# The same bound holds for black-and-white lines: measured 0.740 as mode-1 images and as G4
 # TIFF files (word crops 0.810 in that run); the model after 20 steps reads them at 0.97, and an empty
 # answer is 1.0.
 
@@ -77,7 +77,7 @@ def test_ci_sized_recipe_reads_unseen_samples(tmp_path):
     import random
     from PIL import Image, ImageDraw
     from nanoocr.reader import read_images, trained_max_words
-    from nanoocr.synth import get_font
+    from nanoocr.typefaces import get_font
     from nanoocr.synth_text import pick_text, random_token
     rng = random.Random(5)
     crops, words = [], []
@@ -98,7 +98,7 @@ def test_ci_sized_recipe_reads_unseen_samples(tmp_path):
     assert all(len(p) <= 1.5 * len(w) + 1 for p, w in zip(read, words)), list(zip(words, read))
     assert cer_read < CER_READ, (cer_read, list(zip(words, read)))
 
-    # (e) bilevel scans (issue 24): the same kind of words, 2-3 to a line, thresholded to black and
+    # (e) bilevel scans: the same kind of words, 2-3 to a line, thresholded to black and
     # white -- once as mode "1" images, once as fax-style G4 TIFF files read from disk by the loader
     lines = []
     for _ in range(8):

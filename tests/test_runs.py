@@ -4,15 +4,18 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 from nanoocr.checkpoint_manager import committed_steps, load_meta
 
-TINY = ["--encoder_preset=cpu", "--gpt_depth=1", "--gpt_n_embd=192", "--gpt_n_head=2", "--mode=32x256",
+TINY = ["--encoder_size=cpu", "--gpt_depth=1", "--gpt_n_embd=192", "--gpt_n_head=2", "--mode=32x256",
         "--synth_kinds=line", "--seq_len=96", "--num_steps=2", "--device_batch_size=2", "--total_batch_size=2",
         "--eval_every=0", "--cer_samples=0", "--save_every=0", "--num_workers=0", "--dtype=float32", "--log_every=1",
         "--from_scratch=True"]
 
 
+@pytest.mark.slow  # ~25 s: runs/full.sh, Stage 1 + Stage 2 at a tiny size
 def test_full_recipe_dry_run(tmp_path):
     env = dict(os.environ, NANOOCR_BASE_DIR=str(tmp_path), OMP_NUM_THREADS="1", NPROC="1", VOCAB_SIZE="300")
     p = subprocess.run(["bash", "runs/full.sh"] + TINY, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)

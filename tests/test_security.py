@@ -10,7 +10,6 @@ import os
 import sys
 import json
 import pickle
-import contextlib
 import subprocess
 
 import pytest
@@ -104,7 +103,7 @@ def test_poisoned_tokenizer_is_refused_by_every_program(poisoned, tmp_path, caps
 def test_poisoned_optimizer_state_is_refused_on_resume(tmp_path):
     marker = str(tmp_path / "PWNED")
     base = tmp_path / "base"
-    from nanoocr.synth import corpus_iter
+    from nanoocr.synth_text import corpus_iter
     Tokenizer.train_from_iterator(corpus_iter(max_chars=50_000), vocab_size=300).save(str(base / "tokenizer"))
     ckpt = checkpoint_dir_for("vis_tok", "evil", str(base))
     # a committed step whose optimiser file runs code when unpickled (model file: plain tensors)

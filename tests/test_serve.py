@@ -20,7 +20,6 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-import torch
 import uvicorn
 from PIL import Image, ImageDraw, ImageFont
 

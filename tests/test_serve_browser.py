@@ -11,7 +11,6 @@ import base64
 import shutil
 
 import pytest
-import torch
 from playwright.sync_api import sync_playwright
 
 from serve_fixtures import WORDS, make_checkpoint, text_image, server_process, read_output

@@ -1,9 +1,8 @@
 """
-Dataset readers (tasks/), the weighted mixture, and scripts/prepare_data.py, on small fixtures each
+Dataset readers (tasks/) and scripts/prepare_data.py, on small fixtures each
 test writes itself, plus the real tier-1 JSON bundled in tasks/tier1. All CPU, a few seconds in total.
 """
 
-import functools
 import io
 import json
 import os
@@ -289,31 +288,6 @@ def test_omnidocbench_reading_order_ignore_and_md_outputs(tmp_path):
     assert paths == [str(tmp_path / "md" / "doc_a.md")]
     back = omnidocbench.read_predictions(str(tmp_path / "md"), samples)
     assert back == [{"id": "doc_a.jpg", "pred": "# The Title\r\n\nrest", "ref": expected}]
-
-
-# -----------------------------------------------------------------------------
-# weighted mixture
-
-def fake_source(name, n):
-    for i in range(n):
-        yield {"id": f"{name}{i}", "source": name}
-
-
-def test_mixture_ratio_determinism_and_epochs():
-    sources = [(functools.partial(fake_source, "a", 1000), 0.5), (functools.partial(fake_source, "b", 7), 0.3),
-               (functools.partial(fake_source, "c", 50), 0.2), (functools.partial(fake_source, "z", 5), 0.0)]
-    take = lambda seed: [s["id"] for _, s in zip(range(2000), common.mixture(sources, seed=seed))]
-    stream = take(0)
-    counts = Counter(i[0] for i in stream)
-    for name, w in (("a", 0.5), ("b", 0.3), ("c", 0.2)):
-        assert abs(counts[name] / 2000 - w) <= 0.03, (name, counts)
-    assert counts["z"] == 0  # zero weight: never drawn
-    # the 7-sample source was restarted many times, in its own order each epoch
-    bs = [i for i in stream if i[0] == "b"]
-    assert bs[:14] == [f"b{i}" for i in range(7)] * 2
-    assert take(0) == stream and take(1) != stream
-    with pytest.raises(DataError, match="yields no samples"):
-        next(common.mixture([(functools.partial(fake_source, "e", 0), 1.0)]))
 
 
 # -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ TINY = ["--gpt_depth=1", "--gpt_n_head=2", "--seq_len=96", "--device_batch_size=
 def base(tmp_path_factory):
     """A base dir with a small tokenizer, shared by this module's runs."""
     base = tmp_path_factory.mktemp("train_base")
-    from nanoocr.synth import corpus_iter
+    from nanoocr.synth_text import corpus_iter
     from nanoocr.tokenizer import Tokenizer
     Tokenizer.train_from_iterator(corpus_iter(max_chars=200_000), vocab_size=600).save(str(base / "tokenizer"))
     return base
@@ -49,7 +49,9 @@ def losses(base, tag, phase="vis_tok"):
 
 
 # with the auxiliary CTC head, whose state lives in the checkpoint too; and with Muon for the matrices
-@pytest.mark.parametrize("ctc,matrix_lr", [("0", "0"), ("1", "0"), ("1", "0.02")])
+# (the plain case stays in the quick loop; the CTC and Muon variants are slow: ~15 s each)
+@pytest.mark.parametrize("ctc,matrix_lr", [("0", "0"), pytest.param("1", "0", marks=pytest.mark.slow),
+                                           pytest.param("1", "0.02", marks=pytest.mark.slow)])
 def test_resume_equals_uninterrupted(base, ctc, matrix_lr):
     args = ["--num_steps=4", "--save_every=0", f"--ctc_weight={ctc}", "--mode=32x128", f"--matrix_lr={matrix_lr}",
             "--muon_encoder=True"]
@@ -140,6 +142,7 @@ def test_mid_train_with_a_stage1_preset_stops_and_names_the_stage2_preset(base):
     assert not os.path.exists(os.path.join(base, "vis_mid_checkpoints", "wrong_stage"))
 
 
+@pytest.mark.slow  # ~15 s: three runs, one killed mid-save
 def test_sigkill_mid_save_keeps_previous_checkpoint(base):
     env = env_for(base)
     env["NANOOCR_TEST_PAUSE_BEFORE_META"] = "4:120"
@@ -184,3 +187,20 @@ def same_tokenizer(base, d):
     from nanoocr.tokenizer import Tokenizer
     a, b = Tokenizer.from_directory(str(base / "tokenizer")), Tokenizer.from_directory(os.path.join(d, "tokenizer"))
     return a.encode("hello world 42") == b.encode("hello world 42") and a.get_vocab_size() == b.get_vocab_size()
+
+
+def test_weighted_mixture_with_the_renderer_first_trains(base, tmp_path):
+    """--data=synth:3,a.jsonl:1 (the README's weighted mixture, renderer first) and --data=synth:2
+    start, train a step and check the shipped fonts (the font manifest line)."""
+    from PIL import Image
+    import json
+    (tmp_path / "images").mkdir()
+    with open(tmp_path / "a.jsonl", "w") as f:
+        for i in range(2):
+            Image.new("RGB", (128, 32), "white").save(tmp_path / "images" / f"p{i}.png")
+            f.write(json.dumps({"id": f"a{i}", "image": f"images/p{i}.png", "prompt": "<image>\nFree OCR.",
+                                "answer": f"word {i}"}) + "\n")
+    for i, data in enumerate((f"synth:3,{tmp_path / 'a.jsonl'}:1", "synth:2")):
+        out = run(base, [f"--data={data}", f"--tag=mix{i}", "--num_steps=1", "--save_every=0", "--mode=32x128"])
+        assert "fonts: " in out and "manifest sha256" in out, out[-2000:]
+        assert committed_steps(checkpoint_dir_for("vis_tok", f"mix{i}", base)) == [1]

@@ -1,26 +1,24 @@
 """The training batches: answer-only targets, placeholder runs, mixing ratio, DDP sharding,
 resume, and bad samples skipped and counted."""
-import functools
-import os
 
 import pytest
 import torch
 from PIL import Image
 
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_PRESETS, num_image_tokens
+from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES, num_image_tokens
 from nanoocr.tokenizer import Tokenizer
 from nanoocr.vision_dataloader import (vision_data_generator, records_source, is_text_index, SampleError,
                                        prepare_vision)
 from tasks import image_folder
 from tasks.sources import synth_source, synth_text_source
 
-ENC = DeepEncoderConfig(**ENCODER_PRESETS["cpu"])
+ENC = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
 MODE = (32, 256)
 
 
 @pytest.fixture(scope="module")
 def tok():
-    from nanoocr.synth import corpus_iter
+    from nanoocr.synth_text import corpus_iter
     return Tokenizer.train_from_iterator(corpus_iter(max_chars=200_000), vocab_size=600)
 
 
