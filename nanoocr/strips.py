@@ -6,8 +6,9 @@ strip's height, left-aligned on plain paper. Any other image stretched to 32x256
 it: a long line is squashed sideways, a paragraph becomes grey mush. So before reading, an image
 of another size is cleaned and cut the way the model saw text in training:
 
-  0. clean it (clean_image): light text on dark paper inverted, uneven light divided out, specks
-     dropped, the ink found by a bounded Otsu threshold, the page rotated level (deskew);
+  0. clean it (clean_image): a photographed page flattened (nanoocr/page.py), light text on dark
+     paper inverted, uneven light divided out, specks dropped, the ink found by a bounded Otsu
+     threshold, the page rotated level (deskew);
   1. find the text lines: rows with ink, separated by blank rows (a projection profile);
   2. scale each line so its ink is as tall as a training line's (font ~0.6 H);
   3. cut it at word gaps into pieces that fit the strip's width (and its word count, if the model
@@ -25,6 +26,8 @@ gundam) never use this module.
 import cv2
 import numpy as np
 from PIL import Image
+
+from nanoocr.page import unwarp_page
 
 INK_FRAC = 0.92      # ink height of a line with ascenders and descenders, in font sizes (measured on
                      # DejaVu / Liberation: ascender + descender ink ~0.9-0.95 em)
@@ -117,57 +120,11 @@ def background_and_ink(img):
     return tuple(int(v) for v in np.median(paper, axis=0)), ink
 
 
-def find_page(grey):
-    """A photo of a page on a darker surface -> the page's 4 corners (float32 [4, 2]: top-left,
-    top-right, bottom-right, bottom-left), or None for a scan or a crop. The classic document-scanner
-    recipe: edges (Canny) of a downscaled copy, the largest contour that simplifies to a convex
-    quadrilateral covering 30-97% of the image, accepted only if what lies outside is clearly darker
-    than the page (a boxed table on a white page is not a page)."""
-    h, w = grey.shape
-    if min(h, w) < 100:
-        return None
-    f = min(1.0, 500 / max(h, w))
-    small = cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else grey
-    edges = cv2.dilate(cv2.Canny(cv2.GaussianBlur(small, (5, 5), 0), 40, 120), np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(edges, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    area = small.shape[0] * small.shape[1]
-    for c in sorted(contours, key=cv2.contourArea, reverse=True)[:5]:
-        quad = cv2.approxPolyDP(c, 0.02 * cv2.arcLength(c, True), True)
-        if len(quad) != 4 or not cv2.isContourConvex(quad) or not 0.3 * area < cv2.contourArea(quad) < 0.97 * area:
-            continue
-        mask = np.zeros(small.shape, np.uint8)
-        cv2.fillConvexPoly(mask, quad, 1)
-        inside, outside = np.median(small[mask == 1]), np.median(small[mask == 0])
-        if outside > 0.75 * inside:
-            continue
-        pts = quad.reshape(4, 2).astype(np.float32) / f
-        order = np.argsort(pts.sum(1))  # top-left has the smallest x + y, bottom-right the largest
-        tl, br = pts[order[0]], pts[order[3]]
-        rest = pts[order[1:3]]
-        tr, bl = (rest[0], rest[1]) if rest[0][0] > rest[1][0] else (rest[1], rest[0])
-        return np.array([tl, tr, br, bl], np.float32)
-    return None
-
-
-def unwarp_page(img):
-    """An RGB PIL image -> the page flattened to a rectangle if find_page sees a photographed page,
-    else the image itself."""
-    rgb = np.asarray(img.convert("RGB"))
-    quad = find_page(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-    if quad is None:
-        return img
-    tl, tr, br, bl = quad
-    W = int(round(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))))
-    H = int(round(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))))
-    M = cv2.getPerspectiveTransform(quad, np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], np.float32))
-    return Image.fromarray(cv2.warpPerspective(rgb, M, (W, H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE))
-
-
 def clean_image(img):
     """RGB PIL image -> (grey PIL image: paper 255, dark ink, level; its ink mask): what
     text_strips cuts. Pixels more than two away from ink are set to paper, so specks, shading and
     paper texture are gone while strokes keep their anti-aliased edges. A tilted image is rotated
-    level by skew_angle(). A photographed page is first flattened (unwarp_page)."""
+    level by skew_angle(). A photographed page is first flattened (page.unwarp_page)."""
     _, norm = _normalised(unwarp_page(img))
     ink = _ink(norm)
     near = cv2.dilate(ink.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)

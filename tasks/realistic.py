@@ -266,7 +266,10 @@ def light_field(rng, W, H, darkest):
 def photograph(page, rng):
     """A printed page as a phone sees it: on a table, tilted (perspective: corners moved by up to 6%),
     unevenly lit (darkest 0.3-0.55 of brightest), colour-cast, out of focus, with sensor noise,
-    JPEG-compressed. Harsher than a scan: Tesseract's CER here is several times its clean-page CER."""
+    JPEG-compressed. Harsher than a scan: Tesseract's CER here is several times its clean-page CER.
+    -> (photo, the page's corners in it: float [4, 2], top-left, top-right, bottom-right, bottom-left;
+    a corner the tilt pushed out of the frame lies outside the image, which is what a page finder
+    that crops at the page's outline has to recover)."""
     pw, ph = page.size
     bx, by = round(pw * rng.uniform(0.04, 0.08)), round(ph * rng.uniform(0.04, 0.08))
     table = tuple(int(c * rng.uniform(0.35, 0.6)) for c in (rng.randint(150, 200), rng.randint(120, 170), rng.randint(90, 140)))
@@ -278,12 +281,16 @@ def photograph(page, rng):
     corners = [(0, 0), (W, 0), (W, H), (0, H)]
     src = [(x + jit(W), y + jit(H)) for x, y in corners]
     img = canvas.transform((W, H), Image.PERSPECTIVE, perspective_coeffs(corners, src), Image.BICUBIC, fillcolor=table)
+    # the page's corners in the photo: the inverse map (canvas -> photo) applied to the pasted page's corners
+    a, b, c, d, e, f, g, h = perspective_coeffs(src, corners)
+    quad = np.array([((a * x + b * y + c) / (g * x + h * y + 1), (d * x + e * y + f) / (g * x + h * y + 1))
+                     for x, y in [(bx, by), (bx + pw, by), (bx + pw, by + ph), (bx, by + ph)]])
     a = np.asarray(img, np.float32) * light_field(rng, W, H, rng.uniform(0.3, 0.55))[..., None]
     cast = np.array([rng.uniform(0.9, 1.08), rng.uniform(0.92, 1.04), rng.uniform(0.8, 1.0)], np.float32)  # warm lamp
     a = a * cast + np.random.default_rng(rng.randrange(1 << 30)).normal(0, rng.uniform(3, 9), a.shape)
     img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.6, 1.3)))
-    return jpeg(img, rng.randint(35, 70))
+    return jpeg(img, rng.randint(35, 70)), quad
 
 
 # -----------------------------------------------------------------------------
@@ -347,7 +354,7 @@ def _page(rng, n_lines=None, px=(16, 24), width=(560, 900)):
 
 
 def _photo(rng):
-    """~300 characters: a short page, photographed."""
+    """~300 characters: a short page, photographed. -> (image, lines, family, font name, the page's corners)."""
     family, spec = _pick_font(rng, TRAIN_FAMILIES)
     font = get_font(spec.name, rng.randint(14, 22))
     margin = rng.randint(24, 48)
@@ -357,7 +364,8 @@ def _photo(rng):
     k = min(range(1, len(lines) + 1), key=lambda k: abs(len("\n".join(lines[:k])) - 300))
     lines = lines[:k]  # the whole lines closest to 300 characters
     page, _ = draw_block(lines, font, rng, margin, round(font.size * rng.uniform(1.3, 1.6)), width=W)
-    return photograph(page, rng), lines, family, spec.name
+    img, corners = photograph(page, rng)
+    return img, lines, family, spec.name, corners
 
 
 def _symbol_line(rng, spec, font, width):
@@ -399,7 +407,7 @@ def _make(row, rng):
     if row == "pages":
         return _page(rng)[:4]
     if row == "photos":
-        return _photo(rng)
+        return _photo(rng)[:4]
     if row == "symbols":
         return _symbols(rng)
     raise ValueError(f"realistic: unknown row {row!r}; rows: {', '.join(ROWS)}")
@@ -410,6 +418,17 @@ def row_families(row):
     return HELD_OUT_FAMILIES if row == "unseen_fonts" else TRAIN_FAMILIES
 
 
+def _rng(seed, row, i):
+    return random.Random(f"realistic:{seed}:{row}:{i}")
+
+
+def photo_corners(i, seed=0):
+    """The page's true corners (float [4, 2]: top-left, top-right, bottom-right, bottom-left, possibly
+    outside the frame) in realistic_samples("photos", seed=seed)[i]["image"]: what a page finder is
+    tested against."""
+    return _photo(_rng(seed, "photos", i))[4]
+
+
 def realistic_samples(row, limit=-1, seed=0):
     """[{id, image, prompt, answer, family, font, tess_psm}] for one row of ROWS: SIZES[row] images
     (at most limit), each a pure function of (seed, row, index)."""
@@ -418,8 +437,7 @@ def realistic_samples(row, limit=-1, seed=0):
     n = SIZES[row] if limit <= 0 else min(limit, SIZES[row])
     out = []
     for i in range(n):
-        rng = random.Random(f"realistic:{seed}:{row}:{i}")
-        img, lines, family, font_name = _make(row, rng)
+        img, lines, family, font_name = _make(row, _rng(seed, row, i))
         lines = [line.strip() for line in lines]
         assert all(lines), f"realistic {row} #{i}: an empty line"
         out.append({"id": f"realistic-{row}-{i}", "image": img.convert("RGB"), "prompt": DEFAULT_PROMPT,
