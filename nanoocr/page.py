@@ -72,12 +72,16 @@ def _line(p, q):
     return np.cross([p[0], p[1], 1.0], [q[0], q[1], 1.0])
 
 
-def enclosing_quad(points):
-    """The smallest quadrilateral (float32 [4, 2], any order) containing the convex hull of points
-    (int or float [n, 2]) whose 4 sides lie on sides of that hull (simplified to at most 8 sides),
-    or None if the hull has fewer than 4 sides. Where the region was cut by the image's border, the
-    true sides are extended past the cut to meet at the corner the frame hides."""
-    hull = cv2.convexHull(np.asarray(points, np.float32).reshape(-1, 1, 2))
+def enclosing_quad(points, frame=None):
+    """The smallest quadrilateral (float32 [4, 2], in the hull's order) containing the convex hull
+    of points (a region's outline, int or float [n, 2]) whose 4 sides lie on sides of that hull
+    (simplified to at most 8 sides), each then refitted to the points along it (least squares), or
+    None if the hull has fewer than 4 sides. frame=(w, h): the points are pixels of a w x h image,
+    and hull sides along its border are where the frame cut the region, not its outline: they are
+    used only if fewer than 4 other sides are left. The true sides are then extended past the cut
+    to meet at the corner the frame hides."""
+    points = np.asarray(points, np.float32).reshape(-1, 2)
+    hull = cv2.convexHull(points.reshape(-1, 1, 2))
     for eps in (0.01, 0.02, 0.04, 0.08):  # coarser until few sides are left: C(8, 4) = 70 candidates at most
         poly = cv2.convexHull(cv2.approxPolyDP(hull, eps * cv2.arcLength(hull, True), True)).reshape(-1, 2)
         if len(poly) <= 8:
@@ -85,10 +89,17 @@ def enclosing_quad(points):
     n = len(poly)
     if n < 4:
         return None
+    cut = np.zeros(n, bool)
+    if frame is not None:
+        w, h = frame
+        for i in range(n):
+            (x0, y0), (x1, y1) = poly[i], poly[(i + 1) % n]
+            cut[i] = (max(x0, x1) <= 1 or min(x0, x1) >= w - 2 or max(y0, y1) <= 1 or min(y0, y1) >= h - 2)
+    usable = [i for i in range(n) if not cut[i]] if (~cut).sum() >= 4 else list(range(n))
     poly = poly.astype(np.float64)
     sides = [_line(poly[i], poly[(i + 1) % n]) for i in range(n)]
     best, best_area = None, np.inf
-    for pick in itertools.combinations(range(n), 4):  # 4 sides in the hull's order: consecutive ones meet
+    for pick in itertools.combinations(usable, 4):  # 4 sides in the hull's order: consecutive ones meet
         corners = [np.cross(sides[a], sides[b]) for a, b in zip(pick, pick[1:] + pick[:1])]
         if any(abs(c[2]) < 1e-9 for c in corners):  # parallel sides never meet
             continue
@@ -101,7 +112,36 @@ def enclosing_quad(points):
         if min(cv2.pointPolygonTest(quad, (float(x), float(y)), True) for x, y in poly) < -1.0:
             continue
         best, best_area = quad, area
-    return best
+    return None if best is None else _refit(best, points, frame)
+
+
+def _refit(quad, points, frame):
+    """quad's sides, each refitted to the points within 2 px of it and away from its ends (a
+    simplified hull's side is a chord between two of its vertices: its slope is off by the rounding
+    at the corners, and an extended side carries that error to a corner outside the frame)."""
+    if frame is not None:  # points on the frame's border are the cut, not the outline
+        w, h = frame
+        x, y = points[:, 0], points[:, 1]
+        points = points[(x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)]
+    sides = []
+    for i in range(4):
+        p, q = quad[i].astype(np.float64), quad[(i + 1) % 4].astype(np.float64)
+        d = q - p
+        length = np.linalg.norm(d)
+        rel = points - p
+        t = rel @ d / length ** 2  # position along the side, 0 at p, 1 at q
+        near = points[(np.abs(rel[:, 0] * d[1] - rel[:, 1] * d[0]) / length < 2) & (t > 0.1) & (t < 0.9)]
+        if len(near) < 10:  # too little of this side is seen to refit it
+            sides.append(_line(p, q))
+            continue
+        vx, vy, x0, y0 = cv2.fitLine(near.reshape(-1, 1, 2), cv2.DIST_L2, 0, 0.01, 0.01).ravel()
+        sides.append(_line((x0, y0), (x0 + vx, y0 + vy)))
+    corners = [np.cross(sides[i - 1], sides[i]) for i in range(4)]  # corner i: where sides i-1 and i meet
+    if any(abs(c[2]) < 1e-9 for c in corners):
+        return quad
+    refit = np.array([c[:2] / c[2] for c in corners], np.float32)
+    # a refit that moves a corner by more than a tenth of the quad's size went wrong: keep the chords
+    return refit if np.abs(refit - quad).max() < 0.1 * np.ptp(quad, axis=0).max() else quad
 
 
 def _region_quad(rgb, grey):
@@ -116,8 +156,11 @@ def _region_quad(rgb, grey):
     if np.percentile(ring, 25) > DARKER * np.median(centre):  # no surface shows at the border: a scan
         return None
     # seeds: the centre is page (a photographed page fills it), the border probably surface (it may
-    # be page where the page runs off the frame: GrabCut may relabel it), the rest probably page
-    mask = np.full((h, w), cv2.GC_PR_FGD, np.uint8)
+    # be page where the page runs off the frame: GrabCut may relabel it), the rest probably page if
+    # brighter than halfway between the two, else probably surface (starting from "all page" here,
+    # one GrabCut round leaves a grey desk next to white paper as page)
+    split = (np.percentile(ring, 25) + np.median(centre)) / 2
+    mask = np.where(g > split, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = (cv2.GC_PR_BGD,) * 4
     mask[int(0.35 * h):int(0.65 * h), int(0.35 * w):int(0.65 * w)] = cv2.GC_FGD
     models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)  # GrabCut's GMM state
@@ -127,8 +170,9 @@ def _region_quad(rgb, grey):
     n, labels, stats, _ = cv2.connectedComponentsWithStats(page, connectivity=4)
     if n < 2:
         return None
-    ys, xs = np.nonzero(labels == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    quad = enclosing_quad(np.stack([xs, ys], 1))
+    largest = (labels == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])).astype(np.uint8)
+    outline = max(cv2.findContours(largest, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=len)
+    quad = enclosing_quad(outline.reshape(-1, 2), frame=(w, h))
     if quad is None or not _is_page(g, quad):
         return None
     # a mask pixel at index x covers [x, x + 1) of the small image: (x + 0.5) / f - 0.5 in the original's
