@@ -6,17 +6,22 @@ perspective. find_page returns its 4 corners and unwarp_page maps them to a rect
 of the reader sees what a scan of the page would show. Two ways to find it, the cheap one first:
 
   1. outline: Canny edges of a downscaled copy and the largest contour that simplifies to a convex
-     quadrilateral (the classic document-scanner recipe; ~2 ms, and exact where it applies);
+     quadrilateral (the classic document-scanner recipe: 2-6 ms, corners within ~0.5% of the page's
+     diagonal where it applies);
   2. region, where the outline does not close -- the page runs off the frame, the surface is
      nearly as bright as the paper, a shadow lies across an edge: GrabCut segments the page from
-     its colour and contrast, seeded with the image's centre as the page and its border as
-     probably not; the page is then the smallest quadrilateral whose sides lie on the region's
-     outline, so a corner outside the frame is found where two sides' extensions meet.
+     its colour and contrast, seeded with the image's centre as the page, its border as probably
+     not, and the rest by brightness; the page is then the smallest quadrilateral whose sides lie
+     on the region's outline, each side refitted to it, so a corner outside the frame is found
+     where two sides' extensions meet (~25-30 ms of one core for a 1000-px photo).
 
 Either answer is accepted only if its quadrilateral covers 30-97% of the image and what lies
 outside it is clearly darker than what lies inside (a scan, a crop, a boxed table on a white page
-or light text on dark paper is no photographed page: None). The region step runs only when the
-image's border is partly clearly darker than its centre (a surface shows), so a scan pays ~1 ms.
+or light text on dark paper is no photographed page: None). The region step runs only when part
+of the image's border is clearly darker than its centre (a surface shows), so a scan or a crop
+costs the outline step alone. On realistic:photos' validation seeds 1-12 (96 photos) the outline
+step finds 62 pages, both steps together 95 (the other fills 97% of the frame), every corner within
+2.4% of the page's diagonal.
 """
 
 import itertools
@@ -164,6 +169,7 @@ def _region_quad(rgb, grey):
     mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = (cv2.GC_PR_BGD,) * 4
     mask[int(0.35 * h):int(0.65 * h), int(0.35 * w):int(0.65 * w)] = cv2.GC_FGD
     models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)  # GrabCut's GMM state
+    cv2.setRNGSeed(0)  # GrabCut starts its colour models with k-means++ on OpenCV's RNG: same image, same page
     cv2.grabCut(small, mask, None, *models, 1, cv2.GC_INIT_WITH_MASK)
     page = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     page = cv2.morphologyEx(page, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))  # text-sized holes shut
@@ -173,7 +179,12 @@ def _region_quad(rgb, grey):
     largest = (labels == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])).astype(np.uint8)
     outline = max(cv2.findContours(largest, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=len)
     quad = enclosing_quad(outline.reshape(-1, 2), frame=(w, h))
-    if quad is None or not _is_page(g, quad):
+    # a page's hidden corners lie just past the frame; sides that meet far out (two nearly parallel
+    # sides, one of them a ragged stretch of the region's outline) are no page's corners
+    if quad is None or not cv2.isContourConvex(quad.reshape(-1, 1, 2)) or \
+            not (quad >= -0.25 * np.array([w, h])).all() or not (quad <= 1.25 * np.array([w, h])).all():
+        return None
+    if not _is_page(g, quad):
         return None
     # a mask pixel at index x covers [x, x + 1) of the small image: (x + 0.5) / f - 0.5 in the original's
     return _order((quad + 0.5) / f - 0.5)
