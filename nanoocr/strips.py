@@ -52,15 +52,17 @@ def _odd(n):
     return int(n) | 1
 
 
-def _normalised(img):
+def _normalised(img, page=False):
     """RGB PIL image -> (RGB array, grey uint8 array with paper ~255 everywhere and dark ink).
-    Paper is most of the image, so a dark median means light text on dark paper (inverted here).
+    Paper is most of the image, so a dark median means light text on dark paper (inverted here),
+    unless page=True: a page page.find_page cut out of a photo is paper brighter than the surface
+    around it, however dim the light it was photographed in (its median can be far below 110).
     Uneven light (a photo's shading, a scanner's gradient): the paper's brightness at each pixel is
     a grey-level closing of the image (dark strokes narrower than the kernel vanish), blurred, and
     the image is divided by it."""
     rgb = np.asarray(img.convert("RGB"))
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    if np.median(grey) < 110:
+    if not page and np.median(grey) < 110:
         grey = 255 - grey
     k = _odd(min(61, max(9, min(grey.shape) // 4)))
     paper = cv2.morphologyEx(grey, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
@@ -125,7 +127,8 @@ def clean_image(img):
     text_strips cuts. Pixels more than two away from ink are set to paper, so specks, shading and
     paper texture are gone while strokes keep their anti-aliased edges. A tilted image is rotated
     level by skew_angle(). A photographed page is first flattened (page.unwarp_page)."""
-    _, norm = _normalised(unwarp_page(img))
+    flat = unwarp_page(img)
+    _, norm = _normalised(flat, page=flat is not img)
     ink = _ink(norm)
     near = cv2.dilate(ink.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     norm[~near] = 255

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from nanoocr.page import find_page, unwarp_page, enclosing_quad, _outline_quad
+from nanoocr.strips import clean_image, find_lines
 from nanoocr.typefaces import get_font, list_fonts
 from tasks.realistic import realistic_samples, photo_corners
 
@@ -154,3 +155,13 @@ def test_the_region_step_gives_the_same_page_every_time():
     cv2.setRNGSeed(12345)
     cv2.randu(np.zeros((64, 64), np.float32), 0, 1)
     assert np.array_equal(find_page(img), first)
+
+
+def test_a_page_photographed_in_dim_light_is_not_taken_for_light_text_on_dark_paper():
+    # paper at 0.4 of its brightness: the flattened page's median is ~95, below the level at which a
+    # whole image counts as dark paper (strips._normalised inverts those); a found page never is
+    img, _ = photo([(140, 70), (780, 100), (760, 650), (110, 620)], light=lambda x, y: np.full_like(x, 0.4))
+    assert np.median(img) < 110 and find_page(img) is not None
+    clean, ink = clean_image(Image.fromarray(img))
+    assert len(find_lines(ink)) == 14  # text_page's lines, dark ink on white
+    assert np.median(np.asarray(clean)) > 200
