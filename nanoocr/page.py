@@ -34,6 +34,7 @@ OUTLINE_SIDE = 500   # the outline search's downscale (long side, px): Canny at 
 REGION_SIDE = 224    # GrabCut's downscale: its cost grows with the pixels; corners within ~1% of the page
                      # diagonal on the validation photos at 224 (seeds 1-6 of realistic:photos)
 DARKER = 0.75        # the surface around a page is darker than this fraction of the paper's median
+EDGE_TRIM = 0.02     # share of the flattened page's width / height cut from each side (unwarp_page)
 MIN_AREA, MAX_AREA = 0.3, 0.97  # the page's share of the image: less is a photo of something else,
                                 # more is a scan or a crop with nothing around it to cut away
 
@@ -206,7 +207,10 @@ def find_page(img):
 def unwarp_page(img):
     """An RGB PIL image -> the page flattened to a rectangle if find_page sees a photographed page,
     else the image itself. What lies outside the frame (a corner the photo cut off) repeats the
-    nearest edge pixels."""
+    nearest edge pixels. The rectangle's outer EDGE_TRIM of each side is cut away: corners found
+    within ~1% leave slivers of the surface along the page's edges, dark lines the ink threshold
+    takes for text (a blank page read as "ink" along all four edges), and a page's text sits well
+    inside its margins."""
     rgb = np.asarray(img.convert("RGB"))
     quad = find_page(rgb)
     if quad is None:
@@ -215,4 +219,6 @@ def unwarp_page(img):
     W = int(round(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))))
     H = int(round(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))))
     M = cv2.getPerspectiveTransform(quad, np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], np.float32))
-    return Image.fromarray(cv2.warpPerspective(rgb, M, (W, H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE))
+    flat = cv2.warpPerspective(rgb, M, (W, H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    dx, dy = int(round(EDGE_TRIM * W)), int(round(EDGE_TRIM * H))
+    return Image.fromarray(flat[dy:H - dy, dx:W - dx])
