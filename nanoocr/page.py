@@ -31,8 +31,8 @@ import numpy as np
 from PIL import Image
 
 OUTLINE_SIDE = 500   # the outline search's downscale (long side, px): Canny at 5x5 blur is robust there
-REGION_SIDE = 224    # GrabCut's downscale: its cost grows with the pixels; corners within ~1% of the page
-                     # diagonal on the validation photos at 224 (seeds 1-6 of realistic:photos)
+REGION_SIDE = 224    # GrabCut's downscale: its cost grows with the pixels; at 224 the validation photos'
+                     # corners (realistic:photos seeds 1-12) are off by 0.5% of the page's diagonal (median)
 DARKER = 0.75        # the surface around a page is darker than this fraction of the paper's median
 EDGE_TRIM = 0.02     # share of the flattened page's width / height cut from each side (unwarp_page)
 MIN_AREA, MAX_AREA = 0.3, 0.97  # the page's share of the image: less is a photo of something else,
@@ -50,7 +50,7 @@ def _order(pts):
 
 
 def _is_page(grey, quad):
-    """Does quad (int [4, 2], in grey's pixels, possibly reaching past its border) outline a page:
+    """Does quad ([4, 2], in grey's pixels, possibly reaching past its border) outline a page:
     30-97% of the image inside it, and clearly darker outside than inside?"""
     mask = np.zeros(grey.shape, np.uint8)
     cv2.fillConvexPoly(mask, np.round(quad).astype(np.int32), 1)

@@ -39,7 +39,8 @@ MIN_CHAR_EM = 0.25   # the narrowest characters ('i', 'l', '.', ' ') advance ~0.
                      # can hold at most its ink width / (MIN_CHAR_EM * font size) characters
 PHOTO_SHARPEN = (2.0, 1.0)  # unsharp mask (amount, sigma in px) for a page cut out of a photo: its strokes
                             # are soft (focus, JPEG), and faint thin ones fall above the ink threshold;
-                            # realistic:photos validation seeds 1-9 read at CER 0.21 without, 0.14 with;
+                            # realistic:photos validation seeds 1-9 read at CER 0.21 without, 0.14 with
+                            # (0.12 with unwarp_page's edge trim too);
                             # on seeds 1-6 1.0/1.0 0.15, 1.0/2.0 0.13, 2.0/1.0 0.13, 2.0/2.0 0.18
 MIN_WORD_GAP = 0.15  # word gaps are at least this many line heights wide (letter gaps of proportional
                      # fonts stay below ~0.15; spaces are 0.17-0.35, in monospaced fonts ~0.7)
