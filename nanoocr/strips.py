@@ -6,9 +6,9 @@ strip's height, left-aligned on plain paper. Any other image stretched to 32x256
 it: a long line is squashed sideways, a paragraph becomes grey mush. So before reading, an image
 of another size is cleaned and cut the way the model saw text in training:
 
-  0. clean it (clean_image): a photographed page flattened (nanoocr/page.py), light text on dark
-     paper inverted, uneven light divided out, specks dropped, the ink found by a bounded Otsu
-     threshold, the page rotated level (deskew);
+  0. clean it (clean_image): a photographed page flattened and sharpened (nanoocr/page.py), light
+     text on dark paper inverted, uneven light divided out, specks dropped, the ink found by a
+     bounded Otsu threshold, the page rotated level (deskew);
   1. find the text lines: rows with ink, separated by blank rows (a projection profile);
   2. scale each line so its ink is as tall as a training line's (font ~0.6 H);
   3. cut it at word gaps into pieces that fit the strip's width (and its word count, if the model
