@@ -293,7 +293,10 @@ def light_field(rng, W, H, darkest):
 def photograph(page, rng):
     """A printed page as a phone sees it: on a table, tilted (perspective: corners moved by up to 6%),
     unevenly lit (darkest 0.3-0.55 of brightest), colour-cast, out of focus, with sensor noise,
-    JPEG-compressed. Harsher than a scan: Tesseract's CER here is several times its clean-page CER."""
+    JPEG-compressed. Harsher than a scan: Tesseract's CER here is several times its clean-page CER.
+    -> (photo, the page's corners in it: float [4, 2], top-left, top-right, bottom-right, bottom-left;
+    a corner the tilt pushed out of the frame lies outside the image, which is what a page finder
+    that crops at the page's outline has to recover)."""
     pw, ph = page.size
     bx, by = round(pw * rng.uniform(0.04, 0.08)), round(ph * rng.uniform(0.04, 0.08))
     table = tuple(int(c * rng.uniform(0.35, 0.6)) for c in (rng.randint(150, 200), rng.randint(120, 170), rng.randint(90, 140)))
@@ -305,12 +308,16 @@ def photograph(page, rng):
     corners = [(0, 0), (W, 0), (W, H), (0, H)]
     src = [(x + jit(W), y + jit(H)) for x, y in corners]
     img = canvas.transform((W, H), Image.PERSPECTIVE, perspective_coeffs(corners, src), Image.BICUBIC, fillcolor=table)
+    # the page's corners in the photo: the inverse map (canvas -> photo) applied to the pasted page's corners
+    a, b, c, d, e, f, g, h = perspective_coeffs(src, corners)
+    quad = np.array([((a * x + b * y + c) / (g * x + h * y + 1), (d * x + e * y + f) / (g * x + h * y + 1))
+                     for x, y in [(bx, by), (bx + pw, by), (bx + pw, by + ph), (bx, by + ph)]])
     a = np.asarray(img, np.float32) * light_field(rng, W, H, rng.uniform(0.3, 0.55))[..., None]
     cast = np.array([rng.uniform(0.9, 1.08), rng.uniform(0.92, 1.04), rng.uniform(0.8, 1.0)], np.float32)  # warm lamp
     a = a * cast + np.random.default_rng(rng.randrange(1 << 30)).normal(0, rng.uniform(3, 9), a.shape)
     img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.6, 1.3)))
-    return jpeg(img, rng.randint(35, 70))
+    return jpeg(img, rng.randint(35, 70)), quad
 
 
 # -----------------------------------------------------------------------------
@@ -374,7 +381,7 @@ def _page(rng, n_lines=None, px=(16, 24), width=(560, 900), margin=(30, 70)):
 
 
 def _photo(rng):
-    """~300 characters: a short page, photographed."""
+    """~300 characters: a short page, photographed. -> (image, lines, family, font name, the page's corners)."""
     family, spec = _pick_font(rng, TRAIN_FAMILIES)
     font = get_font(spec.name, rng.randint(14, 22))
     margin = rng.randint(24, 48)
@@ -384,7 +391,8 @@ def _photo(rng):
     k = min(range(1, len(lines) + 1), key=lambda k: abs(len("\n".join(lines[:k])) - 300))
     lines = lines[:k]  # the whole lines closest to 300 characters
     page, _ = draw_block(lines, font, rng, margin, round(font.size * rng.uniform(1.3, 1.6)), width=W)
-    return photograph(page, rng), lines, family, spec.name
+    img, corners = photograph(page, rng)
+    return img, lines, family, spec.name, corners
 
 
 def _symbol_line(rng, spec, font, width):
@@ -501,7 +509,7 @@ def _make(row, rng, path=None):
     if row == "pages":
         return _page(rng)[:4]
     if row == "photos":
-        return _photo(rng)
+        return _photo(rng)[:4]
     if row == "symbols":
         return _symbols(rng)
     if row == "bilevel_lines":
@@ -531,6 +539,17 @@ def row_file(row, i, seed=0):
     return os.path.join(get_base_dir(), "data", "realistic", row, f"{seed}-{i}.{FILE_ROWS[row]}")
 
 
+def _rng(seed, row, i):
+    return random.Random(f"realistic:{seed}:{row}:{i}")
+
+
+def photo_corners(i, seed=0):
+    """The page's true corners (float [4, 2]: top-left, top-right, bottom-right, bottom-left, possibly
+    outside the frame) in realistic_samples("photos", seed=seed)[i]["image"]: what a page finder is
+    tested against."""
+    return _photo(_rng(seed, "photos", i))[4]
+
+
 def realistic_samples(row, limit=-1, seed=0):
     """[{id, image, prompt, answer, family, font, tess_psm}] for one row of ROWS: SIZES[row] images
     (at most limit), each a pure function of (seed, row, index). image: a PIL image in ROW_MODE's
@@ -541,8 +560,7 @@ def realistic_samples(row, limit=-1, seed=0):
     n = SIZES[row] if limit <= 0 else min(limit, SIZES[row])
     out = []
     for i in range(n):
-        rng = random.Random(f"realistic:{seed}:{row}:{i}")
-        img, lines, family, font_name = _make(row, rng, row_file(row, i, seed) if row in FILE_ROWS else None)
+        img, lines, family, font_name = _make(row, _rng(seed, row, i), row_file(row, i, seed) if row in FILE_ROWS else None)
         lines = [line.strip() for line in lines]
         assert all(lines), f"realistic {row} #{i}: an empty line"
         assert isinstance(img, str) if row in FILE_ROWS else img.mode == ROW_MODE.get(row, "RGB"), \
