@@ -177,7 +177,8 @@ def clean_image(img):
     # a page turned by 90, 180 or 270 degrees is turned back first: deskew only levels a few degrees
     turned = detect_orientation(ink)
     if turned:
-        norm, ink = np.ascontiguousarray(np.rot90(norm, turned // 90)), np.ascontiguousarray(np.rot90(ink, turned // 90))
+        norm = np.ascontiguousarray(np.rot90(norm, turned // 90))
+        ink = np.ascontiguousarray(np.rot90(ink, turned // 90))
     angle = skew_angle(ink)
     if abs(angle) >= 0.3:
         h, w = norm.shape

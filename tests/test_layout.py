@@ -14,6 +14,8 @@ from nanoocr.strips import background_and_ink, clean_image, column_lines, find_l
 from tasks.realistic import realistic_samples
 
 N_PAGES = 20  # per case; the bar is >= 95%, so at most one page of 20 may miss
+# a page turned k degrees clockwise (PIL's ROTATE_n turns counter-clockwise)
+TURNS = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}
 
 
 def answer_line_boxes(answer, char_boxes):
@@ -58,7 +60,8 @@ def test_multi_column_pages_read_column_by_column(columns):
     ok = 0
     for i in range(N_PAGES):
         # no tilt, so the cleaned image keeps the renderer's coordinates (deskew is tested elsewhere)
-        img, _, answer, info = synth.render_debug(0, i, "page", "test", columns=columns, degrade=dict(rotate_p=0.0))
+        img, _, answer, info = synth.render_debug(0, i, "page", "test", columns=columns,
+                                                  degrade=dict(rotate_p=0.0))
         ok += reads_column_by_column(img, answer, info["boxes"])
     assert ok >= 0.95 * N_PAGES, f"{columns}-column pages read column by column: {ok}/{N_PAGES}"
 
@@ -66,7 +69,8 @@ def test_multi_column_pages_read_column_by_column(columns):
 def test_single_column_images_are_cut_exactly_as_before():
     # no gutter: one region, the whole image, so the lines are find_lines' own
     images = [synth.render(0, i, "page", "test", columns=1)[0] for i in range(6)]
-    images += [s["image"] for row in ("pages", "paragraphs", "clean_lines", "photos") for s in realistic_samples(row, limit=4)]
+    images += [s["image"] for row in ("pages", "paragraphs", "clean_lines", "photos")
+               for s in realistic_samples(row, limit=4)]
     for img in images:
         _, ink = clean_image(img)
         assert find_columns(ink) == [(0, 0, ink.shape[1], ink.shape[0])]
@@ -97,8 +101,7 @@ def test_a_turned_page_is_turned_back_before_deskew():
     # end to end through clean_image: the same ink as the upright page, so the same strips
     img = synth.render(0, 3, "page", "test", columns=2, degrade="none")[0]
     upright = text_strips(img, 32, 256)
-    for k, transpose in ((90, Image.Transpose.ROTATE_270), (180, Image.Transpose.ROTATE_180),
-                         (270, Image.Transpose.ROTATE_90)):  # PIL's ROTATE_n turns counter-clockwise
+    for k, transpose in TURNS.items():
         grey, _ = clean_image(img.transpose(transpose))
         assert grey.info["orientation"] == k and grey.size == img.size
         strips = text_strips(img.transpose(transpose), 32, 256)
@@ -110,7 +113,7 @@ def test_blank_and_one_line_images_are_not_turned():
     assert detect_orientation(np.zeros((300, 400), bool)) == 0
     assert clean_image(Image.new("RGB", (400, 300), "white"))[0].info["orientation"] == 0
     for s in realistic_samples("clean_lines", limit=12):
-        for transpose in (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270):
+        for transpose in (None, *TURNS.values()):
             img = s["image"] if transpose is None else s["image"].transpose(transpose)
             _, ink = background_and_ink(img)
             assert detect_orientation(ink) == 0, f"{s['id']} {transpose}: a one-line crop was turned"
