@@ -8,16 +8,19 @@ of another size is cleaned and cut the way the model saw text in training:
 
   0. clean it (clean_image): a photographed page flattened and sharpened (nanoocr/page.py), light
      text on dark paper inverted, uneven light divided out, specks dropped, the ink found by a
-     bounded Otsu threshold, the page rotated level (deskew);
-  1. find the text lines: rows with ink, separated by blank rows (a projection profile);
+     bounded Otsu threshold, a page turned by 90 / 180 / 270 degrees turned back
+     (layout.detect_orientation), the page rotated level (deskew);
+  1. find the columns (layout.find_columns), then the text lines of each column in reading order:
+     rows with ink, separated by blank rows (a projection profile);
   2. scale each line so its ink is as tall as a training line's (font ~0.6 H);
   3. cut it at word gaps into pieces that fit the strip's width (and its word count, if the model
      trained with a cap), each pasted left-aligned onto a white strip, with the most characters
      it can hold (the reader cuts longer answers there: a strip never reads as a page).
 
 The pieces' texts are joined with spaces and the lines' with newlines (join_lines). This is classic
-projection-profile segmentation, not a learned layout model: it assumes one column of text, level
-to within MAX_SKEW degrees; curved or multi-column text comes out in the wrong order or merged.
+projection-profile segmentation, not a learned layout model: it assumes columns of straight text
+(found by blank gutters, layout.py), level to within MAX_SKEW degrees once turned upright; curved
+text, or columns without a clear gutter, come out in the wrong order or merged.
 OpenCV does the image work (morphology, median, Otsu, components, rotation): each is one call of a
 well-tested C++ routine where numpy would need loops. Models trained on square views (tiny ...
 gundam) never use this module.
@@ -28,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from nanoocr.page import unwarp_page
+from nanoocr.layout import detect_orientation, find_columns, runs as _runs
 
 INK_FRAC = 0.92      # ink height of a line with ascenders and descenders, in font sizes (measured on
                      # DejaVu / Liberation: ascender + descender ink ~0.9-0.95 em)
@@ -44,13 +48,6 @@ PHOTO_SHARPEN = (2.0, 1.0)  # unsharp mask (amount, sigma in px) for a page cut 
                             # on seeds 1-6 1.0/1.0 0.15, 1.0/2.0 0.13, 2.0/1.0 0.13, 2.0/2.0 0.18
 MIN_WORD_GAP = 0.15  # word gaps are at least this many line heights wide (letter gaps of proportional
                      # fonts stay below ~0.15; spaces are 0.17-0.35, in monospaced fonts ~0.7)
-
-
-def _runs(flags):
-    """[(start, end)] of the runs of True in a 1-D bool array (end exclusive)."""
-    f = np.concatenate([[False], np.asarray(flags, bool), [False]])
-    d = np.flatnonzero(f[1:] != f[:-1])
-    return list(zip(d[0::2].tolist(), d[1::2].tolist()))
 
 
 def _odd(n):
@@ -168,6 +165,11 @@ def clean_image(img):
         lo = float(np.percentile(norm[ink], 10))
         if lo > 10:
             norm = np.clip((norm.astype(np.float32) - lo) * (255 / max(1.0, 255 - lo)), 0, 255).astype(np.uint8)
+    # a page turned by 90, 180 or 270 degrees is turned back first: deskew only levels a few degrees
+    turned = detect_orientation(ink)
+    if turned:
+        norm = np.ascontiguousarray(np.rot90(norm, turned // 90))
+        ink = np.ascontiguousarray(np.rot90(ink, turned // 90))
     angle = skew_angle(ink)
     if abs(angle) >= 0.3:
         h, w = norm.shape
@@ -178,25 +180,38 @@ def clean_image(img):
         size = (norm.shape[1], norm.shape[0])
         norm = cv2.warpAffine(norm, M, size, flags=cv2.INTER_CUBIC, borderValue=255)
         ink = cv2.warpAffine(ink8, M, size, flags=cv2.INTER_NEAREST, borderValue=0) > 127
-    return Image.fromarray(norm), ink
+    out = Image.fromarray(norm)
+    out.info["orientation"] = turned  # degrees the input was turned clockwise (layout.detect_orientation)
+    return out, ink
 
 
 def skew_angle(ink):
     """Degrees to rotate (counter-clockwise, cv2's sign) so text lines are level: the angle in
     [-MAX_SKEW, MAX_SKEW] (steps of 0.25) under which the ink's row profile is most peaked (sum of
-    squared row counts: level lines pile their ink into few rows). Computed on up to 4000 ink
-    pixels' rotated coordinates, not by rotating the image (~0.5 ms instead of ~8 ms per line).
+    squared row counts, per column: level lines pile their ink into few rows). Computed on up to
+    4000 ink pixels' (per column) rotated coordinates, not by rotating the image (~0.5 ms instead
+    of ~8 ms per line).
     0 for images with too little ink to tell; ties keep the smaller angle."""
     ys, xs = np.nonzero(ink)
     if len(xs) < 50:
         return 0.0
-    step = max(1, len(xs) // 4000)
+    # rows are counted per column (layout.find_columns): the lines of two columns are offset by
+    # their paragraph gaps, and on the whole page a tilt that lines up one column's lines with
+    # the other's can pile up more ink than level does. Each column's rows need as many sampled
+    # pixels as one image's did, or the counts are mostly sampling noise.
+    columns = find_columns(ink)
+    step = max(1, len(xs) // (4000 * len(columns)))
     x, y = xs[::step].astype(np.float64), ys[::step].astype(np.float64)
+    region = np.zeros(ink.shape, np.int64)
+    for k, (x0, y0, x1, y1) in enumerate(columns):
+        region[y0:y1, x0:x1] = k
+    region = region[ys[::step], xs[::step]]
     best, best_a = -1.0, 0.0
     for a in sorted(np.arange(-MAX_SKEW, MAX_SKEW + 1e-6, 0.25), key=abs):
         r = np.radians(a)
         rows = np.rint(-np.sin(r) * x + np.cos(r) * y).astype(np.int64)
-        score = float((np.bincount(rows - rows.min()).astype(np.float64) ** 2).sum())
+        rows -= rows.min()
+        score = float((np.bincount(region * (rows.max() + 1) + rows).astype(np.float64) ** 2).sum())
         if score > best * (1 + 1e-9):
             best, best_a = score, float(a)
     return best_a
@@ -250,6 +265,15 @@ def find_lines(ink):
     if len(lines) > 1:  # a row of thin marks on its own (a rule's remains, dashes of a page edge): no text
         lines = [(t, b) for t, b in lines if b - t >= 0.35 * med]
     return lines
+
+
+def column_lines(ink):
+    """Ink mask -> [(x0, top, x1, bottom)]: the text lines of each column region
+    (layout.find_columns) in reading order, column by column, as the region's columns x0..x1 and
+    the line's rows top..bottom in the mask's own pixels (ends exclusive). Without columns, the one
+    region is the whole mask: find_lines(ink) with x0 = 0, x1 = width."""
+    return [(x0, y0 + t, x1, y0 + b) for x0, y0, x1, y1 in find_columns(ink)
+            for t, b in find_lines(ink[y0:y1, x0:x1])]
 
 
 def word_gap(gaps, line_h):
@@ -314,17 +338,17 @@ def text_strips(img, height, width, max_words=0):
     reads worse but does not drop. Each strip's info["max_chars"] is the most characters its ink can
     hold (MIN_CHAR_EM): the reader cuts a longer answer there, so a strip never reads as a page."""
     grey, ink = clean_image(img)
-    lines = find_lines(ink)
+    lines = column_lines(ink)
     if not lines:
         return []
     # one scale for the whole image from the median line height: most lines of prose have both
     # ascenders and descenders, a single line of "one mean sum" does not and would be blown up
-    line_h = float(np.median([b - t for t, b in lines]))
+    line_h = float(np.median([b - t for _, t, _, b in lines]))
     scale = FONT_FRAC * INK_FRAC * height / line_h
     room = width - 2 * LEFT_MARGIN
     strips = []
-    for li, (t, b) in enumerate(lines):
-        words = find_words(ink[t:b])
+    for li, (x0, t, x1, b) in enumerate(lines):
+        words = [(l + x0, r + x0) for l, r in find_words(ink[t:b, x0:x1])]
         for l, r in _pieces(words, scale, room, max_words):
             nw = max(1, round((r - l) * scale))
             nh = max(1, round((b - t) * scale))

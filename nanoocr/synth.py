@@ -224,6 +224,7 @@ def layout_page(rng, split, W, H, opts):
             units.append(title)
             fonts.append(tspec.name)
             y += round((ta + td) * 1.3) + line_h // 2
+            y0 = y  # every column starts below the title (not under it)
     full = False
     for _ in range(1000):  # paragraphs until the page is full (bounded: a too-narrow column never fills)
         if full:
