@@ -149,18 +149,38 @@ def find_page(grey):
     return None
 
 
-def unwarp_page(img):
-    """An RGB PIL image -> the page flattened to a rectangle if find_page sees a photographed page,
-    else the image itself."""
+def _unwarp(img):
+    """unwarp_page, also returning the 3x3 perspective matrix that took the input there (identity
+    when nothing was flattened): the reader maps line boxes back to the user's pixels with it."""
     rgb = np.asarray(img.convert("RGB"))
     quad = find_page(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
     if quad is None:
-        return img
+        return img, np.eye(3)
     tl, tr, br, bl = quad
     W = int(round(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))))
     H = int(round(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))))
     M = cv2.getPerspectiveTransform(quad, np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], np.float32))
-    return Image.fromarray(cv2.warpPerspective(rgb, M, (W, H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE))
+    flat = cv2.warpPerspective(rgb, M, (W, H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return Image.fromarray(flat), M.astype(np.float64)
+
+
+def unwarp_page(img):
+    """An RGB PIL image -> the page flattened to a rectangle if find_page sees a photographed page,
+    else the image itself."""
+    return _unwarp(img)[0]
+
+
+def box_back(H, box, size):
+    """A box (left, top, right, bottom) in cleaned-image pixels -> the same box in the input image's
+    pixels: its 4 corners through the inverse of H (input -> cleaned, clean_image_mapped), their
+    axis-aligned bounding box, clipped to the input's size (w, h). Ints, right/bottom exclusive."""
+    l, t, r, b = box
+    pts = np.array([[[l, t]], [[r, t]], [[r, b]], [[l, b]]], np.float64)
+    back = cv2.perspectiveTransform(pts, np.linalg.inv(H)).reshape(4, 2)
+    w, h = size
+    x0, y0 = np.clip(np.floor(back.min(0)), 0, [w, h])
+    x1, y1 = np.clip(np.ceil(back.max(0)), 0, [w, h])
+    return [int(x0), int(y0), int(x1), int(y1)]
 
 
 def clean_image(img):
@@ -168,7 +188,15 @@ def clean_image(img):
     text_strips cuts. Pixels more than two away from ink are set to paper, so specks, shading and
     paper texture are gone while strokes keep their anti-aliased edges. A tilted image is rotated
     level by skew_angle(). A photographed page is first flattened (unwarp_page)."""
-    _, norm = _normalised(unwarp_page(img))
+    return clean_image_mapped(img)[:2]
+
+
+def clean_image_mapped(img):
+    """clean_image(img) + the 3x3 matrix H taking the input's pixel coordinates to the cleaned
+    image's (flattening, then the deskew's padding and rotation; identity for a level scan), so a
+    box found in the cleaned image maps back to the user's pixels (box_back)."""
+    flat, H = _unwarp(img)
+    _, norm = _normalised(flat)
     ink = _ink(norm)
     near = cv2.dilate(ink.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     norm[~near] = 255
@@ -186,7 +214,9 @@ def clean_image(img):
         size = (norm.shape[1], norm.shape[0])
         norm = cv2.warpAffine(norm, M, size, flags=cv2.INTER_CUBIC, borderValue=255)
         ink = cv2.warpAffine(ink8, M, size, flags=cv2.INTER_NEAREST, borderValue=0) > 127
-    return Image.fromarray(norm), ink
+        shift = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1]], np.float64)
+        H = np.vstack([M, [0, 0, 1]]) @ shift @ H
+    return Image.fromarray(norm), ink, H
 
 
 def skew_angle(ink):
@@ -320,8 +350,11 @@ def text_strips(img, height, width, max_words=0):
     and placed like the renderer's one-line samples. An image with no ink gives []. A piece still
     wider than the strip after scaling (one very long word) is squeezed to fit, which the model
     reads worse but does not drop. Each strip's info["max_chars"] is the most characters its ink can
-    hold (MIN_CHAR_EM): the reader cuts a longer answer there, so a strip never reads as a page."""
-    grey, ink = clean_image(img)
+    hold (MIN_CHAR_EM): the reader cuts a longer answer there, so a strip never reads as a page.
+    Each strip's info["box"] is its piece's ink box and info["line_box"] its whole line's, both
+    [left, top, right, bottom] in the pixels of `img` as given (mapped back through the flattening
+    and the deskew by box_back; a tilted line's box is the upright box around it)."""
+    grey, ink, H = clean_image_mapped(img)
     lines = find_lines(ink)
     if not lines:
         return []
@@ -333,6 +366,7 @@ def text_strips(img, height, width, max_words=0):
     strips = []
     for li, (t, b) in enumerate(lines):
         words = find_words(ink[t:b])
+        line_box = box_back(H, (words[0][0], t, words[-1][1], b), img.size) if words else None
         for l, r in _pieces(words, scale, room, max_words):
             nw = max(1, round((r - l) * scale))
             nh = max(1, round((b - t) * scale))
@@ -346,6 +380,9 @@ def text_strips(img, height, width, max_words=0):
             canvas.paste(piece, (LEFT_MARGIN, (height - nh) // 2))
             canvas = canvas.convert("RGB")
             canvas.info["max_chars"] = cap
+            rows = np.flatnonzero(ink[t:b, l:r].any(1))  # the piece's own ink rows: a word group's box is tight
+            canvas.info["box"] = box_back(H, (l, t + rows[0], r, t + rows[-1] + 1), img.size)
+            canvas.info["line_box"] = line_box
             strips.append((li, canvas))
     return strips
 

@@ -108,3 +108,87 @@ def test_strip_views_reads_an_exact_strip_as_it_is(size):
 
 def torch_equal(a, b):
     return bool((a == b).all())
+
+
+# -----------------------------------------------------------------------------
+# Line boxes in the input's pixels (issue 26): the renderer's own line boxes are the truth
+
+def rendered_line_boxes(img, answer, info):
+    """The renderer's ink box of each answer line: the union of its glyph boxes (render_debug's)."""
+    boxes, start = [], 0
+    for line in answer.split("\n"):
+        glyphs = [info["boxes"][i] for i in range(start, start + len(line)) if i in info["boxes"]]
+        start += len(line) + 1
+        if glyphs:
+            boxes.append(tuple(f(g[k] for g in glyphs) for k, f in zip(range(4), (min, min, max, max))))
+    return boxes
+
+
+def iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
+    return inter / (area(a) + area(b) - inter) if inter else 0.0
+
+
+def strip_line_boxes(strips):
+    """text_strips' line boxes, one per line (every piece of a line carries its line's box)."""
+    out = {}
+    for li, s in strips:
+        out.setdefault(li, s.info["line_box"])
+    return [out[k] for k in sorted(out)]
+
+
+def rotate_box(box, deg, size):
+    """The upright box around `box` turned by PIL's rotate(deg) about the image centre."""
+    cx, cy = size[0] / 2, size[1] / 2
+    r = np.radians(deg)
+    pts = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]], float) - (cx, cy)
+    # PIL turns counter-clockwise on screen: y points down, so x' = x cos + y sin, y' = -x sin + y cos
+    p = np.stack([pts[:, 0] * np.cos(r) + pts[:, 1] * np.sin(r), -pts[:, 0] * np.sin(r) + pts[:, 1] * np.cos(r)], 1)
+    p += (cx, cy)
+    return (*p.min(0), *p.max(0))
+
+
+@pytest.mark.parametrize("deg", [0.0, 2.5])
+def test_line_boxes_overlap_the_renderers_own(deg):
+    """Rendered one-column pages (level, and turned 2.5 degrees so the deskew's rotation must be
+    undone): each line's box, in the input's pixels, overlaps the renderer's box of that line at
+    IoU >= 0.5 for >= 95% of the lines; every word-group box lies inside its line's box."""
+    from nanoocr.synth import render_debug
+    good = total = 0
+    for index in range(4):
+        img, _, answer, info = render_debug(0, index, "page", "test", 640, 640, degrade="none", columns=1)
+        truth = rendered_line_boxes(img, answer, info)
+        if deg:
+            img = img.rotate(deg, resample=Image.BICUBIC, fillcolor="white")
+            truth = [rotate_box(b, deg, img.size) for b in truth]
+        strips = text_strips(img, H, W)
+        found = strip_line_boxes(strips)
+        assert len(found) == len(truth), f"page {index}: {len(found)} lines cut, the renderer drew {len(truth)}"
+        scores = [iou(a, b) for a, b in zip(found, truth)]
+        good += sum(s >= 0.5 for s in scores)
+        total += len(scores)
+        for li, s in strips:
+            l, t, r, b = s.info["box"]
+            L, T, R, B = s.info["line_box"]
+            assert L <= l < r <= R and T <= t < b <= B and 0 <= L and R <= img.size[0] and B <= img.size[1]
+    assert total > 20 and good >= 0.95 * total, f"{good}/{total} lines at IoU >= 0.5"
+
+
+def test_boxes_map_back_through_the_page_flattening():
+    """A page photographed in perspective (a white sheet on a dark table, find_page's case): the
+    boxes come back in the photo's pixels, not the flattened page's."""
+    from nanoocr.strips import box_back
+    H3 = np.array([[1.0, 0.1, 5.0], [0.0, 1.2, -3.0], [0.0, 0.0005, 1.0]])
+    box = (40, 30, 120, 50)
+    back = box_back(H3, box, (400, 400))
+    # the corners of the returned box, sent forward through H3, enclose the box found
+    x0, y0, x1, y1 = back
+    import cv2
+    fwd = cv2.perspectiveTransform(np.array([[[x0, y0]], [[x1, y0]], [[x1, y1]], [[x0, y1]]], np.float64), H3)
+    fwd = fwd.reshape(4, 2)
+    assert fwd[:, 0].min() <= box[0] + 1 and fwd[:, 0].max() >= box[2] - 1
+    assert fwd[:, 1].min() <= box[1] + 1 and fwd[:, 1].max() >= box[3] - 1
+    assert box_back(np.eye(3), box, (400, 400)) == list(box)
