@@ -130,7 +130,8 @@ def run_model(model, tokenizer, samples, mode, prompt="", max_tokens=None, batch
     outs = reader.read_images(model, tokenizer, [s["image"] for s in samples], mode, prompts,
                               names=[sample_name(s) for s in samples], batch_size=batch_size, max_words=max_words,
                               whole=whole, max_tokens=max_tokens, no_repeat_ngram=no_repeat_ngram,
-                              no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype)
+                              no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype,
+                              first_page=True)  # one transcript per sample: a multi-frame file's first frame
     records = []
     for s, p, o in zip(samples, prompts, outs):
         if "error" in o:

@@ -16,13 +16,13 @@ from nanoocr.modes import DEFAULT_PROMPT
 from tasks.common import IMAGE_EXTS, DataError, make_sample, new_skips, skip
 
 
-def iter_images(root):
-    """Sorted paths of every image (by extension, case-insensitive) under root, recursively."""
+def iter_images(root, exts=IMAGE_EXTS):
+    """Sorted paths of every image (by extension, case-insensitive; `exts`) under root, recursively."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()  # os.walk recurses in this list's order: sort it in place for determinism
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTS) and not name.startswith("."):
+            if name.lower().endswith(exts) and not name.startswith("."):
                 yield os.path.join(dirpath, name)
 
 
