@@ -217,3 +217,27 @@ def test_read_images_records_carry_lines_and_the_api_shape(ckpt, docs):
     strip = Image.new("RGB", (128, 32), "white")
     rec, = reader.read_images(model, tok, [strip], (32, 128), max_tokens=4)
     assert len(rec["lines"]) == 1 and rec["lines"][0]["box"] == [0, 0, 128, 32]
+
+
+def test_the_python_api_reads_paths_pil_and_numpy_with_the_model_loaded_once(ckpt, docs, capsys, monkeypatch):
+    import nanoocr
+    from nanoocr import api
+    loads = []
+    real_open = reader.open_model
+    monkeypatch.setattr(reader, "open_model", lambda *a, **k: loads.append(a) or real_open(*a, **k))
+    monkeypatch.setattr(api, "_READERS", {})
+    rc, printed, _ = run_read(capsys, docs / "p1.png", "--model", ckpt, "--max_tokens", MAX_TOKENS)
+    loads.clear()
+    pil = Image.open(docs / "p1.png")
+    for src in (str(docs / "p1.png"), pil, np.asarray(pil.convert("RGB")), (docs / "p1.png").read_bytes()):
+        page, = nanoocr.read(src, model=ckpt, max_tokens=int(MAX_TOKENS))
+        assert page.text + "\n" == printed and page.page == 1 and page.size == SIZES[0] and page.error is None
+        assert page.text == "\n".join(line.text for line in page.lines)
+        assert all(isinstance(line, nanoocr.Line) and len(line.box) == 4 for line in page.lines)
+    assert len(loads) == 1  # four calls, one model load
+    pages = nanoocr.read(str(docs / "broken.pdf"), model=ckpt, max_tokens=int(MAX_TOKENS), dpi=72)
+    assert [p.page for p in pages] == [1, 2, 3] and pages[1].error and not pages[0].error
+    with pytest.raises(ValueError, match="not an image"):
+        nanoocr.read(np.zeros((4, 4, 2), np.uint8), model=ckpt, max_tokens=int(MAX_TOKENS))
+    with pytest.raises(ValueError, match="nowhere.png"):
+        nanoocr.read("nowhere.png", model=ckpt, max_tokens=int(MAX_TOKENS))
