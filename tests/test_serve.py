@@ -28,7 +28,7 @@ from nanoocr import reader
 from nanoocr.checkpoint_manager import load_model
 from scripts import serve, serve_queue
 from scripts import cli
-from serve_fixtures import (WORDS, make_checkpoint, text_image, png_bytes, server_process, rss_mb, request,
+from serve_fixtures import (read_records, WORDS, make_checkpoint, text_image, png_bytes, server_process, rss_mb, request,
                             multipart, post_ocr, post_json, sse_events, read_output)
 
 CAP = 24  # the server's --max_tokens_cap, also its default max_tokens (the model's sequence_len is 96)
@@ -126,7 +126,7 @@ def test_ocr_gives_nanoocr_reads_text(server, files):
     _, url = server
     d, ckpt = files
     out = ok_json(post_ocr(url, (d / "a.png").read_bytes()))
-    assert set(out) <= {"text", "tokens", "seconds", "truncated"} and out["seconds"] > 0
+    assert set(out) <= {"text", "tokens", "seconds", "truncated", "lines"} and out["seconds"] > 0
     assert out["text"] == read_output(ckpt, d / "a.png", "--max_tokens", str(CAP))
     # truncated when the token cap cut it, or when a strip's answer reached what its ink can hold
     # (strips.text_strips' max_chars: an untrained model rambles, and the reader stops it there)
@@ -224,6 +224,44 @@ def chunked_post(url, path, body, content_type, timeout=30):
         conn.close()
 
 
+def test_ocr_returns_boxes_and_confidences_and_reads_pdf_pages(server, files, tmp_path):
+    """/ocr gives `nanoocr read --format jsonl`'s lines (boxes in the upload's pixels, confidences);
+    a PDF comes back page by page, each page as `read` reads it; a PDF over --max_pages is a 413
+    before anything is rendered; the OpenAI endpoint still takes images only."""
+    from fpdf import FPDF
+    _, url = server
+    d, ckpt = files
+    para = Image.new("RGB", (300, 110), "white")
+    for i, line in enumerate(["hello world", "total cash"]):
+        ImageDraw.Draw(para).text((10, 10 + 45 * i), line, fill="black", font=ImageFont.load_default(size=24))
+    para.save(tmp_path / "para.png")
+    out = ok_json(post_ocr(url, (tmp_path / "para.png").read_bytes()))
+    rec, = read_records(ckpt, tmp_path / "para.png", "--max_tokens", str(CAP))
+    assert out["text"] == rec["text"] and out["lines"] == rec["lines"] and len(out["lines"]) == 2
+    for line in out["lines"]:
+        l, t, r, b = line["box"]
+        assert 0 <= l < r <= 300 and 0 <= t < b <= 110 and 0 <= line["confidence"] <= 1
+    pdf = FPDF(unit="pt")
+    for name in ("a.png", "para.png"):
+        im = Image.open(d / name if name == "a.png" else tmp_path / name)
+        pdf.add_page(format=im.size)
+        pdf.image(im, x=0, y=0, w=im.size[0], h=im.size[1])
+    (tmp_path / "two.pdf").write_bytes(bytes(pdf.output()))
+    out = ok_json(post_ocr(url, (tmp_path / "two.pdf").read_bytes(), filename="two.pdf", ctype="application/pdf",
+                           max_tokens=CAP))
+    recs = read_records(ckpt, tmp_path / "two.pdf", "--max_tokens", str(CAP), "--dpi", "144")
+    assert [p["page"] for p in out["pages"]] == [1, 2] == [r["page"] for r in recs]
+    assert [p["text"] for p in out["pages"]] == [r["text"] for r in recs]
+    assert [p["lines"] for p in out["pages"]] == [r["lines"] for r in recs]
+    many = FPDF(unit="pt")
+    for _ in range(21):
+        many.add_page(format=(50, 50))
+    status, _, body = post_ocr(url, bytes(many.output()), filename="many.pdf")
+    assert status == 413 and "21 pages" in json.loads(body)["error"]
+    status, _, body = post_json(url, "/v1/chat/completions", chat((tmp_path / "two.pdf").read_bytes()))
+    assert status == 415 and "PDF" in json.loads(body)["error"]["message"]
+
+
 def test_limits_and_bad_inputs_get_their_status(server, files):
     _, url = server
     d, _ = files
@@ -234,7 +272,7 @@ def test_limits_and_bad_inputs_get_their_status(server, files):
     expect = [
         (post_ocr(url, big), 413, "limit"),
         (chunked_post(url, "/ocr", *multipart({}, {"image": ("x.png", big, "image/png")})), 413, "limit"),
-        (post_ocr(url, PDF, filename="page.png"), 415, "PDF"),
+        (post_ocr(url, PDF, filename="page.png"), 400, "not a readable PDF"),  # /ocr reads PDFs: a broken one is a 400
         (post_ocr(url, b"<!doctype html><html>404</html>", filename="page.jpg", ctype="image/jpeg"), 415, "HTML"),
         (post_ocr(url, b""), 415, "empty"),
         (post_ocr(url, CORRUPT_PNG), 400, "not a readable image"),
@@ -310,7 +348,7 @@ def test_load_50_concurrent_requests(server, files):
         if i == n:
             return post_ocr(url, b"\x89PNG\r\n\x1a\n" + bytes(1536 * 1024))
         if i == n + 1:
-            return post_ocr(url, PDF, filename="scan.png")
+            return post_ocr(url, b"<!doctype html><html>404</html>", filename="scan.png")
         if i == n + 2:
             return post_ocr(url, CORRUPT_PNG)
         return post_ocr(url, image, max_tokens=8, timeout=120)
