@@ -183,9 +183,22 @@ def test_the_searchable_pdfs_text_layer_is_the_text_read_prints(ckpt, docs, caps
     rc, _, err = run_read(capsys, docs / "three.pdf", "--model", ckpt, "--dpi", "72", "--max_tokens", MAX_TOKENS,
                           "--format", "pdf", "--out", out)
     assert rc == 0, err
+    rc, jsonl, _ = run_read(capsys, docs / "three.pdf", "--model", ckpt, "--dpi", "72", "--max_tokens", MAX_TOKENS,
+                            "--format", "jsonl")
+    records = read_jsonl(jsonl)
     doc = pdfium.PdfDocument(str(out))
     assert len(doc) == 3
     for i, expected in enumerate(printed_pages):
+        # each line's text lies on its line: the text layer inside the line's box is that line
+        page, text = doc[i], doc[i].get_textpage()
+        height = page.get_size()[1]
+        for line in records[i]["lines"]:
+            l, t, r, b = line["box"]  # pixels = points at 72 dpi; PDF y runs upwards
+            inside = text.get_text_bounded(left=l - 1, bottom=height - b + 0.25, right=r + 1, top=height - t - 0.25)
+            want = re.sub("[\x00-\x1f\x7f]", "", line["text"]).strip()
+            assert inside.replace("\r\n", " ").strip() == want, (line, inside)
+        text.close()
+        page.close()
         page = doc[i]
         assert tuple(round(v) for v in page.get_size()) == SIZES[i]  # the original page, same size
         layer = page.get_textpage().get_text_range().replace("\r\n", "\n")

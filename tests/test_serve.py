@@ -7,6 +7,7 @@ in-process with generation slowed down, so they depend on no machine's speed.
 """
 
 import io
+import re
 import os
 import json
 import time
@@ -253,6 +254,12 @@ def test_ocr_returns_boxes_and_confidences_and_reads_pdf_pages(server, files, tm
     assert [p["page"] for p in out["pages"]] == [1, 2] == [r["page"] for r in recs]
     assert [p["text"] for p in out["pages"]] == [r["text"] for r in recs]
     assert [p["lines"] for p in out["pages"]] == [r["lines"] for r in recs]
+    # a damaged page: its own error entry, the other page read
+    data = (tmp_path / "two.pdf").read_bytes()
+    at = [m.start() for m in re.finditer(rb"/Type /Page\b", data)][1]
+    broken = data[:at] + b"/Type /Xage" + data[at + len(b"/Type /Page"):]
+    out = ok_json(post_ocr(url, broken, filename="two.pdf", max_tokens=CAP))
+    assert out["pages"][0]["text"] == recs[0]["text"] and "page 2" in out["pages"][1]["error"]
     many = FPDF(unit="pt")
     for _ in range(21):
         many.add_page(format=(50, 50))
