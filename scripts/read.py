@@ -227,13 +227,16 @@ def main(argv=None):
                     (pages_kept if args.out else document).append(out)
         flush_document()
         if fmt in ("hocr", "pdf") and args.out:
-            (write_hocr if fmt == "hocr" else write_pdf)(pages_kept, args.out)
-            written.append(args.out)
+            if pages_kept:
+                (write_hocr if fmt == "hocr" else write_pdf)(pages_kept, args.out)
+                written.append(args.out)
+            else:
+                print(f"nanoocr read: no page could be read; {args.out} not written", file=sys.stderr)
     finally:
         bar.close()
         if sink is not None and sink is not sys.stdout:
             sink.close()
-    if len(items) != 1 or fmt in ("hocr", "pdf") or n_done != 1:
+    if len(items) != 1 or n_done != 1 or fmt in ("hocr", "pdf") or out_path:  # not one page on stdout
         where = f" -> {out_path}" if out_path and fmt in ("text", "jsonl") else ""
         if written:
             where = " -> " + ", ".join(written[:3]) + (f" (+{len(written) - 3} more)" if len(written) > 3 else "")
