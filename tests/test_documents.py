@@ -255,3 +255,17 @@ def test_the_python_api_reads_paths_pil_and_numpy_with_the_model_loaded_once(ckp
         nanoocr.read(np.zeros((4, 4, 2), np.uint8), model=ckpt, max_tokens=int(MAX_TOKENS))
     with pytest.raises(ValueError, match="nowhere.png"):
         nanoocr.read("nowhere.png", model=ckpt, max_tokens=int(MAX_TOKENS))
+
+
+def test_the_readmes_python_example_runs(ckpt, monkeypatch, capsys):
+    """README "Using it from Python", as written, with the newest model of a base dir (the random one)."""
+    import os
+    from nanoocr import api
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    section = readme[readme.index("### Using it from Python"):]
+    code = section[section.index("```python") + len("```python"):section.index("```\n", section.index("```python") + 9)]
+    monkeypatch.setenv("NANOOCR_BASE_DIR", os.path.dirname(os.path.dirname(ckpt)))  # <base>/vis_tok_checkpoints/t
+    monkeypatch.setattr(api, "_READERS", {})
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("1 (420, 110) ") and len(out) >= 3
