@@ -70,11 +70,13 @@ def hocr(pages):
         for li, line in enumerate(p["lines"], start=1):
             if not line["text"]:
                 continue
-            out.append(f'<span class="ocr_line" id="line_{pi}_{li}" title={quoteattr(_title(line["box"], line["confidence"]))}>')
+            title = quoteattr(_title(line["box"], line["confidence"]))
+            out.append(f'<span class="ocr_line" id="line_{pi}_{li}" title={title}>')
             for wi, word in enumerate(line.get("words") or [line], start=1):
                 if word["text"]:
-                    out.append(f'<span class="ocrx_word" id="word_{pi}_{li}_{wi}" '
-                               f'title={quoteattr(_title(word["box"], word["confidence"]))}>{_xml_text(word["text"])}</span>')
+                    title = quoteattr(_title(word["box"], word["confidence"]))
+                    out.append(f'<span class="ocrx_word" id="word_{pi}_{li}_{wi}" title={title}>'
+                               f'{_xml_text(word["text"])}</span>')
             out.append('</span>')
         out.append('</div>')
     out += ['</body>', '</html>', '']

@@ -165,7 +165,8 @@ def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, cal
     for views in views_per_image:
         mine, k = outs[k:k + len(views)], k + len(views)
         text = mine[0]["text"] if len(views) == 1 else join_lines([o["text"] for o in mine], [li for li, _ in views])
-        results.append(dict(text=text, lines=view_lines(views, mine) if views else [], num_tokens=sum(o["num_tokens"] for o in mine), views=len(views),
+        results.append(dict(text=text, lines=view_lines(views, mine) if views else [],
+                            num_tokens=sum(o["num_tokens"] for o in mine), views=len(views),
                             finish_reason="length" if any(o["finish_reason"] == "length" for o in mine) else "stop",
                             seconds=share * len(views)))
     return results
