@@ -3,7 +3,7 @@ Generation: images + prompts -> text, batched, with the vision embeddings comput
 and the GPT's KV cache (dev/design.md §5, inference paragraph).
 
     results = generate(model, tokenizer, images, prompts, max_tokens=256)
-    results[i] = {"text", "ids", "num_tokens", "finish_reason"}
+    results[i] = {"text", "ids", "num_tokens", "finish_reason", "logprobs", "mean_logprob"}
 
 How one call runs:
 1. encode every image exactly once (same-size single views in one batched encoder call);
@@ -174,6 +174,7 @@ class _Decoder:
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(seed)
         self.out = [[] for _ in range(B)]
+        self.logprobs = [[] for _ in range(B)]  # per row: each answer token's log-probability
         self.ngrams = [NgramIndex(no_repeat_ngram_size, no_repeat_window) for _ in range(B)]
         self.done = [max_tokens <= 0] * B
         self.reason = ["length"] * B
@@ -182,6 +183,7 @@ class _Decoder:
         """logits [B, V] for every row's next token -> next ids [B] (a finished row gets <|assistant_end|>,
         a harmless filler it is fed but never reads)."""
         logits = logits.float().clone()
+        raw_logp = logits.log_softmax(dim=-1)  # the model's own belief, before the rules below edit it
         logits[:, self.image_id] = float("-inf")
         if self.ngram > 0:
             for b in range(logits.size(0)):
@@ -189,7 +191,9 @@ class _Decoder:
                     banned = self.ngrams[b].banned(self.out[b])
                     if banned:
                         logits[b, list(banned)] = float("-inf")
-        nxt = sample_next(logits, generator=self.generator, **self.sampling).tolist()
+        nxt = sample_next(logits, generator=self.generator, **self.sampling)
+        chosen_logp = raw_logp.gather(1, nxt[:, None]).squeeze(1).tolist()
+        nxt = nxt.tolist()
         for b, tok in enumerate(nxt):
             if self.done[b]:
                 nxt[b] = self.end_id
@@ -198,16 +202,19 @@ class _Decoder:
                 self.done[b], self.reason[b] = True, "stop"
                 continue
             self.out[b].append(tok)
+            self.logprobs[b].append(chosen_logp[b])
             if self.callback is not None or self.max_chars[b] is not None:
                 text = self.tokenizer.decode(self.out[b])
                 if self.max_chars[b] is not None and len(text) > self.max_chars[b]:
                     self.out[b].pop()  # more text than the strip's ink can hold: the rest is invented
+                    self.logprobs[b].pop()
                     self.done[b] = True
                     continue
                 if self.max_chars[b] is not None and _looping(text, 4):
                     # "knownownownown": a strip's short loop, invented. Stop before this token, as
                     # the cap does, so the final text is exactly the last text streamed
                     self.out[b].pop()
+                    self.logprobs[b].pop()
                     self.done[b] = True
                     continue
                 if self.callback is not None:
@@ -221,8 +228,9 @@ class _Decoder:
         return all(self.done)
 
     def results(self):
-        return [{"text": self.tokenizer.decode(ids), "ids": ids, "num_tokens": len(ids), "finish_reason": r}
-                for ids, r in zip(self.out, self.reason)]
+        return [{"text": self.tokenizer.decode(ids), "ids": ids, "num_tokens": len(ids), "finish_reason": r,
+                 "logprobs": lp, "mean_logprob": sum(lp) / len(lp) if lp else None}
+                for ids, lp, r in zip(self.out, self.logprobs, self.reason)]
 
 
 def _looping(text, repeats):
@@ -284,7 +292,9 @@ def generate(model, tokenizer, images, prompts=DEFAULT_PROMPT, max_tokens=256, t
     A process_image dict with a "max_chars" entry (strips cut by strips.text_strips) ends its row
     before the answer grows past that many characters.
     Returns one dict per image: text, ids (answer tokens), num_tokens, finish_reason ("stop" when
-    the model ended the answer, "length" when max_tokens or max_chars cut it)."""
+    the model ended the answer, "length" when max_tokens or max_chars cut it), logprobs (each answer
+    token's log-probability under the model, before the logit rules and temperature) and
+    mean_logprob (their mean; None for an empty answer)."""
     with _inference(model, autocast_dtype):
         embeds, ids, mask, dec = _start(model, tokenizer, images, prompts, max_tokens, temperature, top_k, top_p,
                                         no_repeat_ngram_size, no_repeat_window, seed, callback)

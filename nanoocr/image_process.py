@@ -63,7 +63,8 @@ def describe_non_image(head):
     if len(head) == 0:
         return "the file is empty (0 bytes); re-download or re-export it"
     if head.startswith(b"%PDF"):
-        return ("it is a PDF document, not a raster image; render its pages to PNG first "
+        return ("it is a PDF document, not a raster image; `nanoocr read`, nanoocr.read() and the server's "
+                "/ocr read PDFs page by page (nanoocr/documents.py), or render its pages to PNG first "
                 "(e.g. `pdftoppm -r 200 -png FILE page`)")
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if b"<svg" in text[:1024] or (text.startswith(b"<?xml") and b"svg" in text):

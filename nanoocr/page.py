@@ -205,20 +205,27 @@ def find_page(img):
 
 
 def unwarp_page(img):
-    """An RGB PIL image -> the page flattened to a rectangle if find_page sees a photographed page,
+    """unwarp_page_mapped without its matrix."""
+    return unwarp_page_mapped(img)[0]
+
+
+def unwarp_page_mapped(img):
+    """(An RGB PIL image -> the page flattened to a rectangle if find_page sees a photographed page,
     else the image itself. What lies outside the frame (a corner the photo cut off) repeats the
     nearest edge pixels. The rectangle's outer EDGE_TRIM of each side is cut away: corners found
     within ~1% leave slivers of the surface along the page's edges, dark lines the ink threshold
     takes for text (a blank page read as "ink" along all four edges), and a page's text sits well
-    inside its margins."""
+    inside its margins. Also returns the 3x3 matrix taking the input's pixels to the flat page's
+    (identity when nothing was flattened): the reader maps line boxes back with it.)"""
     rgb = np.asarray(img.convert("RGB"))
     quad = find_page(rgb)
     if quad is None:
-        return img
+        return img, np.eye(3)
     tl, tr, br, bl = quad
     W = int(round(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))))
     H = int(round(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))))
     M = cv2.getPerspectiveTransform(quad, np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], np.float32))
     flat = cv2.warpPerspective(rgb, M, (W, H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     dx, dy = int(round(EDGE_TRIM * W)), int(round(EDGE_TRIM * H))
-    return Image.fromarray(flat[dy:H - dy, dx:W - dx])
+    trim = np.array([[1, 0, -dx], [0, 1, -dy], [0, 0, 1]], np.float64)
+    return Image.fromarray(flat[dy:H - dy, dx:W - dx]), trim @ M.astype(np.float64)

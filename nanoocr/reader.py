@@ -2,18 +2,23 @@
 Images in, texts out: the one path every reader of images takes (`nanoocr read`, `nanoocr eval`,
 `nanoocr sample` and the server), so they all read an image alike.
 
-    for rec in read_images(model, tokenizer, ["a.png", "scans/b.jpg", pil_image], mode):
-        rec = {"image", "text", "num_tokens", "views", "finish_reason", "seconds", "vision_tokens"}
-           or {"image", "error"}                               # the file named in image and in the message
+    for rec in read_images(model, tokenizer, ["a.png", "scans/b.jpg", "doc.pdf", pil_image], mode):
+        rec = {"image", "page", "text", "lines", "num_tokens", "views", "finish_reason", "seconds", "vision_tokens"}
+           or {"image", "page", "error"}                       # the file named in image and in the message
+        rec["lines"] = [{"text", "box": [left, top, right, bottom], "confidence", ("words": [...])}]
 
-One image goes:
+One input goes:
+0. documents.open_pages: a PDF's pages rendered at dpi, a multi-page TIFF's frames, or the one image
+   (a record per page, page numbers from 1; a bad page is its own error record);
 1. load_image (image_process: any PIL mode, EXIF rotation, alpha on white, truncated files,
-   decompression bombs, PDFs renamed to .png -> an RGB image or an ImageError naming the file);
+   decompression bombs, SVGs or HTML renamed to .png -> an RGB image or an ImageError naming the file);
 2. strip_views: the model's inputs for it. One view, except that a model trained on fixed HxW strips
    reads an image of another size cut into lines and word groups of that size (strips.text_strips;
    each piece carries the most characters its ink can hold, and engine ends the piece there);
-3. engine.generate (or joint_decode's readers: --decoder), all the views of a batch of images together, batch_size at a time;
-4. the pieces' texts joined back by line (strips.join_lines).
+3. engine.generate (or joint_decode's readers: --decoder), all the views of a batch of images together,
+   batch_size at a time;
+4. the pieces' texts joined back by line (strips.join_lines), and per line its box in the page's
+   pixels (the strips' boxes, strips.text_strips) and a confidence (line_confidence).
 The server runs 1-2 (load_views) on its decoding threads and 3-4 (generate_views) on its generation
 threads, with a callback that streams the joined text so far.
 
@@ -23,6 +28,7 @@ dtype per device; the default prompt is modes.DEFAULT_PROMPT.
 """
 
 import os
+import math
 import stat
 import time
 import traceback
@@ -34,6 +40,7 @@ from nanoocr.common import autocast_dtype
 from nanoocr.checkpoint_manager import load_model, find_model, CheckpointError, NoModelError
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, load_image
+from nanoocr.documents import DEFAULT_DPI, MAX_PAGES, open_pages
 from nanoocr.deepencoder import count_vision_tokens
 from nanoocr.strips import text_strips, join_lines
 from nanoocr.engine import preprocess
@@ -86,8 +93,52 @@ def strip_views(model, image, mode, max_words=0, whole=False):
     one strip). A blank image gives []."""
     if whole or not isinstance(mode, tuple) or image.size == (mode[1], mode[0]):
         return [(0, preprocess(model, image, mode))]
-    return [(li, dict(preprocess(model, strip, mode), max_chars=strip.info["max_chars"]))
+    return [(li, dict(preprocess(model, strip, mode), max_chars=strip.info["max_chars"], box=strip.info["box"],
+                      line_box=strip.info["line_box"]))
             for li, strip in text_strips(image, *mode, max_words=max_words)]
+
+
+def line_confidence(logprobs):
+    """A line's (or word group's) confidence in [0, 1] from its answer tokens' log-probabilities
+    (engine.generate's "logprobs"): their mean, exponentiated -- the geometric mean of the
+    probabilities the model gave the tokens it wrote. None when it wrote nothing. Used where the GPT
+    decoded alone; the joint decoder's own confidence takes its place otherwise (strips_confidence)."""
+    return round(math.exp(sum(logprobs) / len(logprobs)), 4) if logprobs else None
+
+
+def strips_confidence(outs):
+    """The confidence of a line (or word group) read as these strips: the joint / CTC decoders' own
+    per-strip confidences (nanoocr/joint_decode.py), their geometric mean; else line_confidence of the
+    GPT's token log-probabilities. None when nothing was written."""
+    if not any(o["num_tokens"] for o in outs):
+        return None
+    if all("confidence" in o for o in outs):
+        return round(math.exp(sum(math.log(max(o["confidence"], 1e-12)) for o in outs) / len(outs)), 4)
+    return line_confidence([lp for o in outs for lp in o.get("logprobs", [])])
+
+
+def view_lines(views, outs):
+    """An image's strip_views() and their generate() results -> its lines, top to bottom:
+    [{"text", "box", "confidence"}] (+ "words": the same per word group where the cutter split the
+    line). Boxes are [left, top, right, bottom] in the image's pixels. An image read as one view (a
+    square mode, an exact strip, --whole) is one "line" holding the whole text, boxed by the image."""
+    if len(views) == 1 and "line_box" not in views[0][1]:
+        p, o = views[0][1], outs[0]
+        return [dict(text=o["text"].strip(), box=[0, 0, *p["size"]], confidence=strips_confidence([o]))]
+    by_line = {}
+    for (li, p), o in zip(views, outs):
+        by_line.setdefault(li, []).append((p, o))
+    lines = []
+    for li in sorted(by_line):
+        parts = by_line[li]
+        texts = [o["text"].strip() for _, o in parts]
+        line = dict(text=" ".join(t for t in texts if t), box=parts[0][0]["line_box"],
+                    confidence=strips_confidence([o for _, o in parts]))
+        if len(parts) > 1:
+            line["words"] = [dict(text=t, box=p["box"], confidence=strips_confidence([o]))
+                             for t, (p, o) in zip(texts, parts)]
+        lines.append(line)
+    return lines
 
 
 def load_views(model, src, mode, max_words=0, whole=False, name=None, max_pixels=DEFAULT_MAX_PIXELS):
@@ -99,8 +150,9 @@ def load_views(model, src, mode, max_words=0, whole=False, name=None, max_pixels
 def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, callback=None, decoder="gpt", **kwargs):
     """generate() for images given as strip_views() lists: all their views in batches of batch_size,
     then one result per image: text (a lone view's own text; pieces joined by line with
-    strips.join_lines), num_tokens, finish_reason ("length" if any piece was cut), views (how many
-    were read) and seconds (its views' share of the generation time). prompts: one per image.
+    strips.join_lines), lines (view_lines: text, box and confidence per line), num_tokens,
+    finish_reason ("length" if any piece was cut), views (how many were read) and seconds (its
+    views' share of the generation time). prompts: one per image.
     callback(image index, token_id, text so far): the image's text so far is its pieces up to the
     one being written, joined by line; it only grows when the pieces are read one after another
     (batch_size=1, as the server reads). kwargs go to generate()."""
@@ -129,11 +181,10 @@ def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, cal
     for views in views_per_image:
         mine, k = outs[k:k + len(views)], k + len(views)
         text = mine[0]["text"] if len(views) == 1 else join_lines([o["text"] for o in mine], [li for li, _ in views])
-        results.append(dict(text=text, num_tokens=sum(o["num_tokens"] for o in mine), views=len(views),
+        results.append(dict(text=text, lines=view_lines(views, mine) if views else [],
+                            num_tokens=sum(o["num_tokens"] for o in mine), views=len(views),
                             finish_reason="length" if any(o["finish_reason"] == "length" for o in mine) else "stop",
                             seconds=share * len(views)))
-        if mine and all("confidence" in o for o in mine):  # the joint / CTC decoders score every strip
-            results[-1]["confidence"] = min(o["confidence"] for o in mine)
     return results
 
 
@@ -170,23 +221,58 @@ def _default_name(src):
     return "<bytes>"
 
 
+def iter_pages(images, names=None, errors=None, dpi=DEFAULT_DPI, max_pixels=DEFAULT_MAX_PIXELS, max_pages=MAX_PAGES,
+               first_page=False):
+    """Inputs -> (input index, name, page number, RGB image or an error message), page by page and
+    lazily (a 500-page PDF is rendered as it is read, not all at once). An input that cannot be
+    opened at all is one error with page None; a bad page of a good document is an error for that
+    page, and its other pages still come. first_page: only each input's first page (an evaluation
+    sample is one image with one transcript, whatever frames its file holds)."""
+    for i, src in enumerate(images):
+        name = names[i] if names is not None else _default_name(src)
+        if errors is not None and errors[i] is not None:
+            yield i, name, None, errors[i]
+            continue
+        special = not_a_regular_file(src)
+        if special:  # opening a FIFO would wait forever for a writer; a device could be endless
+            yield i, name, None, f"{name}: not a regular file ({special}); skipped"
+            continue
+        try:
+            for page, image in open_pages(src, name, dpi, max_pixels, max_pages):
+                yield i, name, page, str(image) if isinstance(image, ImageError) else image
+                if first_page:
+                    break
+        except ImageError as e:  # its message names the file
+            yield i, name, None, str(e)
+        except OSError as e:  # permission denied, a directory that vanished, ...
+            yield i, name, None, f"{type(e).__name__}: {e}"
+        except Exception as e:  # a bug, or a file some library chokes on: this input fails, the run goes on
+            yield i, name, None, _unexpected(e)
+
+
 def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=None, errors=None, batch_size=8,
                 max_words=0, whole=False, max_tokens=None, no_repeat_ngram=NO_REPEAT_NGRAM,
-                no_repeat_window=NO_REPEAT_WINDOW, callback=None, decoder=None, **kwargs):
-    """Read images (paths, bytes or PIL images): yields one record per input, in input order, a
-    batch of batch_size images at a time (so a long run shows results as it goes):
-    {"image": name, "text", "num_tokens", "views", "finish_reason", "seconds", "vision_tokens"}, or
-    {"image": name, "error": message} for an image that cannot be read, that is no regular file (a
-    FIFO would block the run), or on which anything else fails, a bug included (the others go on).
+                no_repeat_window=NO_REPEAT_WINDOW, callback=None, dpi=DEFAULT_DPI, max_pixels=DEFAULT_MAX_PIXELS,
+                max_pages=MAX_PAGES, first_page=False, keep_pictures=False, decoder=None, **kwargs):
+    """Read inputs (paths, bytes or PIL images; a PDF or multi-page TIFF is one input of several
+    pages): yields one record per page, in input and page order, batch_size pages at a time (so a
+    long run shows results as it goes):
+    {"image": name, "page": n, "size": [w, h], "text", "lines", "num_tokens", "views", "finish_reason", "seconds",
+    "vision_tokens"}, or {"image": name, "page": n or None, "error": message} for a page or an input
+    that cannot be read, that is no regular file (a FIFO would block the run), or on which anything
+    else fails, a bug included (the others go on; page None: the whole input). lines: view_lines'.
     mode: a modes.parse_mode() value (modes.resolve_mode gives the model's own). prompts: one for
-    all, or one per image. names: what records and errors call each image (default: its path).
+    all, or one per input. names: what records and errors call each input (default: its path).
     errors: per input, an error already known (a path that matched nothing) or None; such an input
-    keeps its place in its batch and in the output. max_words / whole: see strip_views. seconds =
-    the image's loading time + its share of its batch's generation time. vision_tokens: all its
-    views' (deepencoder.count_vision_tokens). callback(input index, token_id, text so far), see
-    generate_views. decoder: "joint" | "gpt" | "ctc" (nanoocr/joint_decode.py; None = the model's default:
-    joint with a CTC head on fixed strips, else gpt); the joint and ctc decoders add "confidence" (the
-    weakest strip's). kwargs (temperature, autocast_dtype, ...) go to engine.generate."""
+    keeps its place in the output. max_words / whole: see strip_views. dpi: PDF pages are rendered
+    at it; max_pixels: the largest image or page accepted; max_pages: pages read per document;
+    first_page: one record per input, its first page (see iter_pages). keep_pictures: records also
+    carry "picture", the page image read (a searchable PDF is made of them).
+    seconds = the page's loading time + its share of its batch's generation time. vision_tokens: all
+    its views' (deepencoder.count_vision_tokens). callback(input index, token_id, text so far), see
+    generate_views. decoder: "joint" | "gpt" | "ctc" (nanoocr/joint_decode.py; None = the model's
+    default: joint with a CTC head on fixed strips, else gpt). kwargs (temperature, autocast_dtype, ...)
+    go to engine.generate."""
     if decoder is None:
         decoder = default_decoder(model, mode)
     check_decoder(model, mode, decoder)
@@ -194,56 +280,53 @@ def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=No
     prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
     assert len(prompts) == n, f"{len(prompts)} prompts for {n} images (give one prompt, or one per image)"
     max_tokens = default_max_tokens(model) if max_tokens is None else max_tokens
-    for start in range(0, n, batch_size):
-        stop = min(n, start + batch_size)
-        records = [None] * (stop - start)
-        ready = []  # (input index, name, [(line index, processed)], load seconds)
-        for i in range(start, stop):
-            name = names[i] if names is not None else _default_name(images[i])
-            if errors is not None and errors[i] is not None:
-                records[i - start] = {"image": name, "error": errors[i]}
-                continue
+    pages = iter_pages(images, names, errors, dpi, max_pixels, max_pages, first_page)
+    while True:
+        records, ready = [], []  # ready: (record slot, input index, name, page, views, load seconds, image)
+        t0 = time.time()
+        for i, name, page, image in pages:
+            if isinstance(image, str):
+                records.append({"image": name, "page": page, "error": image})
+            else:
+                try:
+                    views = strip_views(model, image, mode, max_words, whole)
+                    ready.append((len(records), i, name, page, views, time.time() - t0, image))
+                    records.append(None)
+                except ImageError as e:
+                    records.append({"image": name, "page": page, "error": str(e)})
+                except Exception as e:  # a bug, or an image some library chokes on: this page fails, the run goes on
+                    records.append({"image": name, "page": page, "error": _unexpected(e)})
             t0 = time.time()
-            try:
-                special = not_a_regular_file(images[i])
-                if special:  # opening a FIFO would wait forever for a writer; a device could be endless
-                    raise ImageError(f"{name}: not a regular file ({special}); skipped")
-                views = load_views(model, images[i], mode, max_words, whole, name=name)
-            except ImageError as e:  # its message names the file
-                records[i - start] = {"image": name, "error": str(e)}
-                continue
-            except OSError as e:  # permission denied, a directory that vanished, ...
-                records[i - start] = {"image": name, "error": f"{type(e).__name__}: {e}"}
-                continue
-            except Exception as e:  # a bug, or an image some library chokes on: this image fails, the run goes on
-                records[i - start] = {"image": name, "error": _unexpected(e)}
-                continue
-            ready.append((i, name, views, time.time() - t0))
-        on_token = None if callback is None else (lambda r, tok, text: callback(ready[r][0], tok, text))
+            if len(records) >= batch_size:
+                break
+        if not records:
+            return
+        on_token = None if callback is None else (lambda r, tok, text: callback(ready[r][1], tok, text))
         gen_kwargs = dict(max_tokens=max_tokens, no_repeat_ngram_size=no_repeat_ngram,
                           no_repeat_window=no_repeat_window, decoder=decoder, **kwargs)
         try:
-            outs = generate_views(model, tokenizer, [r[2] for r in ready], [prompts[r[0]] for r in ready],
+            outs = generate_views(model, tokenizer, [r[4] for r in ready], [prompts[r[1]] for r in ready],
                                   batch_size, callback=on_token, **gen_kwargs)
         except Exception as e:
-            # some image of the batch broke generation: read them one at a time, so only that one fails
-            # (a lone image is not generated twice: the error is its own)
-            outs = [{"error": f"{ready[0][1]}: {_unexpected(e, 'while generating')}"}] if len(ready) == 1 else []
-            for i, name, views, _ in (ready if len(ready) > 1 else []):
+            # some page of the batch broke generation: read them one at a time, so only that one fails
+            # (a lone page is not generated twice: the error is its own)
+            outs = [{"error": f"{ready[0][2]}: {_unexpected(e, 'while generating')}"}] if len(ready) == 1 else []
+            for slot, i, name, page, views, _, _ in (ready if len(ready) > 1 else []):
                 one_cb = None if callback is None else (lambda _r, tok, text, i=i: callback(i, tok, text))
                 try:
                     outs += generate_views(model, tokenizer, [views], [prompts[i]], batch_size, callback=one_cb,
                                            **gen_kwargs)
                 except Exception as e1:
                     outs.append({"error": f"{name}: {_unexpected(e1, 'while generating')}"})
-        for (i, name, views, load_s), out in zip(ready, outs):
+        for (slot, i, name, page, views, load_s, image), out in zip(ready, outs):
             if "error" in out:
-                records[i - start] = {"image": name, "error": out["error"]}
+                records[slot] = {"image": name, "page": page, "error": out["error"]}
                 continue
-            records[i - start] = {
-                "image": name, "text": out["text"], "num_tokens": out["num_tokens"], "views": out["views"],
-                "finish_reason": out["finish_reason"], "seconds": load_s + out["seconds"],
+            records[slot] = {
+                "image": name, "page": page, "size": list(image.size), "text": out["text"], "lines": out["lines"],
+                "num_tokens": out["num_tokens"], "views": out["views"], "finish_reason": out["finish_reason"],
+                "seconds": load_s + out["seconds"],
                 "vision_tokens": max(1, sum(count_vision_tokens(model.encoder.config, p) for _, p in views))}
-            if "confidence" in out:
-                records[i - start]["confidence"] = round(out["confidence"], 4)
+            if keep_pictures:
+                records[slot]["picture"] = image
         yield from records

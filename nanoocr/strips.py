@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from nanoocr.page import unwarp_page
+from nanoocr.page import unwarp_page_mapped
 from nanoocr.layout import detect_orientation, find_columns, runs as _runs
 
 INK_FRAC = 0.92      # ink height of a line with ascenders and descenders, in font sizes (measured on
@@ -146,13 +146,43 @@ def background_and_ink(img):
     return tuple(int(v) for v in np.median(paper, axis=0)), ink
 
 
+def _rot90_matrix(k, w, h):
+    """The 3x3 matrix of np.rot90(a, k) on pixel coordinates of a w x h image (counter-clockwise
+    quarter turns; (x, y) -> (y, w - x) for one turn)."""
+    M = np.eye(3)
+    for _ in range(k % 4):
+        M = np.array([[0, 1, 0], [-1, 0, w], [0, 0, 1]], np.float64) @ M
+        w, h = h, w
+    return M
+
+
+def box_back(H, box, size):
+    """A box (left, top, right, bottom) in cleaned-image pixels -> the same box in the input image's
+    pixels: its 4 corners through the inverse of H (input -> cleaned, clean_image_mapped), their
+    axis-aligned bounding box, clipped to the input's size (w, h). Ints, right/bottom exclusive."""
+    l, t, r, b = box
+    pts = np.array([[[l, t]], [[r, t]], [[r, b]], [[l, b]]], np.float64)
+    back = cv2.perspectiveTransform(pts, np.linalg.inv(H)).reshape(4, 2)
+    w, h = size
+    x0, y0 = np.clip(np.floor(back.min(0)), 0, [w, h])
+    x1, y1 = np.clip(np.ceil(back.max(0)), 0, [w, h])
+    return [int(x0), int(y0), int(x1), int(y1)]
+
+
 def clean_image(img):
     """RGB PIL image -> (grey PIL image: paper 255, dark ink, level; its ink mask): what
     text_strips cuts. Pixels more than two away from ink are set to paper, so specks, shading and
     paper texture are gone while strokes keep their anti-aliased edges. A tilted image is rotated
     level by skew_angle(). A photographed page is first flattened (page.unwarp_page) and sharpened
     (PHOTO_SHARPEN)."""
-    flat = unwarp_page(img)
+    return clean_image_mapped(img)[:2]
+
+
+def clean_image_mapped(img):
+    """clean_image(img) + the 3x3 matrix H taking the input's pixel coordinates to the cleaned
+    image's (flattening, a quarter turn, then the deskew's padding and rotation; identity for a level
+    scan), so a box found in the cleaned image maps back to the user's pixels (box_back)."""
+    flat, H = unwarp_page_mapped(img)
     _, norm = _normalised(flat, page=flat is not img)
     if flat is not img:  # a photographed page: its soft strokes sharpened to a scan's crisp ones
         amount, sigma = PHOTO_SHARPEN
@@ -168,6 +198,7 @@ def clean_image(img):
     # a page turned by 90, 180 or 270 degrees is turned back first: deskew only levels a few degrees
     turned = detect_orientation(ink)
     if turned:
+        H = _rot90_matrix(turned // 90, norm.shape[1], norm.shape[0]) @ H
         norm = np.ascontiguousarray(np.rot90(norm, turned // 90))
         ink = np.ascontiguousarray(np.rot90(ink, turned // 90))
     angle = skew_angle(ink)
@@ -180,9 +211,11 @@ def clean_image(img):
         size = (norm.shape[1], norm.shape[0])
         norm = cv2.warpAffine(norm, M, size, flags=cv2.INTER_CUBIC, borderValue=255)
         ink = cv2.warpAffine(ink8, M, size, flags=cv2.INTER_NEAREST, borderValue=0) > 127
+        shift = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1]], np.float64)
+        H = np.vstack([M, [0, 0, 1]]) @ shift @ H
     out = Image.fromarray(norm)
     out.info["orientation"] = turned  # degrees the input was turned clockwise (layout.detect_orientation)
-    return out, ink
+    return out, ink, H
 
 
 def skew_angle(ink):
@@ -336,8 +369,11 @@ def text_strips(img, height, width, max_words=0):
     and placed like the renderer's one-line samples. An image with no ink gives []. A piece still
     wider than the strip after scaling (one very long word) is squeezed to fit, which the model
     reads worse but does not drop. Each strip's info["max_chars"] is the most characters its ink can
-    hold (MIN_CHAR_EM): the reader cuts a longer answer there, so a strip never reads as a page."""
-    grey, ink = clean_image(img)
+    hold (MIN_CHAR_EM): the reader cuts a longer answer there, so a strip never reads as a page.
+    Each strip's info["box"] is its piece's ink box and info["line_box"] its whole line's, both
+    [left, top, right, bottom] in the pixels of `img` as given (mapped back through the flattening
+    and the deskew by box_back; a tilted line's box is the upright box around it)."""
+    grey, ink, H = clean_image_mapped(img)
     lines = column_lines(ink)
     if not lines:
         return []
@@ -349,6 +385,7 @@ def text_strips(img, height, width, max_words=0):
     strips = []
     for li, (x0, t, x1, b) in enumerate(lines):
         words = [(l + x0, r + x0) for l, r in find_words(ink[t:b, x0:x1])]
+        line_box = box_back(H, (words[0][0], t, words[-1][1], b), img.size) if words else None
         for l, r in _pieces(words, scale, room, max_words):
             nw = max(1, round((r - l) * scale))
             nh = max(1, round((b - t) * scale))
@@ -362,6 +399,9 @@ def text_strips(img, height, width, max_words=0):
             canvas.paste(piece, (LEFT_MARGIN, (height - nh) // 2))
             canvas = canvas.convert("RGB")
             canvas.info["max_chars"] = cap
+            rows = np.flatnonzero(ink[t:b, l:r].any(1))  # the piece's own ink rows: a word group's box is tight
+            canvas.info["box"] = box_back(H, (l, t + rows[0], r, t + rows[-1] + 1), img.size)
+            canvas.info["line_box"] = line_box
             strips.append((li, canvas))
     return strips
 

@@ -5,8 +5,11 @@ Serve a trained model over HTTP: a web page, a JSON API and an OpenAI-style endp
     nanoocr serve --model exported/cpu --port 8080 --concurrency 2 --queue 32
 
     GET  /                      the page: drop, paste or pick an image, watch the text stream in
-    POST /ocr                   multipart: image (file), optional mode, prompt, max_tokens, stream
-                                -> {"text", "tokens", "seconds"} (+ "truncated": true when max_tokens cut it;
+    POST /ocr                   multipart: image (file; an image or a PDF of at most --max_pages pages),
+                                optional mode, prompt, max_tokens, stream
+                                -> {"text", "tokens", "seconds", "lines": [{"text", "box", "confidence"}]}
+                                (a PDF: "pages": [{"page", "size", "text", "lines"} or {"page", "error"}]
+                                instead of "lines"; + "truncated": true when max_tokens cut it;
                                 seconds = decoding + generation, not time spent queued),
                                 or with stream=true an event stream (queued / token / done / error)
     POST /v1/chat/completions   OpenAI-style: one user message whose content holds an image_url part
@@ -55,6 +58,7 @@ from nanoocr import reader
 from nanoocr.image_process import DEFAULT_MAX_PIXELS
 from nanoocr.joint_decode import DECODERS, check_decoder
 from nanoocr.modes import default_mode
+from nanoocr.documents import DEFAULT_DPI
 from scripts.serve_queue import MB, FORM_SLACK, ApiError, error_body, sse, Deltas, OcrServer
 
 PAGE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page.html")
@@ -65,6 +69,10 @@ PAGE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page
 
 def ocr_record(out):
     rec = {"text": out["text"], "tokens": out["num_tokens"], "seconds": out["seconds"]}
+    if "pages" in out:  # a PDF: per page its size, text and lines
+        rec["pages"] = out["pages"]
+    else:  # boxes in the uploaded image's pixels, confidence in [0, 1], as `nanoocr read --format jsonl`
+        rec["lines"] = out["lines"]
     if out["finish_reason"] == "length":
         rec["truncated"] = True  # as `nanoocr read` marks it
     return rec
@@ -163,7 +171,8 @@ def create_app(server):
                 fields = {k: form.get(k) for k in ("mode", "prompt", "max_tokens", "stream")}
             finally:
                 await form.close()  # spooled temporary files
-            job = await server.prepare(data, name, fields["mode"], fields["prompt"], fields["max_tokens"], deadline)
+            job = await server.prepare(data, name, fields["mode"], fields["prompt"], fields["max_tokens"], deadline,
+                                       documents=True)
             del data, form  # the pixels live in the job now; don't hold the upload through generation
             server.submit(job, slot)
             if not is_true(fields["stream"]):
@@ -325,8 +334,13 @@ def parse_args(argv):
     parser.add_argument("--decoder", default=None, choices=DECODERS,
                         help="joint (beam search over the GPT with the CTC head's score) | gpt | ctc (default: joint "
                              "for a model with a CTC head reading strips, else gpt); sampling requests use the GPT")
+    parser.add_argument("--max_pages", type=int, default=20,
+                        help="most pages of a PDF sent to /ocr (more: 413; default: %(default)s)")
+    parser.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PDF pages are rendered at this resolution (default: %(default)s)")
     parser.add_argument("--device", default="", help="cuda | mps | cpu (default: autodetect)")
     args = parser.parse_args(argv)
+    if args.max_pages < 1 or not 10 <= args.dpi <= 1200:
+        parser.error("--max_pages must be >= 1 and --dpi between 10 and 1200")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
     if args.concurrency < 1 or args.queue < 0:
@@ -350,6 +364,7 @@ def main(argv=None):
     server = OcrServer(model, tokenizer, meta, model_dir, concurrency=args.concurrency, queue=args.queue,
                        max_upload_mb=args.max_upload_mb, timeout=args.timeout, max_tokens_cap=args.max_tokens_cap,
                        max_pixels=args.max_pixels, api_key=args.api_key, decoder=args.decoder,
+                       max_pages=args.max_pages, dpi=args.dpi,
                        autocast_dtype=reader.read_autocast_dtype(device_type))  # as `nanoocr read`
     # bind the socket ourselves: --port 0 then gets a free port we can print (tests use this), and a
     # port already in use fails here with a plain message

@@ -26,6 +26,7 @@ from nanoocr.modes import MODES, DEFAULT_PROMPT, default_mode, parse_mode, check
 from nanoocr.joint_decode import default_decoder
 from nanoocr.engine import prompt_ids
 from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, sniff_image_type, describe_non_image
+from nanoocr.documents import DEFAULT_DPI, is_pdf, count_pages, open_pages
 from nanoocr.deepencoder import num_image_tokens
 
 
@@ -148,6 +149,7 @@ class Job:
         self.cancelled = threading.Event()
         self.n_tokens = 0  # answer tokens so far (written by the worker thread only)
         self.prompt_tokens = 0
+        self.pages = None  # a PDF: [{"page", "size", "n_lines"} or {"page", "error"}] (split_pages)
 
     def emit(self, *event):
         try:
@@ -185,7 +187,7 @@ class OcrServer:
 
     def __init__(self, model, tokenizer, meta, model_dir="", concurrency=1, queue=16, max_upload_mb=20.0,
                  timeout=120.0, max_tokens_cap=None, max_pixels=DEFAULT_MAX_PIXELS, autocast_dtype=None,
-                 api_key=None, decoder=None):
+                 api_key=None, decoder=None, max_pages=20, dpi=DEFAULT_DPI):
         self.model, self.tokenizer, self.meta = model.eval(), tokenizer, meta
         self.decoder = decoder  # joint | gpt | ctc, None = the model's default per mode (nanoocr/joint_decode.py)
         self.model_name = os.path.basename(os.path.normpath(model_dir)) if model_dir else "nanoocr"
@@ -198,6 +200,7 @@ class OcrServer:
         self.concurrency, self.capacity = concurrency, concurrency + queue
         self.max_upload = int(max_upload_mb * MB)
         self.timeout, self.max_pixels, self.autocast_dtype = timeout, max_pixels, autocast_dtype
+        self.max_pages, self.dpi = max_pages, dpi  # PDFs on /ocr: at most this many pages, rendered at dpi
         self.active = 0  # places taken: requests being read and checked, and jobs queued or generating
         self.avg_seconds = 1.0  # running mean of generation time, for Retry-After
         self.jobs = set()
@@ -306,31 +309,59 @@ class OcrServer:
                                 f"got {max_tokens}")
         return mode, prompt, max_tokens
 
-    def check_bytes(self, data):
+    def check_bytes(self, data, documents=False):
+        """Size (413) and format (415); documents=True (/ocr) also takes PDFs, at most max_pages pages."""
         if len(data) > self.max_upload:
             raise ApiError(413, f"image is {len(data) / MB:.1f} MB; the limit is {self.max_upload / MB:g} MB")
+        if documents and is_pdf(data[:1024]):
+            n = count_pages(data)
+            if n > self.max_pages:
+                raise ApiError(413, f"the PDF has {n} pages; this server reads at most {self.max_pages} per request "
+                                    f"(--max_pages): send fewer pages, or use `nanoocr read`")
+            return
         if sniff_image_type(data) is None:
             # image_process's sniffer names the usual impostors (PDF, SVG, an HTML error page)
             raise ApiError(415, f"not an image the server reads: {describe_non_image(data[:1024])} "
                                 f"(accepted: PNG, JPEG, GIF, BMP, TIFF, WEBP, PNM)")
 
     def decode(self, data, name, mode):
-        """Bytes -> [(line index, process_image dict)] (in a decoder thread): one view, or for a strip
-        model an image of another size cut into lines and word groups as `nanoocr read` cuts it
-        (reader.load_views, as `nanoocr read` loads files); a broken or oversized image is a 400."""
+        """Bytes -> ([(line index, process_image dict)], pages) (in a decoder thread): one view, or for
+        a strip model an image of another size cut into lines and word groups as `nanoocr read` cuts
+        it (reader.load_views, as `nanoocr read` loads files); a broken or oversized image is a 400.
+        pages: None for an image, decode_pdf's for a PDF."""
         try:
-            return reader.load_views(self.model, data, mode, self.max_words, name=name, max_pixels=self.max_pixels)
+            if is_pdf(data[:1024]):
+                return self.decode_pdf(data, name, mode)
+            return reader.load_views(self.model, data, mode, self.max_words, name=name, max_pixels=self.max_pixels), None
         except ImageError as e:
             raise ApiError(400, str(e))
 
-    async def prepare(self, data, name, mode, prompt, max_tokens, deadline, sampling=None):
+    def decode_pdf(self, data, name, mode):
+        """A PDF -> (every page's views in one list, pages). Each page's line indices are moved past
+        the previous page's, so the pages' lines stay apart when the texts are joined by line; pages
+        records how many lines each page holds (split_pages cuts the result back) or why it failed."""
+        views, pages, offset = [], [], 0
+        for k, image in open_pages(data, name, self.dpi, self.max_pixels, self.max_pages):
+            if isinstance(image, ImageError):
+                pages.append({"page": k, "error": str(image)})
+                continue
+            page_views = reader.strip_views(self.model, image, mode, self.max_words)
+            line_ids = sorted({li for li, _ in page_views})
+            views += [(offset + li, p) for li, p in page_views]
+            offset += line_ids[-1] + 1 if line_ids else 0
+            pages.append({"page": k, "size": list(image.size), "n_lines": len(line_ids)})
+        if all("error" in p for p in pages):
+            raise ApiError(400, "no page of the PDF could be read: " + "; ".join(p["error"] for p in pages[:3]))
+        return views, pages
+
+    async def prepare(self, data, name, mode, prompt, max_tokens, deadline, sampling=None, documents=False):
         """Validated bytes + parameters -> a Job ready to submit (every input error raised before a
-        stream starts, so each gets its real status)."""
+        stream starts, so each gets its real status). documents: PDFs are taken too (/ocr)."""
         mode, prompt, max_tokens = self.check_params(mode, prompt, max_tokens)
-        self.check_bytes(data)
+        self.check_bytes(data, documents)
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
-        views = await self.until(loop.run_in_executor(self.decoders, self.decode, data, name, mode), deadline)
+        views, pages = await self.until(loop.run_in_executor(self.decoders, self.decode, data, name, mode), deadline)
         w, h = views[0][1]["size"] if views else (mode[1], mode[0])  # only a strip cut can come back empty
         n_image = num_image_tokens(self.model.encoder.config, mode, width=w, height=h)
         try:
@@ -346,6 +377,7 @@ class OcrServer:
         if job.decoder != "gpt" and not isinstance(mode, tuple):
             job.decoder = "gpt"  # a whole-image mode: the CTC head reads one-line strips only
         job.prompt_tokens = prompt_len
+        job.pages = pages
         return job
 
     def timed_out(self, status=504):
@@ -407,6 +439,8 @@ class OcrServer:
         seconds = time.monotonic() - t0
         self.avg_seconds = 0.8 * self.avg_seconds + 0.2 * seconds
         out["seconds"] = round(job.prep_seconds + seconds, 4)
+        if job.pages is not None:
+            out["pages"] = split_pages(out["lines"], job.pages)
         job.emit("done", out)
 
     async def events(self, job, request):
@@ -450,3 +484,16 @@ class OcrServer:
             job.cancelled.set()
         self.generators.shutdown(wait=False, cancel_futures=True)
         self.decoders.shutdown(wait=False, cancel_futures=True)
+
+
+def split_pages(lines, pages):
+    """A PDF job's lines (all pages', in order) -> its pages: {"page", "size", "text", "lines"}, or
+    {"page", "error"} for a page that could not be read."""
+    out, k = [], 0
+    for p in pages:
+        if "error" in p:
+            out.append(p)
+            continue
+        mine, k = lines[k:k + p["n_lines"]], k + p["n_lines"]
+        out.append({"page": p["page"], "size": p["size"], "text": "\n".join(l["text"] for l in mine), "lines": mine})
+    return out

@@ -95,7 +95,7 @@ def iter_records(model, tokenizer, samples, mode, prompt="", max_tokens=None, ba
                               names=[sample_name(s) for s in samples], batch_size=batch_size, max_words=max_words,
                               whole=whole, max_tokens=max_tokens, no_repeat_ngram=no_repeat_ngram,
                               no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype, decoder=decoder,
-                              **decode_kwargs)
+                              first_page=True, **decode_kwargs)  # one transcript per sample: a multi-frame file's first frame
     for s, p, o in zip(samples, prompts, outs):
         if "error" in o:
             yield {"id": s.get("id"), "image": o["image"], "error": o["error"]}
@@ -105,8 +105,6 @@ def iter_records(model, tokenizer, samples, mode, prompt="", max_tokens=None, ba
                "vision_tokens": o["vision_tokens"], "seconds": o["seconds"], "finish_reason": o["finish_reason"]}
         if o["views"] != 1:
             rec["strips"] = o["views"]
-        if "confidence" in o:
-            rec["confidence"] = o["confidence"]
         if "family" in s:  # font family, for per-family CER (tasks/realistic.py, tasks/prose.py)
             rec["family"] = s["family"]
         yield rec

@@ -16,8 +16,8 @@ from nanoocr.modes import DEFAULT_PROMPT
 from tasks.common import IMAGE_EXTS, DataError, make_sample, new_skips, skip
 
 
-def iter_images(root, skipped=None):
-    """Sorted paths of every image (by extension, case-insensitive) under root, recursively. Hidden
+def iter_images(root, skipped=None, exts=IMAGE_EXTS):
+    """Sorted paths of every image (by extension, case-insensitive; `exts`) under root, recursively. Hidden
     folders and files (".git", ".DS_Store") are left out, and so are other extensions; pass a dict as
     `skipped` to have them counted there: {"hidden": [paths], "extensions": {".txt": n, ...}}
     (`nanoocr read` reports them)."""
@@ -38,7 +38,7 @@ def iter_images(root, skipped=None):
         for name in sorted(filenames):
             if name.startswith("."):
                 note("hidden", os.path.join(dirpath, name))
-            elif name.lower().endswith(IMAGE_EXTS):
+            elif name.lower().endswith(exts):
                 yield os.path.join(dirpath, name)
             else:
                 note("ext", os.path.splitext(name)[1].lower() or "(none)")

@@ -176,3 +176,12 @@ def read_output(ckpt, image_path, *flags):
     out = buf.getvalue()
     assert out.endswith("\n")
     return out[:-1]
+
+
+def read_records(ckpt, path, *flags):
+    """`nanoocr read --format jsonl` on one file: its records."""
+    from scripts import read as read_script
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert read_script.main([str(path), "--model", ckpt, "--format", "jsonl", *flags]) == 0
+    return [json.loads(line) for line in buf.getvalue().splitlines()]

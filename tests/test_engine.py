@@ -241,3 +241,27 @@ def test_looping_chunks_are_found_and_real_text_is_not():
     assert _looping("1,000,000 dollars", 4) is None
     assert _looping("........", 4) is None and _looping("10000000", 4) is None
     assert _looping("the cat sat on the mat", 4) is None
+
+
+def test_token_logprobs_are_the_models_own_and_the_cache_changes_nothing(vlm, tok):
+    """Every answer token's log-probability (the confidence's source, issue 26): one per token, <= 0,
+    the same from the cached loop and the naive re-forward, and for greedy decoding the largest
+    log-probability of that step (the rules only ban, so greedy takes the top unbanned token)."""
+    images = make_images(vlm, [(32, 64), (40, 90)])
+    cached = generate(vlm, tok, images, "Free OCR.", max_tokens=15)
+    naive = naive_generate(vlm, tok, images, "Free OCR.", max_tokens=15)
+    for c, n in zip(cached, naive):
+        assert len(c["logprobs"]) == c["num_tokens"] > 0
+        assert all(lp <= 1e-6 for lp in c["logprobs"])
+        assert np.allclose(c["logprobs"], n["logprobs"], atol=1e-4)
+        assert abs(c["mean_logprob"] - float(np.mean(c["logprobs"]))) < 1e-9
+    # greedy picks the argmax: re-run the model on prompt + answer and check each step's max
+    with torch.no_grad():
+        embeds_, ids_, mask_, _ = engine._start(vlm, tok, images[:1], ["Free OCR."], 15, 0.0, None, None, 0, 0, None, None)
+        full = torch.cat([ids_, torch.tensor([cached[0]["ids"]])], 1)
+        logits = vlm(full, image_embeds=embeds_, attention_mask=torch.ones_like(full)).float()
+        logp = logits.log_softmax(-1)[0, ids_.size(1) - 1:-1]
+    top = logp.max(-1).values.tolist()
+    assert np.allclose(cached[0]["logprobs"], top[:len(cached[0]["logprobs"])], atol=1e-4)
+    # an empty answer has no mean
+    assert generate(vlm, tok, images[:1], "Free OCR.", max_tokens=0)[0]["mean_logprob"] is None

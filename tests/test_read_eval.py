@@ -110,8 +110,8 @@ def test_read_images_is_the_one_path(base, images):
                                    errors=[None, None, None, "no image files match this pattern"], batch_size=2,
                                    max_words=trained_max_words(meta), max_tokens=6))
     assert [r["image"] for r in recs] == ["a", "bad", "b", "glob"]
-    assert set(recs[1]) == {"image", "error"} and recs[1]["error"].startswith("bad: ")
-    assert recs[3] == {"image": "glob", "error": "no image files match this pattern"}
+    assert set(recs[1]) == {"image", "page", "error"} and recs[1]["error"].startswith("bad: ")
+    assert recs[3] == {"image": "glob", "page": None, "error": "no image files match this pattern"}
     assert recs[0]["text"] == expected_text(base[1], images / "a.png", 6)
     assert recs[2]["text"] == expected_text(base[1], images / "sub" / "b.jpg", 6)
     assert all(r["views"] >= 1 and r["vision_tokens"] >= 1 and r["seconds"] >= 0 for r in (recs[0], recs[2]))
@@ -170,7 +170,7 @@ def test_read_directory_with_a_corrupt_image(base, images, tmp_path):
         assert set(r) >= {"image", "text", "tokens", "seconds"} and "error" not in r
         assert 0 < r["tokens"] <= 6 and r["seconds"] > 0
     assert recs[0]["text"] == expected_text(base[1], images / "a.png", 6)
-    assert "2/4 images" in proc.stderr
+    assert "2/4 pages" in proc.stderr
 
 
 def test_read_jsonl_resumes_a_run_and_never_truncates(base, images, tmp_path, capsys):

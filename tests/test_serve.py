@@ -7,6 +7,7 @@ in-process with generation slowed down, so they depend on no machine's speed.
 """
 
 import io
+import re
 import os
 import json
 import time
@@ -27,7 +28,7 @@ from nanoocr import reader
 from nanoocr.checkpoint_manager import load_model
 from scripts import serve, serve_queue
 from scripts import cli
-from serve_fixtures import (WORDS, make_checkpoint, text_image, png_bytes, server_process, rss_mb, request,
+from serve_fixtures import (read_records, WORDS, make_checkpoint, text_image, png_bytes, server_process, rss_mb, request,
                             multipart, post_ocr, post_json, sse_events, read_output)
 
 CAP = 24  # the server's --max_tokens_cap, also its default max_tokens (the model's sequence_len is 96)
@@ -125,7 +126,7 @@ def test_ocr_gives_nanoocr_reads_text(server, files):
     _, url = server
     d, ckpt = files
     out = ok_json(post_ocr(url, (d / "a.png").read_bytes()))
-    assert set(out) <= {"text", "tokens", "seconds", "truncated"} and out["seconds"] > 0
+    assert set(out) <= {"text", "tokens", "seconds", "truncated", "lines"} and out["seconds"] > 0
     assert out["text"] == read_output(ckpt, d / "a.png", "--max_tokens", str(CAP))
     # truncated when the token cap cut it, or when a strip's answer reached what its ink can hold
     # (strips.text_strips' max_chars: an untrained model rambles, and the reader stops it there)
@@ -223,6 +224,50 @@ def chunked_post(url, path, body, content_type, timeout=30):
         conn.close()
 
 
+def test_ocr_returns_boxes_and_confidences_and_reads_pdf_pages(server, files, tmp_path):
+    """/ocr gives `nanoocr read --format jsonl`'s lines (boxes in the upload's pixels, confidences);
+    a PDF comes back page by page, each page as `read` reads it; a PDF over --max_pages is a 413
+    before anything is rendered; the OpenAI endpoint still takes images only."""
+    from fpdf import FPDF
+    _, url = server
+    d, ckpt = files
+    para = Image.new("RGB", (300, 110), "white")
+    for i, line in enumerate(["hello world", "total cash"]):
+        ImageDraw.Draw(para).text((10, 10 + 45 * i), line, fill="black", font=ImageFont.load_default(size=24))
+    para.save(tmp_path / "para.png")
+    out = ok_json(post_ocr(url, (tmp_path / "para.png").read_bytes()))
+    rec, = read_records(ckpt, tmp_path / "para.png", "--max_tokens", str(CAP))
+    assert out["text"] == rec["text"] and out["lines"] == rec["lines"] and len(out["lines"]) == 2
+    for line in out["lines"]:
+        l, t, r, b = line["box"]
+        assert 0 <= l < r <= 300 and 0 <= t < b <= 110 and 0 <= line["confidence"] <= 1
+    pdf = FPDF(unit="pt")
+    for name in ("a.png", "para.png"):
+        im = Image.open(d / name if name == "a.png" else tmp_path / name)
+        pdf.add_page(format=im.size)
+        pdf.image(im, x=0, y=0, w=im.size[0], h=im.size[1])
+    (tmp_path / "two.pdf").write_bytes(bytes(pdf.output()))
+    out = ok_json(post_ocr(url, (tmp_path / "two.pdf").read_bytes(), filename="two.pdf", ctype="application/pdf",
+                           max_tokens=CAP))
+    recs = read_records(ckpt, tmp_path / "two.pdf", "--max_tokens", str(CAP), "--dpi", "144")
+    assert [p["page"] for p in out["pages"]] == [1, 2] == [r["page"] for r in recs]
+    assert [p["text"] for p in out["pages"]] == [r["text"] for r in recs]
+    assert [p["lines"] for p in out["pages"]] == [r["lines"] for r in recs]
+    # a damaged page: its own error entry, the other page read
+    data = (tmp_path / "two.pdf").read_bytes()
+    at = [m.start() for m in re.finditer(rb"/Type /Page\b", data)][1]
+    broken = data[:at] + b"/Type /Xage" + data[at + len(b"/Type /Page"):]
+    out = ok_json(post_ocr(url, broken, filename="two.pdf", max_tokens=CAP))
+    assert out["pages"][0]["text"] == recs[0]["text"] and "page 2" in out["pages"][1]["error"]
+    many = FPDF(unit="pt")
+    for _ in range(21):
+        many.add_page(format=(50, 50))
+    status, _, body = post_ocr(url, bytes(many.output()), filename="many.pdf")
+    assert status == 413 and "21 pages" in json.loads(body)["error"]
+    status, _, body = post_json(url, "/v1/chat/completions", chat((tmp_path / "two.pdf").read_bytes()))
+    assert status == 415 and "PDF" in json.loads(body)["error"]["message"]
+
+
 def test_limits_and_bad_inputs_get_their_status(server, files):
     _, url = server
     d, _ = files
@@ -233,7 +278,7 @@ def test_limits_and_bad_inputs_get_their_status(server, files):
     expect = [
         (post_ocr(url, big), 413, "limit"),
         (chunked_post(url, "/ocr", *multipart({}, {"image": ("x.png", big, "image/png")})), 413, "limit"),
-        (post_ocr(url, PDF, filename="page.png"), 415, "PDF"),
+        (post_ocr(url, PDF, filename="page.png"), 400, "not a readable PDF"),  # /ocr reads PDFs: a broken one is a 400
         (post_ocr(url, b"<!doctype html><html>404</html>", filename="page.jpg", ctype="image/jpeg"), 415, "HTML"),
         (post_ocr(url, b""), 415, "empty"),
         (post_ocr(url, CORRUPT_PNG), 400, "not a readable image"),
@@ -357,7 +402,7 @@ def test_load_100_concurrent_requests(server, files):
     # bad uploads, once there is room, hear what is wrong with them
     wait_for(lambda: ok_json(request(url, "GET", "/health"))["active"] == 0, 10, "an empty queue")
     assert post_ocr(url, b"\x89PNG\r\n\x1a\n" + bytes(1536 * 1024))[0] == 413
-    assert post_ocr(url, PDF, filename="scan.png")[0] == 415
+    assert post_ocr(url, b"<!doctype html><html>404</html>", filename="scan.png")[0] == 415
     assert post_ocr(url, CORRUPT_PNG)[0] == 400
     # afterwards: nothing queued, and still serving
     wait_for(lambda: ok_json(request(url, "GET", "/health"))["active"] == 0, 5, "an empty queue")

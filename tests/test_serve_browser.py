@@ -13,7 +13,9 @@ import shutil
 import pytest
 from playwright.sync_api import sync_playwright
 
-from serve_fixtures import WORDS, make_checkpoint, text_image, server_process, read_output
+from PIL import Image, ImageDraw, ImageFont
+
+from serve_fixtures import WORDS, make_checkpoint, text_image, server_process, read_output, read_records
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CAP = 24  # --max_tokens_cap, which the page shows as its default max tokens
@@ -53,6 +55,12 @@ def test_page_streams_the_same_text_as_nanoocr_read(tmp_path):
     expected = [read_output(ckpt, images[0], "--max_tokens", str(CAP)),
                 read_output(ckpt, images[1], "--max_tokens", str(CAP)),
                 read_output(ckpt, images[2], "--mode", "tiny", "--prompt", "OCR this image.", "--max_tokens", "9")]
+    para = tmp_path / "para.png"  # two lines: read cuts them apart and boxes each
+    im = Image.new("RGB", (300, 110), "white")
+    for i, line in enumerate(WORDS[:2]):
+        ImageDraw.Draw(im).text((10, 10 + 45 * i), line, fill="black", font=ImageFont.load_default(size=24))
+    im.save(para)
+    rec, = read_records(ckpt, para, "--max_tokens", str(CAP))
 
     with server_process(ckpt, tmp_path / "server.log", "--max_tokens_cap", str(CAP)) as (_, url), \
             sync_playwright() as p:
@@ -93,6 +101,29 @@ def test_page_streams_the_same_text_as_nanoocr_read(tmp_path):
             text, fixed, _ = wait_done(page)
             assert text == expected[2] and fixed == ""
             assert expected[2] != expected[1]  # the choices reached the server
+
+            # 4. the line boxes drawn over the image: one rectangle per line `read` finds, at its box
+            #    in the image's pixels, and on the screen inside the image shown
+            page.select_option("#mode", "")
+            page.fill("#prompt", "Free OCR.")
+            page.fill("#max-tokens", str(CAP))
+            page.set_input_files("#file", str(para))
+            text, _, _ = wait_done(page)
+            assert text == rec["text"]
+            page.wait_for_function("document.getElementById('boxes').dataset.count !== undefined")
+            rects = page.eval_on_selector_all("#boxes rect", """rs => rs.map(r => {
+                const b = r.getBoundingClientRect();
+                return [[+r.getAttribute('x'), +r.getAttribute('y'), +r.getAttribute('x') + +r.getAttribute('width'),
+                         +r.getAttribute('y') + +r.getAttribute('height')], [b.left, b.top, b.right, b.bottom],
+                        r.querySelector('title').textContent]; })""")
+            assert [r[0] for r in rects] == [line["box"] for line in rec["lines"]] and len(rects) == 2
+            img = page.eval_on_selector("#drop img", "e => { const b = e.getBoundingClientRect(); "
+                                                     "return [b.left, b.top, b.right, b.bottom, e.naturalWidth]; }")
+            scale = (img[2] - img[0]) / img[4]
+            for (l, t, r, b), (sl, st, sr, sb), title in rects:
+                assert img[0] - 1 <= sl <= sr <= img[2] + 1 and img[1] - 1 <= st <= sb <= img[3] + 1
+                assert abs(sl - (img[0] + l * scale)) < 2 and abs(sb - (img[1] + b * scale)) < 2
+                assert "confidence" in title
         finally:
             browser.close()
 

@@ -127,3 +127,95 @@ def test_faint_ink_keeps_its_strokes_and_paper_grain_stays_paper():
     rng = np.random.default_rng(0)
     grain = Image.fromarray(rng.integers(225, 256, (60, 300, 3), dtype=np.uint8))
     assert _ink(_normalised(grain)[1]).sum() == 0
+
+
+# -----------------------------------------------------------------------------
+# Line boxes in the input's pixels : the renderer's own line boxes are the truth
+
+def rendered_line_boxes(img, answer, info):
+    """The renderer's ink box of each answer line: the union of its glyph boxes (render_annotated's)."""
+    boxes, start = [], 0
+    for line in answer.split("\n"):
+        glyphs = [info["boxes"][i] for i in range(start, start + len(line)) if i in info["boxes"]]
+        start += len(line) + 1
+        if glyphs:
+            boxes.append(tuple(f(g[k] for g in glyphs) for k, f in zip(range(4), (min, min, max, max))))
+    return boxes
+
+
+def iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
+    return inter / (area(a) + area(b) - inter) if inter else 0.0
+
+
+def strip_line_boxes(strips):
+    """text_strips' line boxes, one per line (every piece of a line carries its line's box)."""
+    out = {}
+    for li, s in strips:
+        out.setdefault(li, s.info["line_box"])
+    return [out[k] for k in sorted(out)]
+
+
+def rotate_box(box, deg, size):
+    """The upright box around `box` turned by PIL's rotate(deg) about the image centre."""
+    cx, cy = size[0] / 2, size[1] / 2
+    r = np.radians(deg)
+    pts = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]], float) - (cx, cy)
+    # PIL turns counter-clockwise on screen: y points down, so x' = x cos + y sin, y' = -x sin + y cos
+    p = np.stack([pts[:, 0] * np.cos(r) + pts[:, 1] * np.sin(r), -pts[:, 0] * np.sin(r) + pts[:, 1] * np.cos(r)], 1)
+    p += (cx, cy)
+    return (*p.min(0), *p.max(0))
+
+
+@pytest.mark.parametrize("deg", [0.0, 2.5])
+def test_line_boxes_overlap_the_renderers_own(deg):
+    """Rendered one-column pages (level, and turned 2.5 degrees so the deskew's rotation must be
+    undone): each line's box, in the input's pixels, overlaps the renderer's box of that line at
+    IoU >= 0.5 for >= 95% of the lines; every word-group box lies inside its line's box."""
+    from nanoocr.synth import render_annotated
+    good = total = 0
+    for index in range(4):
+        img, _, answer, info = render_annotated(0, index, "page", "test", 640, 640, degrade="none", columns=1)
+        truth = rendered_line_boxes(img, answer, info)
+        if deg:
+            img = img.rotate(deg, resample=Image.BICUBIC, fillcolor="white")
+            truth = [rotate_box(b, deg, img.size) for b in truth]
+        strips = text_strips(img, H, W)
+        found = strip_line_boxes(strips)
+        assert len(found) == len(truth), f"page {index}: {len(found)} lines cut, the renderer drew {len(truth)}"
+        scores = [iou(a, b) for a, b in zip(found, truth)]
+        good += sum(s >= 0.5 for s in scores)
+        total += len(scores)
+        for li, s in strips:
+            l, t, r, b = s.info["box"]
+            L, T, R, B = s.info["line_box"]
+            assert L <= l < r <= R and T <= t < b <= B and 0 <= L and R <= img.size[0] and B <= img.size[1]
+    assert total > 20 and good >= 0.95 * total, f"{good}/{total} lines at IoU >= 0.5"
+
+
+def test_boxes_map_back_through_the_page_flattening():
+    """A rendered page photographed in perspective (warped onto a dark table, find_page's case):
+    the reader flattens it, and the line boxes come back in the photo's pixels -- over the lines as
+    the photo shows them (the renderer's boxes sent through the same warp), not the flat page's."""
+    import cv2
+    from nanoocr.synth import render_annotated
+    from nanoocr.strips import box_back
+    assert box_back(np.eye(3), (40, 30, 120, 50), (400, 400)) == [40, 30, 120, 50]
+    img, _, answer, info = render_annotated(0, 0, "page", "test", 640, 640, degrade="none", columns=1)
+    M = cv2.getPerspectiveTransform(np.float32([[0, 0], [640, 0], [640, 640], [0, 640]]),
+                                    np.float32([[90, 70], [770, 110], [740, 800], [60, 760]]))
+    photo = Image.fromarray(cv2.warpPerspective(np.asarray(img), M, (840, 860), flags=cv2.INTER_CUBIC,
+                                                borderValue=(60, 50, 40)))
+
+    def warped(b):
+        corners = np.array([[[b[0], b[1]]], [[b[2], b[1]]], [[b[2], b[3]]], [[b[0], b[3]]]], np.float64)
+        p = cv2.perspectiveTransform(corners, M).reshape(4, 2)
+        return (*p.min(0), *p.max(0))
+    truth = [warped(b) for b in rendered_line_boxes(img, answer, info)]
+    found = strip_line_boxes(text_strips(photo, H, W))
+    assert len(found) == len(truth) > 15
+    scores = [iou(a, b) for a, b in zip(found, truth)]
+    assert min(scores) >= 0.8, scores  # measured 0.92-0.99
