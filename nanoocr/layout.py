@@ -49,7 +49,9 @@ PEAK_RATIO = 1.15 # the peaked profile must beat the other by this factor to cal
 MIN_ASYM = 0.05   # a page is upside down when baseline_evidence is below -MIN_ASYM (upright print:
                   # 0.1-0.35 on the renderer's pages and the realistic rows) ...
 MIN_AGREE = 0.6   # ... the letters of at least this fraction of lines agree ...
-MIN_LETTERS = 60  # ... and there are at least this many letters to go by
+MIN_LETTERS = 60  # ... and there are at least this many letters to go by ...
+MIN_LETTERS_PER_LINE = 8  # ... and this many per line: where letters run together into a few blobs a
+                          # line (a heavy or connected face), their tops and bottoms say nothing
 SLICE = 12        # slices of a page that baseline_evidence takes lines from are this many letter heights wide
 
 
@@ -369,8 +371,10 @@ def detect_orientation(ink):
         turned, unit, (rv, ru) = 90, col_unit, _level(ys, -xs, col_a)
     else:
         return 0
-    if _n_lines(rv, ru) < MIN_ORIENT_LINES:
+    n_lines = _n_lines(rv, ru)
+    if n_lines < MIN_ORIENT_LINES:
         return 0
+    min_letters = max(MIN_LETTERS, MIN_LETTERS_PER_LINE * n_lines)
     # letters as connected components; where that is inconclusive, thin strokes may have broken
     # them into pieces: again with vertical breaks of a pixel closed (a 3x1 closing, which joins a
     # letter's pieces but not neighbouring letters, which sit side by side)
@@ -380,8 +384,8 @@ def detect_orientation(ink):
         labels = cv2.connectedComponents(m, connectivity=8)[1]
         evidence, agree, letters = baseline_evidence(labels, ys, xs, rv, ru, unit)
         # upside down only on clear evidence: enough letters, on balance and line by line
-        if letters >= MIN_LETTERS and evidence <= -MIN_ASYM and agree <= 1 - MIN_AGREE:
+        if letters >= min_letters and evidence <= -MIN_ASYM and agree <= 1 - MIN_AGREE:
             return (turned + 180) % 360
-        if letters >= MIN_LETTERS and evidence >= MIN_ASYM:
+        if letters >= min_letters and evidence >= MIN_ASYM:
             break
     return turned

@@ -72,41 +72,19 @@ def _normalised(img, page=False):
     return rgb, np.clip(grey.astype(np.float32) / np.maximum(paper, 1.0) * 255, 0, 255).astype(np.uint8)
 
 
-def _ink_threshold(smooth, otsu):
-    """Otsu's threshold, capped at INK_MAX of the paper unless the dark class is ink of its own: pencil
-    and faded print can sit above INK_MAX and would lose most of their strokes to the cap, while paper
-    grain alone never has a dark class whose core lies below INK_MAX and far from the paper (eight of
-    its spreads: a blank or noise-only image still has no ink), and a photo's dark surround is no small
-    class."""
-    cap = INK_MAX * 255
-    if otsu <= cap:
-        return otsu
-    dark, light = smooth[smooth <= otsu], smooth[smooth > otsu]
-    if dark.size == 0 or light.size == 0:
-        return cap
-    core = np.percentile(dark, 10)
-    # ink is a small part of a page (a dark class of a third of the image is a photo's surround or shade)
-    sparse = dark.size < 0.3 * smooth.size
-    return otsu if sparse and core <= cap and light.mean() - core > 8 * max(float(light.std()), 2.0) else cap
-
-
 def _ink(norm):
     """Normalised grey (paper ~255) -> bool ink mask: a 3x3 median first (salt-and-pepper and JPEG
-    specks), then Otsu's threshold, but not above INK_MAX of the paper unless the ink is clearly a class
-    of its own (_ink_threshold), so paper with noise alone has no ink (a blank or noise-only image reads
-    as empty); components of 1-2 pixels are dropped.
+    specks), then Otsu's threshold, but never above INK_MAX of the paper, so paper with noise alone
+    has no ink (a blank or noise-only image reads as empty); components of 1-2 pixels are dropped.
     In a photo of a page on a table, the table next to the page's edge is dark against the page's
     brightness: such bands (touching the image border, longer than half the image side and than
     4 median component heights) are paper to the threshold, which is then found again without them."""
     smooth = cv2.medianBlur(norm, 3) if min(norm.shape) >= 3 else norm
-    faint = None  # whether the image's ink is faint but its own class, decided on the image as it is
     for _ in range(4):
         otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        if faint is None:
-            faint = _ink_threshold(smooth, otsu) > INK_MAX * 255
         # OpenCV's Otsu threshold is the top of the dark class (THRESH_BINARY keeps v > t): on a
         # bilevel scan (only 0 and 255) it is 0 itself, so the ink is v <= t, never v < t
-        ink = smooth <= (otsu if faint else min(otsu, INK_MAX * 255))
+        ink = smooth <= min(otsu, INK_MAX * 255)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
         x, y, w, h, area = (stats[:, i] for i in range(5))
         H, W = ink.shape

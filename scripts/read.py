@@ -237,7 +237,7 @@ def main(argv=None):
         done, partial = already_read(out_path)
         todo = [k for k, name in enumerate(names) if name not in done]
         if len(todo) < len(items):
-            print(f"nanoocr read: {out_path} already holds {len(items) - len(todo)} of these inputs; reading the "
+            print(f"nanoocr read: {out_path} already holds {len(items) - len(todo)} of these images; reading the "
                   f"other {len(todo)} (delete it to read everything again)", file=sys.stderr)
         items, names = [items[k] for k in todo], [names[k] for k in todo]
         sink = open(out_path, "a", encoding="utf-8")
@@ -259,7 +259,9 @@ def main(argv=None):
             written.append(dest)
         document.clear()
 
-    total = sum(count_pages(x) for x in inputs) if len(inputs) < 10_000 else None
+    # (an input with an error already, or no regular file -- a FIFO would block -- is never opened: one page)
+    total = (sum(1 if err or reader.not_a_regular_file(x) else count_pages(x) for x, (_, err) in zip(inputs, items))
+             if len(inputs) < 10_000 else None)
     bar = tqdm(total=total, unit="page", desc="nanoocr read", file=sys.stderr, disable=total is not None and total < 2,
                dynamic_ncols=True)
     first_text = True

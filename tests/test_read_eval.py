@@ -224,23 +224,23 @@ def test_read_reports_skipped_files_fifos_and_odd_file_names(base, tmp_path, cap
 def test_an_unexpected_error_on_one_image_is_its_record_and_the_rest_are_read(base, images, monkeypatch):
     model, tok, meta = load_model(base[1])
     paths = [str(images / "a.png"), str(images / "sub" / "b.jpg"), str(images / "a.png")]
-    real_load, real_generate = reader.load_views, reader.read_strips
+    real_open, real_generate = reader.open_pages, reader.read_strips
 
-    def load_views(model, src, *args, **kwargs):  # a bug that one image triggers while loading
+    def open_pages(src, *args, **kwargs):  # a bug that one image triggers while loading
         if str(src).endswith("b.jpg"):
             raise ZeroDivisionError("division by zero")
-        return real_load(model, src, *args, **kwargs)
-    monkeypatch.setattr(reader, "load_views", load_views)
+        return real_open(src, *args, **kwargs)
+    monkeypatch.setattr(reader, "open_pages", open_pages)
     recs = list(reader.read_images(model, tok, paths, tuple(MODE), max_tokens=4, batch_size=3))
     assert "text" in recs[0] and "text" in recs[2]
-    assert set(recs[1]) == {"image", "error"} and recs[1]["image"] == paths[1]
+    assert set(recs[1]) == {"image", "page", "error"} and recs[1]["image"] == paths[1]
     assert recs[1]["error"].startswith("unexpected ZeroDivisionError: division by zero (at test_read_eval.py:")
 
     def read_strips(model, tokenizer, images, prompts, **kwargs):  # ... and one that breaks generation
         if "BOOM" in prompts:
             raise RuntimeError("kaboom")
         return real_generate(model, tokenizer, images, prompts, **kwargs)
-    monkeypatch.setattr(reader, "load_views", real_load)
+    monkeypatch.setattr(reader, "open_pages", real_open)
     monkeypatch.setattr(reader, "read_strips", read_strips)
     recs = list(reader.read_images(model, tok, paths, tuple(MODE), ["Free OCR.", "BOOM", "Free OCR."],
                                    max_tokens=4, batch_size=3))
