@@ -34,9 +34,10 @@ DECODERS = ("joint", "gpt", "ctc")
 
 
 def default_decoder(model, mode):
-    """joint where the model has a CTC head and reads fixed-size strips (the head reads one line left
-    to right), else the GPT alone."""
-    return "joint" if model.ctc_head is not None and isinstance(mode, tuple) else "gpt"
+    """The decoder the model was trained to be read with (its config's ctc.decoder: joint unless its
+    recipe chose otherwise on validation images) where it has a CTC head and reads fixed-size strips
+    (the head reads one line left to right), else the GPT alone."""
+    return model.ctc_decoder if model.ctc_head is not None and isinstance(mode, tuple) else "gpt"
 
 
 def check_decoder(model, mode, decoder):

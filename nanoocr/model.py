@@ -33,16 +33,21 @@ class VLM(nn.Module):
         self.image_token_id = image_token_id
         # Optional CTC head (nanoocr/ctc.py): one linear layer that reads characters left to right off
         # a strip's features. Trained by the CPU recipe's auxiliary loss; at reading time it scores the
-        # GPT's hypotheses (nanoocr/joint_decode.py). ctc = {"features": "tokens" | "neck"} or None.
-        self.ctc_head, self.ctc_features = None, None
+        # GPT's hypotheses (nanoocr/joint_decode.py). ctc = {"features": "tokens" | "neck", "decoder":
+        # "joint" | "gpt" | "ctc" (how read reads it by default; joint when absent)} or None.
+        self.ctc_head, self.ctc_features, self.ctc_decoder = None, None, None
         if ctc:
-            self.add_ctc_head(ctc["features"])
+            self.add_ctc_head(ctc["features"], ctc.get("decoder", "joint"))
 
-    def add_ctc_head(self, features):
+    def add_ctc_head(self, features, decoder="joint"):
         """Give the model a CTC head reading the projected vision tokens (2**num_convs frames per token
         column) or the SAM neck (one frame per neck column). Part of the model from then on: in its
-        state dict (ctc_head.*), its config ("ctc") and every export."""
+        state dict (ctc_head.*), its config ("ctc") and every export. decoder: how `nanoocr read`
+        reads the model by default (joint | gpt | ctc, nanoocr/joint_decode.py): which reads it best
+        depends on how far the GPT has outgrown the head, so the trainer records the one chosen."""
         assert features in ("tokens", "neck"), f"ctc features {features!r}: tokens | neck"
+        assert decoder in ("joint", "gpt", "ctc"), f"ctc decoder {decoder!r}: joint | gpt | ctc"
+        self.ctc_decoder = decoder
         cfg = self.encoder.config
         if features == "tokens":
             self.ctc_head = CTCHead(cfg.out_dim, frames_per_column=2 ** cfg.num_convs)
@@ -56,7 +61,7 @@ class VLM(nn.Module):
         out = {"encoder": asdict(self.encoder.config), "gpt": asdict(self.gpt.config),
                "image_token_id": self.image_token_id}
         if self.ctc_head is not None:
-            out["ctc"] = {"features": self.ctc_features}
+            out["ctc"] = {"features": self.ctc_features, "decoder": self.ctc_decoder}
         return out
 
     def ctc_feature_map(self, feats):

@@ -2,8 +2,8 @@
 # The long CPU recipe: speedrun.sh's model and data trained 4x longer (presets/cpu_long.toml, 16000
 # Stage 1 steps: ~85 minutes on one core of an AMX Xeon, 2-3 hours on an AVX2-only CPU), then Stage 2,
 # the realistic rows with Tesseract beside them, and the scaling curve: the run's own checkpoints at
-# about 20, 40, 60, 90 and 120 minutes (those it reached) read every realistic row, and the report card
-# plots CER against training minutes with Tesseract's level drawn in.
+# about 20, 40, 60, 90 and 120 minutes (those it reached) read every realistic row with the GPT and
+# joint decoders, and the report card plots CER against training minutes with Tesseract's level drawn in.
 #
 #   bash runs/cpu_long.sh          # in the repository root, after speedrun.sh made the venv
 #
@@ -46,11 +46,13 @@ print(" ".join(map(str, picked + ([steps[-1]] if steps[-1] not in picked else []
 PY
 )
 for step in $STEPS; do
-  T=False; [ "$step" = "${STEPS##* }" ] && T=$TESS  # Tesseract's level once, beside the last step
-  for row in $ROWS; do
-    out="$EVAL/scaling/s${step}_$row.jsonl"
-    [ -f "${out%.jsonl}.metrics.json" ] || python -m scripts.vision_eval --model="$STAGE1" --step="$step" \
-      --data="realistic:$row" --tesseract=$T --out="$out"
+  for decoder in gpt joint; do  # both: which reads better changes along the run
+    T=False; [ "$step" = "${STEPS##* }" ] && [ $decoder = gpt ] && T=$TESS  # Tesseract's level once
+    for row in $ROWS; do
+      out="$EVAL/scaling/s${step}_${row}_$decoder.jsonl"
+      [ -f "${out%.jsonl}.metrics.json" ] || python -m scripts.vision_eval --model="$STAGE1" --step="$step" \
+        --data="realistic:$row" --decoder=$decoder --tesseract=$T --out="$out"
+    done
   done
 done
 python -m scripts.report --tag=cpu_long --evals="" --eval_dir="$EVAL" --out="$BASE/report_cpu_long"

@@ -169,21 +169,22 @@ if scaling and stage1:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9.5, 4.6))
+    colours = plt.get_cmap("tab20")  # 14+ rows: one colour each, the decoders told apart by line style
     for i, r in enumerate(rows):
         for d, style in zip(decoders, ("-", "--", "-.")):
             per = scaling.get((r, d), {})
             pts = [(minutes[st], per[st]) for st in steps if st in per]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", markersize=3, color=f"C{i}",
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", markersize=3, color=colours(i % 20),
                         label=f"{r} ({d})" if len(decoders) > 1 else r)
         if r in tess_level:
-            ax.axhline(tess_level[r], color=f"C{i}", linestyle=":", linewidth=1)
+            ax.axhline(tess_level[r], color=colours(i % 20), linestyle=":", linewidth=1)
     ax.set_xlabel("Stage 1 training minutes")
     ax.set_ylabel("CER (dotted: Tesseract)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6, ncol=2, loc="lower left")
+    ax.legend(fontsize=6, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "scaling.png"), dpi=110)
     plt.close(fig)

@@ -107,6 +107,8 @@ encoder_freeze_steps = 0    # keep the encoder + projector lr at 0 for these fir
 encoder_rewarmup = 100      # ... then re-warm it up over this many steps
 ctc_weight = 0.0            # auxiliary CTC loss (nanoocr/ctc.py; one-line strips only; 0 = off) ...
 ctc_features = "neck"       # ... read off the SAM neck map, or the projected "tokens" the GPT reads
+ctc_decoder = "joint"       # how `nanoocr read` reads a model with a CTC head by default: joint | gpt | ctc
+                            # (nanoocr/joint_decode.py; choose on validation images, dev/tune_joint.py)
 freeze_sam = False          # freeze SAM + neck + convs (Stage 2)
 dtype = "auto"              # autocast: auto (bf16 on CUDA / CPUs with native bf16, else fp32) | bfloat16 | float32
 compile = False             # torch.compile the model (no gain measured on CPU)
@@ -252,6 +254,9 @@ if ctc_weight > 0:
     else:  # the projector's [B, qh*qw, D]: two frames per (twice as wide) column
         model.encoder.projector.register_forward_hook(lambda module, inputs, output: ctc_seen.__setitem__("tokens", output))
 ctc_head = model.ctc_head if ctc_weight > 0 else None
+if model.ctc_head is not None:
+    assert ctc_decoder in ("joint", "gpt", "ctc"), f"ctc_decoder={ctc_decoder!r}: joint | gpt | ctc"
+    model.ctc_decoder = ctc_decoder  # saved in the model's config (ctc.decoder), read by reader's default
 if ctc_head is None and model.ctc_head is not None:  # a head this run does not train stays as it is
     model.ctc_head.requires_grad_(False)
 

@@ -96,11 +96,18 @@ def test_the_head_is_saved_loaded_and_exported_with_the_model(tmp_path):
     save_checkpoint(str(ckpt), 1, model.state_dict(), None, meta)
     save_tokenizer_once(str(ckpt), tok)
     loaded, _, meta2 = load_model(str(ckpt))
-    assert meta2["model_config"]["ctc"] == {"features": "tokens"}
+    assert meta2["model_config"]["ctc"] == {"features": "tokens", "decoder": "joint"}
     assert torch.equal(loaded.ctc_head.proj.weight, model.ctc_head.proj.weight)
     save_export(str(tmp_path / "export"), loaded, tok, meta2)
     exported, _, _ = load_model(str(tmp_path / "export"))
     assert torch.equal(exported.ctc_head.proj.weight, model.ctc_head.proj.weight)
+    # the decoder a recipe chose for its model travels with it and is read's default
+    from nanoocr.joint_decode import default_decoder
+    model.ctc_decoder = "gpt"
+    save_export(str(tmp_path / "export_gpt"), model, tok, dict(meta, model_config=model.config))
+    again, _, _ = load_model(str(tmp_path / "export_gpt"))
+    assert again.ctc_decoder == "gpt" and default_decoder(again, (32, 128)) == "gpt"
+    assert default_decoder(exported, (32, 128)) == "joint" and default_decoder(exported, "base") == "gpt"
     # a model without a head has none, and its config says nothing about one
     plain, _ = _tiny_model(ctc=False)
     assert plain.ctc_head is None and "ctc" not in plain.config
@@ -117,6 +124,7 @@ def test_a_checkpoint_that_kept_the_head_beside_the_optimiser_still_loads_it(tmp
     save_tokenizer_once(str(tmp_path), tok)
     loaded, _, meta2 = load_model(str(tmp_path))
     assert loaded.ctc_head is not None and meta2["model_config"]["ctc"] == {"features": "tokens"}
+    assert loaded.ctc_decoder == "joint"  # a model from before the choice was recorded reads joint
     assert torch.equal(loaded.ctc_head.proj.weight, model.ctc_head.proj.weight)
 
 

@@ -42,11 +42,13 @@ def test_long_cpu_recipe_dry_run(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert committed_steps(str(tmp_path / "vis_tok_checkpoints" / "cpu_long")) == [2, 4]
     meta2 = load_meta(str(tmp_path / "vis_mid_checkpoints" / "cpu_long"), 4)
-    assert meta2["user_config"]["preset"] == "cpu_long_mid" and meta2["model_config"]["ctc"] == {"features": "tokens"}
+    assert meta2["user_config"]["preset"] == "cpu_long_mid" and meta2["model_config"]["ctc"]["features"] == "tokens"
     evals = tmp_path / "eval_cpu_long"
     import json
     final = json.loads((evals / "realistic_clean_lines.metrics.json").read_text())
-    assert final["decoder"] == "joint" and final["model"]["n"] == 48
-    assert (evals / "scaling" / "s4_clean_lines.metrics.json").is_file()
+    assert final["decoder"] == "gpt" and final["model"]["n"] == 48  # the long recipe's ctc_decoder
+    assert meta2["model_config"]["ctc"]["decoder"] == "gpt"
+    for decoder in ("gpt", "joint"):
+        assert json.loads((evals / "scaling" / f"s4_clean_lines_{decoder}.metrics.json").read_text())["decoder"] == decoder
     report = (tmp_path / "report_cpu_long" / "report.md").read_text()
     assert "## What more training buys" in report and (tmp_path / "report_cpu_long" / "scaling.png").is_file()
