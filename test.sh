@@ -24,4 +24,6 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "$WANT" > "$STAMP"
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+# unused imports and import order first: seconds, and a failure names the file and line
+ruff check --select F,I nanoocr scripts tasks tests dev
 python -m pytest -q --durations=15 "$@"

@@ -15,21 +15,22 @@ dicts, lists, numbers, strings -- nothing that runs code), safetensors for expor
 tokenizer through tokenizer.py's data-only reader. A file that would run code is refused.
 """
 
-import os
-import re
 import glob
 import json
-import time
+import os
 import pickle
+import re
+import time
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_file as save_safetensors, load_file as load_safetensors
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file as save_safetensors
 
-from nanoocr.common import print0, get_base_dir
+from nanoocr.common import get_base_dir, print0
 from nanoocr.gpt import GPT, GPTConfig, padded_vocab
-from nanoocr.tokenizer import Tokenizer
 from nanoocr.model import vlm_from_config
+from nanoocr.tokenizer import Tokenizer
 
 
 class CheckpointError(ValueError):

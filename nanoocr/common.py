@@ -5,9 +5,9 @@ compute dtype (autocast_dtype, cpu_has_fast_bf16).
 Everything else in the package may import this module; it imports nothing from the package.
 """
 
+import datetime
 import os
 import random
-import datetime
 
 import numpy as np
 import torch

@@ -23,9 +23,10 @@ Presets are named for model sizes / jobs (cpu, full, tier1, ...), never tiny/sma
 which are DeepSeek-OCR's *resolution modes*.
 """
 
-import os
 import ast
+import os
 import sys
+
 import tomllib
 
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "presets")

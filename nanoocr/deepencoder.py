@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from nanoocr.sam import SAMEncoder
 from nanoocr.clip import CLIPEncoder
-from nanoocr.modes import MODES, GUNDAM_TILE_MODE, mode_side, gundam_grid
+from nanoocr.modes import GUNDAM_TILE_MODE, MODES, gundam_grid, mode_side
+from nanoocr.sam import SAMEncoder
 
 
 @dataclass

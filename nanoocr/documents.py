@@ -18,7 +18,13 @@ import os
 
 from PIL import Image, ImageSequence
 
-from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, load_image, _open_lazy, _finish
+from nanoocr.image_process import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    _finish,
+    _open_lazy,
+    load_image,
+)
 
 DEFAULT_DPI = 144  # DeepSeek-OCR's own PDF scripts render at 144 dpi
 MAX_PAGES = 10_000  # a guard, not a real limit: the server passes its own, much lower one

@@ -24,9 +24,9 @@ buffers, CLIP's text tower / projections / logit_scale / post_layernorm, SAM's p
 mask decoder, and language-model weights.
 """
 
+import glob
 import os
 import re
-import glob
 
 import torch
 from safetensors import safe_open

@@ -21,11 +21,11 @@ forward + backward under the counter with the math attention backend: on CPU, to
 attention kernel is not in the counter's table and would otherwise count as zero.
 """
 
-import os
 import json
-import time
+import os
 import platform
 import statistics
+import time
 
 import torch
 
@@ -135,7 +135,7 @@ def counted_flops(model, batch, loss_scale=1.0):
     Gradients are left in the model's .grad (callers zero them)."""
     from torch.utils.flop_counter import FlopCounterMode
     counter = FlopCounterMode(display=False)
-    from torch.nn.attention import sdpa_kernel, SDPBackend
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     with counter, sdpa_kernel(SDPBackend.MATH):
         loss = model(batch["input_ids"], targets=batch["targets"], images=batch["images"], loss_reduction="sum")
         (loss * loss_scale).backward()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from nanoocr.modes import MODES, GUNDAM_TILE_MODE, mode_side, gundam_grid
+from nanoocr.modes import GUNDAM_TILE_MODE, MODES, gundam_grid, mode_side
 
 # -----------------------------------------------------------------------------
 # Loading: any file / bytes / PIL image -> a fully decoded RGB PIL image, or a clear ImageError.

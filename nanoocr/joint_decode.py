@@ -26,7 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from nanoocr.ctc import PrefixScorer, greedy_decode
-from nanoocr.engine import _batch_prompts, _inference, _looping, _to_device, banned_ngram_tokens
+from nanoocr.engine import (
+    _batch_prompts,
+    _inference,
+    _looping,
+    _to_device,
+    banned_ngram_tokens,
+)
 
 WEIGHT = 0.5   # w above
 BEAM = 4       # hypotheses kept per strip

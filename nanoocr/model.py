@@ -15,10 +15,10 @@ from dataclasses import asdict
 import torch
 import torch.nn as nn
 
-from nanoocr.gpt import GPT, GPTConfig
-from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
-from nanoocr.muon import Muon
 from nanoocr.ctc import CTCHead
+from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
+from nanoocr.gpt import GPT, GPTConfig
+from nanoocr.muon import Muon
 
 
 class VLM(nn.Module):

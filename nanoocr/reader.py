@@ -27,24 +27,28 @@ The defaults every program shares live here: the no-repeat rule's n-gram size an
 dtype per device; the default prompt is modes.DEFAULT_PROMPT.
 """
 
-import os
 import math
+import os
 import stat
 import time
 import traceback
 
 from PIL import Image
 
-from nanoocr.common import autodetect_device_type, set_cpu_threads
-from nanoocr.common import autocast_dtype
-from nanoocr.checkpoint_manager import load_model, find_model, CheckpointError, NoModelError
-from nanoocr.modes import DEFAULT_PROMPT
-from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, load_image
-from nanoocr.documents import DEFAULT_DPI, MAX_PAGES, open_pages
+from nanoocr.checkpoint_manager import (
+    CheckpointError,
+    NoModelError,
+    find_model,
+    load_model,
+)
+from nanoocr.common import autocast_dtype, autodetect_device_type, set_cpu_threads
 from nanoocr.deepencoder import count_vision_tokens
-from nanoocr.strips import text_strips, join_lines
+from nanoocr.documents import DEFAULT_DPI, MAX_PAGES, open_pages
 from nanoocr.engine import preprocess
+from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, load_image
 from nanoocr.joint_decode import check_decoder, default_decoder, read_strips
+from nanoocr.modes import DEFAULT_PROMPT
+from nanoocr.strips import join_lines, text_strips
 
 # DeepSeek-OCR's guard against repetition loops: no 30-token n-gram twice within 90 tokens
 NO_REPEAT_NGRAM, NO_REPEAT_WINDOW = 30, 90

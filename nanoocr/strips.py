@@ -30,8 +30,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from nanoocr.layout import detect_orientation, find_columns
+from nanoocr.layout import runs as _runs
 from nanoocr.page import unwarp_page_mapped
-from nanoocr.layout import detect_orientation, find_columns, runs as _runs
 
 INK_FRAC = 0.92      # ink height of a line with ascenders and descenders, in font sizes (measured on
                      # DejaVu / Liberation: ascender + descender ink ~0.9-0.95 em)

@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from nanoocr import synth_text as T
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.strips import text_strips
-from nanoocr.typefaces import get_font, choose_font, bold_sibling
+from nanoocr.typefaces import bold_sibling, choose_font, get_font
 
 KINDS = ("line", "line_page", "page", "receipt")
 SPLITS = ("train", "val", "test")

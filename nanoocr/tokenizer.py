@@ -11,15 +11,15 @@ A nanochat tokenizer directory without <|image|> gets it appended at id = old vo
 which is why load_nanochat_gpt grows the GPT's vocabulary by one row.
 """
 
-import os
+import base64
 import io
 import json
-import base64
+import os
 import pickle
 
-import torch
 import rustbpe
 import tiktoken
+import torch
 
 SPECIAL_TOKENS = [
     "<|bos|>",  # every document / conversation starts with it

@@ -18,19 +18,24 @@ Preparation (decode / render, preprocess, tokenize) can run in worker processes 
 overlaps the training step.
 """
 
-import random
-import signal
 import functools
 import multiprocessing as mp
+import random
+import signal
 from collections import deque
 
 import torch
 
 from nanoocr.common import print0
-from nanoocr.modes import DEFAULT_PROMPT
-from nanoocr.image_process import load_image, process_image, ImageError, DEFAULT_MAX_PIXELS
 from nanoocr.deepencoder import num_image_tokens
-from nanoocr.tokenizer import ocr_conversation, IMAGE_MARKER
+from nanoocr.image_process import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    load_image,
+    process_image,
+)
+from nanoocr.modes import DEFAULT_PROMPT
+from nanoocr.tokenizer import IMAGE_MARKER, ocr_conversation
 
 
 class SampleError(ValueError):

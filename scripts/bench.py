@@ -40,25 +40,34 @@ thread). The model weights are random (speed does not depend on them; --model re
 one) and the tokenizer is a 512-id BPE trained on the built-in corpus in a second.
 """
 
-import os
-import gc
-import sys
-import json
-import time
 import argparse
+import gc
+import json
+import os
 import platform
 import statistics
+import sys
+import time
 from contextlib import nullcontext
 
 import torch
 
-from nanoocr.common import tune_malloc, cpu_has_fast_bf16, autocast_dtype
-from nanoocr.configurator import read_preset
-from nanoocr.flops import format_flops, dtype_label, matmul_peak, peak_flops
-from nanoocr.deepencoder import DeepEncoderConfig
 from nanoocr import flops as flopcount
+from nanoocr.common import autocast_dtype, cpu_has_fast_bf16, tune_malloc
+from nanoocr.configurator import read_preset
+from nanoocr.deepencoder import DeepEncoderConfig
+from nanoocr.flops import dtype_label, format_flops, matmul_peak, peak_flops
 from scripts import bench_encoder, bench_generate
-from scripts.bench_common import STRIP, BATCH, SEQ_LEN, model_sizes, random_vlm, never_end, summary, fmt
+from scripts.bench_common import (
+    BATCH,
+    SEQ_LEN,
+    STRIP,
+    fmt,
+    model_sizes,
+    never_end,
+    random_vlm,
+    summary,
+)
 
 PARTS = ("matmul", "train", "encoder", "generate", "render", "latency")  # --only's choices; all = the full suite
 
@@ -141,16 +150,16 @@ def machine_info(threads):
 
 def bench_tokenizer(vocab_size=512, max_chars=300_000):
     """A small BPE trained on the renderer's own text in about a second (the CPU recipe's size)."""
-    from nanoocr.tokenizer import Tokenizer
     from nanoocr.synth_text import corpus_iter
+    from nanoocr.tokenizer import Tokenizer
     return Tokenizer.train_from_iterator(corpus_iter(max_chars=max_chars), vocab_size)
 
 
 def training_batches(model, tok, n, stage, batch_size=BATCH, seq_len=SEQ_LEN, seed=0):
     """n real training batches of rendered line strips (Stage 2: 10% text-only rows), prepared
     before any timing: the data pipeline is measured on its own in part 5."""
-    from tasks.sources import synth_source, synth_text_source
     from nanoocr.vision_dataloader import vision_data_generator
+    from tasks.sources import synth_source, synth_text_source
     gen = vision_data_generator(synth_source("train", "line", seed, mode=STRIP), tok, model.encoder.config,
                                 batch_size, seq_len, STRIP, text_ratio=0.1 if stage == 2 else 0.0,
                                 get_text=synth_text_source("train", seed), seed=seed, log=lambda *a: None)
@@ -257,8 +266,8 @@ def bench_train(tok, name, stage, steps, warmup, peak_gflops, device, amp_dtype,
 
 def bench_render(tok, encoder_config, chunks, per_chunk, train_samples_per_s):
     from nanoocr.synth import render
-    from tasks.sources import synth_source
     from nanoocr.vision_dataloader import vision_data_generator
+    from tasks.sources import synth_source
     for i in range(20):  # warm-up: fonts load and glyph caches fill on first use
         render(0, 10_000_000 + i, "line", "train", height=STRIP[0], width=STRIP[1])
     render_rate, k = [], 0
@@ -290,10 +299,11 @@ def bench_render(tok, encoder_config, chunks, per_chunk, train_samples_per_s):
 # Profiles (--profile): where the time of the weak numbers goes
 
 def profile_sections(tok, device, amp_dtype, row_limit=18):
-    from torch.profiler import profile, ProfilerActivity
-    from nanoocr.engine import generate, preprocess
     import numpy as np
     from PIL import Image
+    from torch.profiler import ProfilerActivity, profile
+
+    from nanoocr.engine import generate, preprocess
     model = random_vlm(tok, "cpu", device=device).train()
     optimizers = recipe_optimizers(model, 1)
     batches = [to_device(b, device) for b in training_batches(model, tok, 3, 1)]

@@ -5,13 +5,13 @@ and the timing and summary helpers. A leaf: it imports no other bench module, so
 it and never each other.
 """
 
-import time
 import statistics
+import time
 
 import torch
 
 from nanoocr.configurator import read_preset
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
+from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
 from nanoocr.modes import parse_mode

@@ -15,7 +15,7 @@ import os
 import torch
 
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
-from scripts.bench_common import model_sizes, alternate, summary, fmt
+from scripts.bench_common import alternate, fmt, model_sizes, summary
 
 
 def reference_pair(attn_impls=("sdpa", "eager")):
@@ -24,8 +24,10 @@ def reference_pair(attn_impls=("sdpa", "eager")):
     convs while the CPU preset has one, so the pair uses the CPU preset with a second 128->128 conv
     (SAM, the dominant cost, is unchanged). Raises ImportError without transformers."""
     import tempfile
-    from transformers import UnlimitedOcrVisionConfig, UnlimitedOcrVisionModel
+
     from safetensors.torch import save_file
+    from transformers import UnlimitedOcrVisionConfig, UnlimitedOcrVisionModel
+
     from nanoocr.encoder_weights import load_encoder_weights
     sizes = model_sizes("cpu")["encoder"]
     c = DeepEncoderConfig(**{**sizes, "conv_channels": (sizes["conv_channels"][0],) * 2})

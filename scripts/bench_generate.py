@@ -11,11 +11,11 @@ generates exactly the tokens being measured: `new_tokens` in generate, and in la
 the image's ground truth has, as a model that reads it correctly would.
 """
 
-import time
 import shutil
 import statistics
+import time
 
-from scripts.bench_common import STRIP, random_vlm, never_end, summary, fmt
+from scripts.bench_common import STRIP, fmt, never_end, random_vlm, summary
 
 
 def generation_model(tok, model_dir=""):
@@ -34,7 +34,8 @@ def bench_generate(tok, mode, new_tokens, cached_runs, naive_runs, model_dir="")
     """Batch 1, greedy, one random image in `mode` (STRIP or a named mode such as "base")."""
     import numpy as np
     from PIL import Image
-    from nanoocr.engine import generate, naive_generate, preprocess, encode
+
+    from nanoocr.engine import encode, generate, naive_generate, preprocess
     net, tok = generation_model(tok, model_dir)
     rng = np.random.default_rng(0)
     size = mode if isinstance(mode, tuple) else (256, 256)
@@ -64,9 +65,9 @@ def bench_generate(tok, mode, new_tokens, cached_runs, naive_runs, model_dir="")
 def bench_latency(tok, n_images, model_dir="", batch=8):
     """Mean ms per image to read n_images rendered val line strips (the ground truth's token count
     each), one at a time and `batch` at a time, and Tesseract's on the same images."""
-    from nanoocr.synth import render
-    from nanoocr.metrics import cer
     from nanoocr.engine import generate, preprocess
+    from nanoocr.metrics import cer
+    from nanoocr.synth import render
     net, tok = generation_model(tok, model_dir)
     lines = [render(0, i, "line", split="val") for i in range(n_images)]  # (image, prompt, answer)
     views = [preprocess(net, im, STRIP) for im, _, _ in lines]

@@ -5,9 +5,9 @@ The `nanoocr` console command: a thin dispatcher to the scripts, so `nanoocr rea
 the last --preset counts, and a Stage 1 preset there stops with a message naming NAME_mid).
 """
 
-import sys
-import runpy
 import importlib.util
+import runpy
+import sys
 
 SUBCOMMANDS = {
     # name: (module, one-line help)

@@ -7,13 +7,18 @@ and training's --init_from all load it like a checkpoint directory.
     nanoocr export CHECKPOINT OUT_DIR --step 2000 --dtype bfloat16
 """
 
+import argparse
 import os
 import sys
-import argparse
 
 import torch
 
-from nanoocr.checkpoint_manager import load_model, save_export, is_export_dir, CheckpointError
+from nanoocr.checkpoint_manager import (
+    CheckpointError,
+    is_export_dir,
+    load_model,
+    save_export,
+)
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

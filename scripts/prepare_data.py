@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from nanoocr.configurator import configure
 from tasks import common
-from tasks.sources import open_source, SOURCE_KINDS as _SOURCES
+from tasks.sources import SOURCE_KINDS as _SOURCES
+from tasks.sources import open_source
 
 # -----------------------------------------------------------------------------
 # config (override with --key=value)

@@ -43,19 +43,19 @@ back into lines. --whole reads the image stretched to the strip instead (the mod
 it never trained on). "strips" in a JSON line counts the pieces.
 """
 
-import os
-import sys
+import argparse
 import glob
 import json
+import os
+import sys
 import time
-import argparse
 
 from tqdm import tqdm
 
 from nanoocr import reader
-from nanoocr.modes import DEFAULT_PROMPT, resolve_mode
-from nanoocr.joint_decode import DECODERS, check_decoder
 from nanoocr.documents import DEFAULT_DPI, count_pages
+from nanoocr.joint_decode import DECODERS, check_decoder
+from nanoocr.modes import DEFAULT_PROMPT, resolve_mode
 from nanoocr.outputs import write_hocr, write_pdf
 from tasks.common import IMAGE_EXTS
 from tasks.image_folder import iter_images

@@ -8,14 +8,14 @@ Evals named realistic_<row> (tasks/realistic.py; `nanoocr eval --data=realistic:
     python -m scripts.report --tag=cpu
 """
 
-import os
-import re
 import glob
 import json
+import os
+import re
 
+from nanoocr.checkpoint_manager import checkpoint_dir_for, committed_steps, load_meta
 from nanoocr.common import get_base_dir
 from nanoocr.configurator import configure
-from nanoocr.checkpoint_manager import committed_steps, load_meta, checkpoint_dir_for
 from tasks.realistic import ROWS
 
 tag = "cpu"                 # the training tag (speedrun: the preset name)

@@ -38,28 +38,36 @@ sequence length as max tokens, the no-repeat rule), greedy, so the page, the API
 on every image. The server binds 127.0.0.1 unless told otherwise (README, Security).
 """
 
-import os
-import sys
-import json
-import time
-import uuid
-import base64
-import socket
 import argparse
+import base64
 import binascii
 import contextlib
+import json
+import os
+import socket
+import sys
+import time
+import uuid
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse, HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from nanoocr import reader
+from nanoocr.documents import DEFAULT_DPI
 from nanoocr.image_process import DEFAULT_MAX_PIXELS
 from nanoocr.joint_decode import DECODERS, check_decoder
 from nanoocr.modes import default_mode
-from nanoocr.documents import DEFAULT_DPI
-from scripts.serve_queue import MB, FORM_SLACK, ApiError, error_body, sse, Deltas, OcrServer
+from scripts.serve_queue import (
+    FORM_SLACK,
+    MB,
+    ApiError,
+    Deltas,
+    OcrServer,
+    error_body,
+    sse,
+)
 
 PAGE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page.html")
 

@@ -6,15 +6,15 @@ framing, and OcrServer -- --concurrency worker threads generating with the one m
 routes and the command line on top of it.
 """
 
-import os
+import asyncio
+import concurrent.futures
+import contextlib
 import hmac
 import json
-import time
-import asyncio
+import os
 import threading
+import time
 import traceback
-import contextlib
-import concurrent.futures
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -22,13 +22,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from nanoocr import reader
-from nanoocr.modes import MODES, DEFAULT_PROMPT, default_mode, parse_mode, check_mode
-from nanoocr.joint_decode import default_decoder
-from nanoocr.engine import prompt_ids
-from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, sniff_image_type, describe_non_image
-from nanoocr.documents import DEFAULT_DPI, is_pdf, count_pages, open_pages
 from nanoocr.deepencoder import num_image_tokens
-
+from nanoocr.documents import DEFAULT_DPI, count_pages, is_pdf, open_pages
+from nanoocr.engine import prompt_ids
+from nanoocr.image_process import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    describe_non_image,
+    sniff_image_type,
+)
+from nanoocr.joint_decode import default_decoder
+from nanoocr.modes import DEFAULT_PROMPT, MODES, check_mode, default_mode, parse_mode
 
 PROMPTS = [DEFAULT_PROMPT, "<|grounding|>Convert the document to markdown.", "<|grounding|>OCR this image.",
            "Parse the figure.", "Describe this image in detail."]  # DeepSeek-OCR's (dev/design.md §3)

@@ -18,32 +18,47 @@ by that count, so 2 ranks x B equals 1 rank x 2B exactly (dev/design.md §3). Ch
 """
 
 import hashlib
+import math
+import os
 import re
 import shutil
-import os
-import sys
-import math
-import time
 import signal
+import sys
+import time
 from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 
-from nanoocr.common import compute_init, compute_cleanup, print0, get_base_dir, get_wandb, batch_plan
+from nanoocr.checkpoint_manager import (
+    CheckpointError,
+    checkpoint_dir_for,
+    committed_steps,
+    find_last_step,
+    load_checkpoint,
+    load_nanochat_gpt,
+    save_checkpoint,
+    save_tokenizer_once,
+)
+from nanoocr.common import (
+    autocast_dtype,
+    batch_plan,
+    compute_cleanup,
+    compute_init,
+    get_base_dir,
+    get_wandb,
+    print0,
+)
 from nanoocr.configurator import configure
-from nanoocr.gpt import GPTConfig
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
-from nanoocr.model import build_vlm
-from nanoocr.tokenizer import Tokenizer
-from nanoocr.checkpoint_manager import (save_checkpoint, load_checkpoint, find_last_step, committed_steps,
-                                        save_tokenizer_once, load_nanochat_gpt, CheckpointError, checkpoint_dir_for)
-from nanoocr.vision_dataloader import vision_data_generator
+from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig
 from nanoocr.diagnostics import encoder_collapse, loss_and_gap
-from nanoocr.common import autocast_dtype
-from nanoocr.flops import batch_flops, peak_flops, format_flops, dtype_label
+from nanoocr.flops import batch_flops, dtype_label, format_flops, peak_flops
+from nanoocr.gpt import GPTConfig
+from nanoocr.model import build_vlm
 from nanoocr.modes import parse_mode
+from nanoocr.tokenizer import Tokenizer
 from nanoocr.typefaces import check_fonts, font_manifest
+from nanoocr.vision_dataloader import vision_data_generator
 from tasks.sources import training_sources, uses_synth
 
 # -----------------------------------------------------------------------------

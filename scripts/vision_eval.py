@@ -18,24 +18,24 @@ else data; "synth" means the renderer's val split). Images that cannot be read a
 and left out of the metrics (counted in "failed").
 """
 
-import os
-import sys
 import json
-import time
+import os
 import shutil
-import tempfile
 import subprocess
+import sys
+import tempfile
+import time
 
-from nanoocr import reader, modes
-from nanoocr.joint_decode import check_decoder, default_decoder
-from nanoocr.configurator import configure
+from nanoocr import modes, reader
 from nanoocr.common import get_base_dir
+from nanoocr.configurator import configure
 from nanoocr.image_process import load_image
+from nanoocr.joint_decode import check_decoder, default_decoder
 from nanoocr.metrics import cer, summarize
 from nanoocr.vision_dataloader import sample_name
 from tasks import fox, omnidocbench
-from tasks.sources import open_samples
 from tasks.common import join_prompt
+from tasks.sources import open_samples
 
 # (config keys are this module's plain values: import modules and functions above, never constants,
 # or they become --keys)

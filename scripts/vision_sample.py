@@ -13,12 +13,12 @@ import sys
 
 import torch
 
-from nanoocr import reader, modes
+from nanoocr import modes, reader
 from nanoocr.configurator import configure
 from nanoocr.engine import encode, preprocess
+from nanoocr.metrics import cer, normalized_edit_distance
 from nanoocr.tokenizer import ocr_conversation
-from nanoocr.metrics import normalized_edit_distance, cer
-from scripts.vision_eval import run_model, load_pil, sample_prompt
+from scripts.vision_eval import load_pil, run_model, sample_prompt
 from tasks.sources import open_samples
 
 # (config keys are this module's plain values: import modules and functions above, never constants)

@@ -21,8 +21,8 @@ exists and the answer is not empty. Anything else wrong with a record is a *coun
 the file, or with strict=True an error — a silently dropped sample is how a dataset quietly shrinks.
 """
 
-import os
 import json
+import os
 import sys
 from collections import Counter
 

@@ -19,7 +19,15 @@ with the authors' own script): a JSON list of {"image", "question", "label" (gro
 import json
 import os
 
-from tasks.common import DataError, join_prompt, json_list_records, make_sample, new_skips, resolve_image, skip
+from tasks.common import (
+    DataError,
+    join_prompt,
+    json_list_records,
+    make_sample,
+    new_skips,
+    resolve_image,
+    skip,
+)
 
 HUMAN_ROLES = ("human", "user")
 MODEL_ROLES = ("gpt", "assistant")

@@ -24,7 +24,6 @@ from PIL import Image, ImageDraw
 
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.typefaces import get_font
-
 from tasks.realistic import HELD_OUT_FAMILIES, upright_styles
 
 PASSAGES = [

@@ -38,10 +38,10 @@ line of the answer, no surrounding spaces; a blank gap between paragraphs is not
 it is not an empty answer line either (a line reader has nothing to report there).
 """
 
+import functools
 import io
 import os
 import random
-import functools
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter

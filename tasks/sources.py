@@ -23,13 +23,13 @@ stream records; here they are collected into lists — only paths and text, imag
 once per start-up and its records shared by the train, curriculum and val sources).
 """
 
-import os
-import json
-import random
 import functools
+import json
+import os
+import random
 
-from tasks import fox, image_folder, ocr_json, omnidocbench, parquet
 from nanoocr.vision_dataloader import records_source
+from tasks import fox, image_folder, ocr_json, omnidocbench, parquet
 
 SOURCE_KINDS = ("json", "jsonl", "folder", "parquet", "fox", "omnidocbench")
 

@@ -4,27 +4,27 @@ started as its own process (the way users run it, and so its memory can be measu
 http.client helpers with timeouts, and what `nanoocr read` prints for an image.
 """
 
+import contextlib
+import http.client
 import io
+import json
 import os
 import re
+import signal
+import subprocess
 import sys
-import json
 import time
 import uuid
-import signal
-import contextlib
-import subprocess
-import http.client
 from urllib.parse import urlparse
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from nanoocr.tokenizer import Tokenizer
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
+from nanoocr.checkpoint_manager import save_checkpoint, save_tokenizer_once
+from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
-from nanoocr.checkpoint_manager import save_checkpoint, save_tokenizer_once
+from nanoocr.tokenizer import Tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODE = [32, 128]  # the checkpoint's training mode: the server's default, as it is `read`'s

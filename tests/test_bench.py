@@ -5,20 +5,20 @@ by matches torch's FlopCounterMode on real forward + backward passes, `nanoocr b
 model, and the peak that MFU divides by is one measurement shared with the trainer.
 """
 
-import os
-import sys
 import json
+import os
 import re
 import subprocess
+import sys
 
 import pytest
 import torch
-
 from conftest import REPO
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES, num_image_tokens
+
+from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig, num_image_tokens
+from nanoocr.flops import batch_flops, counted_flops, train_step_flops
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
-from nanoocr.flops import batch_flops, counted_flops, train_step_flops
 
 VOCAB = 330  # padded to 384 in the lm_head: the count must use the padded size
 
@@ -187,6 +187,7 @@ def test_bench_model_is_the_cpu_recipe_and_its_modules_form_no_import_circle():
     """The bench times presets/cpu.toml's model at its strip size and batch, and the shared helpers
     sit in a leaf module: bench -> bench_encoder / bench_generate -> bench_common, never back."""
     import ast
+
     from nanoocr.configurator import read_preset
     from nanoocr.deepencoder import ENCODER_SIZES
     from scripts import bench_common

@@ -4,11 +4,18 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import FIXTURE_D2
+
+from nanoocr.checkpoint_manager import (
+    CheckpointError,
+    committed_steps,
+    find_last_step,
+    gpt_from_state_dict,
+    load_checkpoint,
+    load_nanochat_gpt,
+    save_checkpoint,
+)
 from nanoocr.gpt import GPTConfig, build_gpt
-from nanoocr.checkpoint_manager import (save_checkpoint, load_checkpoint, find_last_step, committed_steps,
-                                        gpt_from_state_dict, load_nanochat_gpt, CheckpointError)
 
 
 def make_model():

@@ -9,10 +9,10 @@ parameter is re-randomised first (dev/design.md §7, the trap).
 
 import pytest
 import torch
+from reference import randomize_, rel_err
 
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
 from nanoocr.encoder_weights import load_encoder_weights
-from reference import randomize_, rel_err
 
 TOL = 1e-4
 
@@ -26,8 +26,8 @@ OURS = DeepEncoderConfig(image_size=64, patch_size=8, sam_width=32, sam_depth=1,
 
 @pytest.fixture(scope="module")
 def clip_ref(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPModel
     from safetensors.torch import save_file
+    from transformers import CLIPConfig, CLIPModel
     text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=100,
                 bos_token_id=0, eos_token_id=1, pad_token_id=1)
     ref = CLIPModel._from_config(CLIPConfig(vision_config=VISION_KW, text_config=text), attn_implementation="eager").eval()

@@ -1,6 +1,6 @@
 import pytest
 
-from nanoocr.configurator import configure, ConfigError
+from nanoocr.configurator import ConfigError, configure
 
 
 def scope():

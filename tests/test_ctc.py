@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from nanoocr.ctc import CTCHead, ctc_loss_sum, char_ids, NUM_CLASSES, OTHER
+from nanoocr.ctc import NUM_CLASSES, OTHER, CTCHead, char_ids, ctc_loss_sum
 
 
 def test_char_ids_cover_ascii_and_share_one_class_for_the_rest():

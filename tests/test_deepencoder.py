@@ -11,12 +11,24 @@ so the window blocks also zero-pad: the native 128 px grid is 8 x 8.
 import pytest
 import torch
 from PIL import Image
+from reference import (
+    UNLIMITED_CLIP_KW,
+    UNLIMITED_SAM_KW,
+    UNLIMITED_TEXT_KW,
+    randomize_,
+    rel_err,
+)
 
-from nanoocr.deepencoder import (DeepEncoder, DeepEncoderConfig, ENCODER_SIZES, grid_size, num_image_tokens,
-                                 count_vision_tokens)
+from nanoocr.deepencoder import (
+    ENCODER_SIZES,
+    DeepEncoder,
+    DeepEncoderConfig,
+    count_vision_tokens,
+    grid_size,
+    num_image_tokens,
+)
 from nanoocr.encoder_weights import load_encoder_weights
 from nanoocr.image_process import process_image
-from reference import randomize_, rel_err, UNLIMITED_SAM_KW, UNLIMITED_CLIP_KW, UNLIMITED_TEXT_KW
 
 TOL = 1e-4
 
@@ -33,8 +45,8 @@ def pixels(*shape, seed=0):
 def ref(tmp_path_factory):
     """One tiny UnlimitedOcrModel (eager attention, float64); its vision tower is an
     UnlimitedOcrVisionModel, saved on its own (sam_encoder.*, vision_encoder.*) and as the whole model."""
-    from transformers import UnlimitedOcrConfig, UnlimitedOcrModel
     from safetensors.torch import save_file
+    from transformers import UnlimitedOcrConfig, UnlimitedOcrModel
     cfg = UnlimitedOcrConfig(vision_config=dict(sam_config=UNLIMITED_SAM_KW, encoder_config=UNLIMITED_CLIP_KW), text_config=UNLIMITED_TEXT_KW)
     model = UnlimitedOcrModel._from_config(cfg, attn_implementation="eager").eval()
     randomize_(model, seed=11)

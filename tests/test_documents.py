@@ -6,20 +6,20 @@ the model is a small random one saved as a real checkpoint (tests/serve_fixtures
 """
 
 import io
+import json
 import re
 import sys
-import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
-import pytest
 import pypdfium2 as pdfium
+import pytest
 from fpdf import FPDF
 from PIL import Image
 
 from nanoocr import reader
-from nanoocr.documents import open_pages, count_pages
 from nanoocr.checkpoint_manager import load_model
+from nanoocr.documents import count_pages, open_pages
 from nanoocr.synth import render
 from scripts import read as read_script
 from tests.serve_fixtures import make_checkpoint
@@ -260,6 +260,7 @@ def test_the_python_api_reads_paths_pil_and_numpy_with_the_model_loaded_once(ckp
 def test_the_readmes_python_example_runs(ckpt, monkeypatch, capsys):
     """README "Using it from Python", as written, with the newest model of a base dir (the random one)."""
     import os
+
     from nanoocr import api
     readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
     section = readme[readme.index("### Using it from Python"):]

@@ -11,11 +11,11 @@ import re
 
 import pytest
 import torch
+from reference import UNLIMITED_CLIP_KW, UNLIMITED_SAM_KW, UNLIMITED_TEXT_KW, randomize_
 from safetensors.torch import save_file
 
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
-from nanoocr.encoder_weights import load_encoder_weights, detect_layout
-from reference import randomize_, UNLIMITED_SAM_KW, UNLIMITED_CLIP_KW, UNLIMITED_TEXT_KW
+from nanoocr.encoder_weights import detect_layout, load_encoder_weights
 
 OURS = DeepEncoderConfig(image_size=128, patch_size=16, sam_width=64, sam_depth=2, sam_heads=2, sam_mlp=128,
                          window_size=3, global_attn_indexes=(1,), neck_channels=32, conv_channels=(64, 128),

@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from nanoocr.tokenizer import Tokenizer
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
-from nanoocr.gpt import GPTConfig
-from nanoocr.model import build_vlm
-from nanoocr.image_process import process_image
 from nanoocr import engine
-from nanoocr.engine import generate, naive_generate, banned_ngram_tokens
+from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig
+from nanoocr.engine import banned_ngram_tokens, generate, naive_generate
+from nanoocr.gpt import GPTConfig
+from nanoocr.image_process import process_image
+from nanoocr.model import build_vlm
+from nanoocr.tokenizer import Tokenizer
 
 CORPUS = ["the quick brown fox jumps over the lazy dog 0123456789 Free OCR. receipt total cash change",
           "Convert the document to markdown. OCR this image. hello world, lines of text"] * 30

@@ -3,11 +3,11 @@ import os
 
 import pytest
 import torch
-
 from conftest import FIXTURE_D2
+
 from nanoocr import gpt as gpt_module
-from nanoocr.gpt import GPTConfig, build_gpt
 from nanoocr.checkpoint_manager import load_nanochat_gpt
+from nanoocr.gpt import GPTConfig, build_gpt
 
 
 def small_gpt(n_head=4, n_kv_head=2, seed=0, vocab=300):

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from nanoocr.checkpoint_manager import committed_steps, load_meta
 from nanoocr.common import batch_plan
 from nanoocr.configurator import read_preset
@@ -118,7 +118,13 @@ def test_gpu_encoder_size_is_the_real_structure():
     global blocks, two stride-2 convs (16x compression), CLIP on the conv grid -- so the resolution
     modes have the full preset's token counts -- and a forward that gives the counted tokens."""
     import torch
-    from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig, ENCODER_SIZES, num_image_tokens
+
+    from nanoocr.deepencoder import (
+        ENCODER_SIZES,
+        DeepEncoder,
+        DeepEncoderConfig,
+        num_image_tokens,
+    )
     gpu, full = DeepEncoderConfig(**ENCODER_SIZES["gpu"]), DeepEncoderConfig(**ENCODER_SIZES["full"])
     assert gpu.num_convs == 2 and gpu.stride == 64 and gpu.global_attn_indexes and gpu.window_size == 14
     for mode in ("tiny", "small", "base", "large"):
@@ -134,7 +140,8 @@ def test_gpu_encoder_size_is_the_real_structure():
 
 def test_mfu_labels_say_the_peak_and_dtype():
     import torch
-    from nanoocr.flops import format_flops, dtype_label
+
+    from nanoocr.flops import dtype_label, format_flops
     assert format_flops(825e9) == "825 GFLOP/s" and format_flops(9.89e14) == "989 TFLOP/s"
     assert format_flops(86.6e9) == "86.6 GFLOP/s"
     assert dtype_label(torch.bfloat16, "cpu") == "bf16" and dtype_label(None, "cpu") == "fp32"

@@ -13,11 +13,25 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
+from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig
 from nanoocr.image_process import (
-    DEFAULT_MAX_PIXELS, PAD_COLOR, ImageError, _open_lazy, load_image, process_image, sniff_image_type,
+    DEFAULT_MAX_PIXELS,
+    PAD_COLOR,
+    ImageError,
+    _open_lazy,
+    load_image,
+    process_image,
+    sniff_image_type,
 )
-from nanoocr.modes import MODES, gundam_grid, mode_side, parse_mode, default_mode, check_mode, resolve_mode
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
+from nanoocr.modes import (
+    MODES,
+    check_mode,
+    default_mode,
+    gundam_grid,
+    mode_side,
+    parse_mode,
+    resolve_mode,
+)
 
 GREY = (127 / 255 - 0.5) / 0.5  # the pad colour after normalisation, about -0.0039
 

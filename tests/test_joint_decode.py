@@ -75,7 +75,7 @@ def test_greedy_decode_merges_repeats_and_drops_blanks():
 
 
 def _tiny_model(ctc=True):
-    from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
+    from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig
     from nanoocr.gpt import GPTConfig
     from nanoocr.model import build_vlm
     from nanoocr.tokenizer import Tokenizer
@@ -88,7 +88,12 @@ def _tiny_model(ctc=True):
 
 
 def test_the_head_is_saved_loaded_and_exported_with_the_model(tmp_path):
-    from nanoocr.checkpoint_manager import load_model, save_checkpoint, save_export, save_tokenizer_once
+    from nanoocr.checkpoint_manager import (
+        load_model,
+        save_checkpoint,
+        save_export,
+        save_tokenizer_once,
+    )
     model, tok = _tiny_model()
     assert any(k.startswith("ctc_head.") for k in model.state_dict())
     meta = {"model_config": model.config, "user_config": {"mode": [32, 128]}, "step": 1}
@@ -115,7 +120,11 @@ def test_the_head_is_saved_loaded_and_exported_with_the_model(tmp_path):
 
 def test_a_checkpoint_that_kept_the_head_beside_the_optimiser_still_loads_it(tmp_path):
     """Before the head was part of the model, the trainer stored it in optim_*.pt["ctc_head"]."""
-    from nanoocr.checkpoint_manager import load_model, save_checkpoint, save_tokenizer_once
+    from nanoocr.checkpoint_manager import (
+        load_model,
+        save_checkpoint,
+        save_tokenizer_once,
+    )
     model, tok = _tiny_model()
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("ctc_head.")}
     config = {k: v for k, v in model.config.items() if k != "ctc"}
@@ -140,7 +149,12 @@ def _strips(n):
 
 def test_joint_decoding_is_batched_and_the_decoders_are_checked():
     from nanoocr.engine import preprocess
-    from nanoocr.joint_decode import check_decoder, ctc_generate, default_decoder, joint_generate
+    from nanoocr.joint_decode import (
+        check_decoder,
+        ctc_generate,
+        default_decoder,
+        joint_generate,
+    )
     model, tok = _tiny_model()
     views = [preprocess(model, im, (32, 128)) for im in _strips(3)]
     one_by_one = [joint_generate(model, tok, [v], "Free OCR.", max_tokens=8, beam=3)[0] for v in views]

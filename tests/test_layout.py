@@ -10,7 +10,13 @@ from PIL import Image
 
 from nanoocr import synth
 from nanoocr.layout import detect_orientation, find_columns
-from nanoocr.strips import background_and_ink, clean_image, column_lines, find_lines, text_strips
+from nanoocr.strips import (
+    background_and_ink,
+    clean_image,
+    column_lines,
+    find_lines,
+    text_strips,
+)
 from tasks.realistic import realistic_samples
 
 N_PAGES = 20  # per case; the bar is >= 95%, so at most one page of 20 may miss

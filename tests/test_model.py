@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES, num_image_tokens
+from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig, num_image_tokens
 from nanoocr.gpt import GPTConfig
 from nanoocr.image_process import process_image
 from nanoocr.model import build_vlm

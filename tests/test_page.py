@@ -7,10 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from nanoocr.page import EDGE_TRIM, find_page, unwarp_page, enclosing_quad, _outline_quad
+from nanoocr.page import (
+    EDGE_TRIM,
+    _outline_quad,
+    enclosing_quad,
+    find_page,
+    unwarp_page,
+)
 from nanoocr.strips import clean_image, find_lines
 from nanoocr.typefaces import get_font, list_fonts
-from tasks.realistic import realistic_samples, photo_corners
+from tasks.realistic import photo_corners, realistic_samples
 
 
 def corner_error(found, true):

@@ -4,30 +4,34 @@ The user-facing programs on a small random model saved as a real checkpoint: `na
 (metrics, Fox and OmniDocBench outputs, Tesseract side by side) and `nanoocr sample`.
 """
 
-import os
-import sys
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from nanoocr.tokenizer import Tokenizer
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES
-from nanoocr.gpt import GPTConfig
-from nanoocr.model import build_vlm
-from nanoocr.checkpoint_manager import save_checkpoint, save_tokenizer_once, load_model, is_export_dir
-from nanoocr.image_process import process_image
+from nanoocr import metrics, reader
+from nanoocr.checkpoint_manager import (
+    is_export_dir,
+    load_model,
+    save_checkpoint,
+    save_tokenizer_once,
+)
+from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig
 from nanoocr.engine import generate
-from nanoocr import reader
+from nanoocr.gpt import GPTConfig
+from nanoocr.image_process import process_image
+from nanoocr.model import build_vlm
 from nanoocr.reader import strip_views, trained_max_words
 from nanoocr.strips import join_lines
-from nanoocr import metrics
-from scripts import read as read_script
-from scripts import export as export_script
+from nanoocr.tokenizer import Tokenizer
 from scripts import cli
+from scripts import export as export_script
+from scripts import read as read_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODE = [32, 128]  # the "training" mode stored in the checkpoint: read/eval must default to it

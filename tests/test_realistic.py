@@ -154,8 +154,8 @@ def test_compute_metrics_per_family_and_lengths():
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="apt-get install tesseract-ocr")
 def test_tesseract_reads_clean_lines():
     """The sets are legible: an off-the-shelf reader gets clean line crops nearly right."""
-    from scripts.vision_eval import run_tesseract
     from nanoocr.metrics import cer
+    from scripts.vision_eval import run_tesseract
     samples = R.realistic_samples("clean_lines", limit=16)
     preds = [run_tesseract(s["image"], psm=s["tess_psm"])[0] for s in samples]
     assert cer(preds, [s["answer"] for s in samples]) < 0.1
@@ -173,10 +173,11 @@ def test_add_tesseract_uses_sample_psm(monkeypatch):
 
 
 def test_report_card_realistic_table(tmp_path):
-    import os
-    import sys
     import json
+    import os
     import subprocess
+    import sys
+
     from scripts.vision_eval import compute_metrics
     ev = tmp_path / "eval"
     ev.mkdir()
@@ -290,8 +291,8 @@ def test_bilevel_line_has_ink():
 def test_tesseract_reads_scan_rows(rows):
     """The scan rows are legible: Tesseract reads a few samples of each (measured: lines ~0.003-0.006,
     pages 0.006-0.07, the specked fax pages worst)."""
-    from scripts.vision_eval import run_tesseract
     from nanoocr.metrics import cer
+    from scripts.vision_eval import run_tesseract
     for row in ("bilevel_lines", "pencil_lines", "bilevel_pages", "tiff_pages", "fax_pages", "grey_scans", "colour_scans"):
         samples = rows[row][:6 if row in R.LINE_ROWS else 1]
         preds = [run_tesseract(load(s), psm=s["tess_psm"])[0] for s in samples]

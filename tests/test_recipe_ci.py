@@ -12,7 +12,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
 
 N_STEPS = 600
@@ -45,7 +44,7 @@ def test_ci_sized_recipe_reads_unseen_samples(tmp_path):
     from nanoocr.engine import generate
     from nanoocr.metrics import cer
     from nanoocr.vision_dataloader import vision_data_generator
-    from tasks.sources import synth_source, synth_options
+    from tasks.sources import synth_options, synth_source
     model, tok, meta = load_model(str(tmp_path / "vis_tok_checkpoints" / "ci"))
     cfg = meta["user_config"]
     src = synth_source("val", "line", 3, (32, 128), **synth_options(**cfg))
@@ -75,10 +74,12 @@ def test_ci_sized_recipe_reads_unseen_samples(tmp_path):
 
     # the reader's path on crops that are not strips: one test-split word, 20-40 px, on white
     import random
+
     from PIL import Image, ImageDraw
+
     from nanoocr.reader import read_images, trained_max_words
-    from nanoocr.typefaces import get_font
     from nanoocr.synth_text import pick_text, random_token
+    from nanoocr.typefaces import get_font
     rng = random.Random(5)
     crops, words = [], []
     for _ in range(24):

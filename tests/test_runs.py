@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from nanoocr.checkpoint_manager import committed_steps, load_meta
 
 TINY = ["--encoder_size=cpu", "--gpt_depth=1", "--gpt_n_embd=192", "--gpt_n_head=2", "--mode=32x256",

@@ -9,11 +9,16 @@ loaded weights must break the match.
 
 import pytest
 import torch
+from reference import randomize_, rel_err
 
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
 from nanoocr.encoder_weights import load_encoder_weights
-from nanoocr.sam import window_partition, window_unpartition, resize_pos_embed, rel_pos_table
-from reference import randomize_, rel_err
+from nanoocr.sam import (
+    rel_pos_table,
+    resize_pos_embed,
+    window_partition,
+    window_unpartition,
+)
 
 TOL = 1e-4  # max |ours - ref| / std(ref)
 
@@ -28,8 +33,8 @@ OURS = DeepEncoderConfig(image_size=80, patch_size=8, sam_width=64, sam_depth=3,
 
 @pytest.fixture(scope="module")
 def sam_ref(tmp_path_factory):
-    from transformers import SamVisionConfig, SamVisionModel
     from safetensors.torch import save_file
+    from transformers import SamVisionConfig, SamVisionModel
     torch.manual_seed(0)
     ref = SamVisionModel._from_config(SamVisionConfig(**SAM_KW), attn_implementation="eager").eval()
     randomize_(ref, seed=1)

@@ -6,20 +6,26 @@ it would create never appears). nanochat's own tokenizer.pkl still loads, as dat
 """
 
 import io
-import os
-import sys
 import json
+import os
 import pickle
 import subprocess
+import sys
 
 import pytest
 import torch
-
-from conftest import REPO, FIXTURE_D2
+from conftest import FIXTURE_D2, REPO
 from serve_fixtures import make_checkpoint, text_image
+
+from nanoocr.checkpoint_manager import (
+    CheckpointError,
+    checkpoint_dir_for,
+    load_file,
+    load_model,
+    save_checkpoint,
+    save_export,
+)
 from nanoocr.tokenizer import Tokenizer, TokenizerError
-from nanoocr.checkpoint_manager import (save_checkpoint, save_export, load_model, load_file, CheckpointError,
-                                        checkpoint_dir_for)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,7 +80,10 @@ def test_poisoned_tokenizer_is_refused_by_every_program(poisoned, tmp_path, caps
     with pytest.raises(TokenizerError, match="refused"):
         load_nanochat_gpt(os.path.join(FIXTURE_D2, "base_checkpoints", "d2"), os.path.join(ckpt, "tokenizer"))
 
-    from scripts import read as read_script, export as export_script, serve as serve_script, cli
+    from scripts import cli
+    from scripts import export as export_script
+    from scripts import read as read_script
+    from scripts import serve as serve_script
     assert read_script.main([img, "--model", ckpt]) == 2
     assert "refused" in capsys.readouterr().err
     assert export_script.main([ckpt, str(tmp_path / "exp")]) == 2
@@ -170,8 +179,9 @@ def test_prepare_data_keeps_a_decompression_bomb_limit(tmp_path, monkeypatch):
     """prepare_data decodes the images it converts: it does so under a pixel limit, and with the
     limit off (max_pixels=None) Pillow's own bomb check still holds."""
     import PIL.Image
+
+    from nanoocr.image_process import ImageError, load_image
     from scripts.prepare_data import save_image
-    from nanoocr.image_process import load_image, ImageError
     buf = io.BytesIO()
     PIL.Image.new("RGB", (200, 100), "white").save(buf, format="BMP")  # BMP: converted, so decoded
     with pytest.raises(ImageError, match="exceeds the limit of 10,000"):

@@ -6,30 +6,42 @@ told apart, /health answering throughout). The queue, timeout and disconnect tes
 in-process with generation slowed down, so they depend on no machine's speed.
 """
 
-import io
-import re
-import os
-import json
-import time
 import base64
-import socket
-import threading
+import concurrent.futures
 import contextlib
 import http.client
-import concurrent.futures
+import io
+import json
+import os
+import re
+import socket
+import threading
+import time
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 import uvicorn
 from PIL import Image, ImageDraw, ImageFont
+from serve_fixtures import (
+    WORDS,
+    make_checkpoint,
+    multipart,
+    png_bytes,
+    post_json,
+    post_ocr,
+    read_output,
+    read_records,
+    request,
+    rss_mb,
+    server_process,
+    sse_events,
+    text_image,
+)
 
 from nanoocr import reader
 from nanoocr.checkpoint_manager import load_model
-from scripts import serve, serve_queue
-from scripts import cli
-from serve_fixtures import (read_records, WORDS, make_checkpoint, text_image, png_bytes, server_process, rss_mb, request,
-                            multipart, post_ocr, post_json, sse_events, read_output)
+from scripts import cli, serve, serve_queue
 
 CAP = 24  # the server's --max_tokens_cap, also its default max_tokens (the model's sequence_len is 96)
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n" * 20

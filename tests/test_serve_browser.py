@@ -6,16 +6,21 @@ the file input, drag-and-drop and paste; the text that streams onto the page mus
 hand over that same text.
 """
 
-import os
 import base64
+import os
 import shutil
 
 import pytest
-from playwright.sync_api import sync_playwright
-
 from PIL import Image, ImageDraw, ImageFont
-
-from serve_fixtures import WORDS, make_checkpoint, text_image, server_process, read_output, read_records
+from playwright.sync_api import sync_playwright
+from serve_fixtures import (
+    WORDS,
+    make_checkpoint,
+    read_output,
+    read_records,
+    server_process,
+    text_image,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CAP = 24  # --max_tokens_cap, which the page shows as its default max tokens

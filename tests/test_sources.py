@@ -13,7 +13,13 @@ import pytest
 from PIL import Image
 
 from tasks import sources
-from tasks.sources import parse_data, build_source, training_sources, open_samples, uses_synth
+from tasks.sources import (
+    build_source,
+    open_samples,
+    parse_data,
+    training_sources,
+    uses_synth,
+)
 
 
 def write_dataset(d, n=3):

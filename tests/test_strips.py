@@ -8,7 +8,14 @@ from PIL import Image, ImageDraw
 
 from nanoocr.engine import preprocess
 from nanoocr.reader import strip_views
-from nanoocr.strips import text_strips, find_lines, background_and_ink, join_lines, FONT_FRAC, INK_FRAC
+from nanoocr.strips import (
+    FONT_FRAC,
+    INK_FRAC,
+    background_and_ink,
+    find_lines,
+    join_lines,
+    text_strips,
+)
 from nanoocr.typefaces import get_font, list_fonts
 
 H, W = 32, 256
@@ -190,8 +197,9 @@ def test_boxes_map_back_through_the_page_flattening():
     the reader flattens it, and the line boxes come back in the photo's pixels -- over the lines as
     the photo shows them (the renderer's boxes sent through the same warp), not the flat page's."""
     import cv2
-    from nanoocr.synth import render_annotated
+
     from nanoocr.strips import box_back
+    from nanoocr.synth import render_annotated
     assert box_back(np.eye(3), (40, 30, 120, 50), (400, 400)) == [40, 30, 120, 50]
     img, _, answer, info = render_annotated(0, 0, "page", "test", 640, 640, degrade="none", columns=1)
     M = cv2.getPerspectiveTransform(np.float32([[0, 0], [640, 0], [640, 640], [0, 640]]),

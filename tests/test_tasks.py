@@ -13,12 +13,12 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from tasks import common, fox, image_folder, ocr_json, omnidocbench, parquet
-from tasks.sources import build_source, resolve
-from tasks.common import DataError
-from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.configurator import read_preset
+from nanoocr.modes import DEFAULT_PROMPT
 from scripts import prepare_data
+from tasks import common, fox, image_folder, ocr_json, omnidocbench, parquet
+from tasks.common import DataError
+from tasks.sources import build_source, resolve
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -362,8 +362,8 @@ def test_prepare_keeps_text_before_the_image(tmp_path):
 
 
 def test_prose_samples_are_real_passages_in_unseen_fonts():
-    from tasks.prose import prose_samples, PASSAGES, FONTS
-    from tasks.realistic import TRAIN_FAMILIES, HELD_OUT_FAMILIES
+    from tasks.prose import FONTS, PASSAGES, prose_samples
+    from tasks.realistic import HELD_OUT_FAMILIES, TRAIN_FAMILIES
     samples = prose_samples()
     assert list(FONTS) == list(HELD_OUT_FAMILIES)
     assert not set(TRAIN_FAMILIES) & set(HELD_OUT_FAMILIES)

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
 
 N_STEPS = 200
@@ -50,7 +49,7 @@ def test_synthetic_tier1_memorises_through_the_image(tmp_path):
     # the same model reading each sample through another sample's image gives other answers
     from nanoocr.checkpoint_manager import load_model
     from nanoocr.engine import generate
-    from nanoocr.image_process import process_image, load_image
+    from nanoocr.image_process import load_image, process_image
     model, tok, meta = load_model(str(base / "vis_tok_checkpoints" / "t1"))
     views = torch.stack([process_image(load_image(str(tmp_path / r["image"])), (32, 256), multiple=8)["global_view"]
                          for r in records])

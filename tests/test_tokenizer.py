@@ -2,9 +2,15 @@ import json
 import os
 
 import pytest
-
 from conftest import FIXTURE_D2
-from nanoocr.tokenizer import Tokenizer, SPECIAL_TOKENS, IMAGE_TOKEN, ocr_conversation, TokenizerError
+
+from nanoocr.tokenizer import (
+    IMAGE_TOKEN,
+    SPECIAL_TOKENS,
+    Tokenizer,
+    TokenizerError,
+    ocr_conversation,
+)
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. 1234567890 times!",

@@ -9,9 +9,14 @@ import time
 
 import pytest
 import torch
-
 from conftest import REPO
-from nanoocr.checkpoint_manager import load_checkpoint, committed_steps, load_meta, checkpoint_dir_for
+
+from nanoocr.checkpoint_manager import (
+    checkpoint_dir_for,
+    committed_steps,
+    load_checkpoint,
+    load_meta,
+)
 
 TINY = ["--gpt_depth=1", "--gpt_n_head=2", "--seq_len=96", "--device_batch_size=4", "--total_batch_size=4",
         "--eval_every=0", "--eval_batches=1", "--cer_samples=0", "--dtype=float32", "--log_every=1",
@@ -192,8 +197,9 @@ def same_tokenizer(base, d):
 def test_weighted_mixture_with_the_renderer_first_trains(base, tmp_path):
     """--data=synth:3,a.jsonl:1 (the README's weighted mixture, renderer first) and --data=synth:2
     start, train a step and check the shipped fonts (the font manifest line)."""
-    from PIL import Image
     import json
+
+    from PIL import Image
     (tmp_path / "images").mkdir()
     with open(tmp_path / "a.jsonl", "w") as f:
         for i in range(2):

@@ -5,10 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from nanoocr.deepencoder import DeepEncoderConfig, ENCODER_SIZES, num_image_tokens
+from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig, num_image_tokens
 from nanoocr.tokenizer import Tokenizer
-from nanoocr.vision_dataloader import (vision_data_generator, records_source, is_text_index, SampleError,
-                                       prepare_vision)
+from nanoocr.vision_dataloader import (
+    SampleError,
+    is_text_index,
+    prepare_vision,
+    records_source,
+    vision_data_generator,
+)
 from tasks import image_folder
 from tasks.sources import synth_source, synth_text_source
 
