@@ -127,6 +127,7 @@ def joint_generate(model, tokenizer, images, prompts, max_tokens=64, no_repeat_n
 
         for n in range(max_tokens + 1):
             lp = F.log_softmax(logits.float(), dim=-1).cpu()
+            full = scorer.full(state).tolist()  # log P_ctc(the text is exactly this hypothesis), every row
             lp[:, tokenizer.image_id] = -math.inf
             cand_row, cand_tok, cand_att, cand_text = [], [], [], []
             for r in range(B * K):
@@ -134,7 +135,7 @@ def joint_generate(model, tokenizer, images, prompts, max_tokens=64, no_repeat_n
                 if done[b] or score[r] == -math.inf:
                     continue
                 # the end of the answer, scored on the CTC probability that the text is exactly this
-                end = weight * float(scorer.full(scorer.select(state, [r]))) + (1 - weight) * float(att[r] + lp[r, end_id])
+                end = weight * full[r] + (1 - weight) * float(att[r] + lp[r, end_id])
                 finish(b, end, toks[r], texts[r], "stop")
                 if n == max_tokens:
                     continue  # out of tokens: nothing grows further
@@ -152,7 +153,7 @@ def joint_generate(model, tokenizer, images, prompts, max_tokens=64, no_repeat_n
                     if (max_chars[b] is not None and len(text) > max_chars[b]) or (max_chars[b] is not None and _looping(text, 4)):
                         # more text than the strip's ink can hold, or a loop: the rest would be invented,
                         # so this hypothesis ends here (as engine.generate stops such a row)
-                        cut = weight * float(scorer.full(scorer.select(state, [r]))) + (1 - weight) * float(att[r])
+                        cut = weight * full[r] + (1 - weight) * float(att[r])
                         finish(b, cut, toks[r], texts[r], "length")
                         continue
                     cand_row.append(r)
