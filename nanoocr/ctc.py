@@ -81,6 +81,69 @@ def ctc_loss_sum(head, features, answers):
     return (per_row / lengths.clamp_min(1)).sum()
 
 
+# -----------------------------------------------------------------------------
+# Cells: the page version of the auxiliary loss. A page's characters are no left-to-right sequence
+# over columns, but each vision token covers one stride x stride cell of the view, and the characters
+# whose glyph centres fall in that cell are a short sequence in reading order (line by line, left to
+# right). A linear layer turns each token into CELL_FRAMES CTC frames that must spell its cell's
+# characters, so every token learns from step 0 to hold the text under it, as the strip head teaches
+# a strip's tokens. A cell holding more characters than its frames can align (the coarse modes' big
+# cells) contributes zero (zero_infinity). Training only: it is no reader of a page.
+
+CELL_FRAMES = 24  # a Base-mode cell of the page recipe holds <= ~15 characters (2-3 line fragments)
+
+
+class CellCTCHead(nn.Module):
+    """Vision tokens [B, N, D] -> CTC log-probs [CELL_FRAMES, B*N, NUM_CLASSES], one sequence per token."""
+
+    def __init__(self, channels, frames=CELL_FRAMES):
+        super().__init__()
+        self.frames = frames
+        self.proj = nn.Linear(channels, frames * NUM_CLASSES)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self):
+        nn.init.normal_(self.proj.weight, std=self.proj.in_features ** -0.5)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, tokens):
+        B, N, _ = tokens.shape
+        logits = self.proj(tokens.float()).view(B * N, self.frames, NUM_CLASSES)
+        return F.log_softmax(logits, dim=-1).transpose(0, 1)
+
+
+def cell_texts(boxes, answer, grid, geometry, stride):
+    """The characters under each vision token, in reading order: boxes {answer index: glyph box
+    (x0, y0, x1, y1) in the image's pixels} (synth.render_annotated), geometry (sx, sy, ox, oy) mapping
+    image pixels to the view (image_process.view_geometry), grid (qh, qw) of stride-pixel cells ->
+    qh*qw strings (raster order, "" for a cell without ink). Answer order is reading order."""
+    qh, qw = grid
+    sx, sy, ox, oy = geometry
+    cells = [[] for _ in range(qh * qw)]
+    for i in sorted(boxes):
+        x0, y0, x1, y1 = boxes[i]
+        r = min(qh - 1, max(0, int((oy + sy * (y0 + y1) / 2) // stride)))
+        c = min(qw - 1, max(0, int((ox + sx * (x0 + x1) / 2) // stride)))
+        cells[r * qw + c].append(answer[i])
+    return ["".join(cell) for cell in cells]
+
+
+def cell_ctc_loss_sum(head, tokens, texts):
+    """Sum over images of the mean over its cells of each cell's CTC loss per character (an empty
+    cell's loss is the log-probability of all blanks). tokens [B, N, D]; texts: B lists of N strings."""
+    B, N, _ = tokens.shape
+    assert len(texts) == B and all(len(t) == N for t in texts), (
+        f"cell targets for {[len(t) for t in texts]} cells, tokens are {B} x {N}")
+    log_probs = head(tokens)
+    targets = [char_ids(t) for row in texts for t in row]
+    lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+    frames = torch.full((B * N,), log_probs.size(0), dtype=torch.long)
+    per_cell = F.ctc_loss(log_probs, flat, frames, lengths, blank=0, reduction="none", zero_infinity=True)
+    return (per_cell / lengths.clamp_min(1)).view(B, N).mean(1).sum()
+
+
 def greedy_decode(log_probs):
     """log-probs [T, B, classes] -> B texts: each frame's best class, repeats merged, blanks dropped.
     The OTHER class (a character outside printable ASCII) has no one spelling: it is dropped."""

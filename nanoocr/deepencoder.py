@@ -92,6 +92,16 @@ ENCODER_SIZES = {
     "cpu": dict(image_size=256, patch_size=8, sam_width=128, sam_depth=3, sam_heads=4, sam_mlp=512,
                 window_size=4, global_attn_indexes=(2,), neck_channels=64, conv_channels=(128,),
                 clip_width=128, clip_depth=2, clip_heads=4, clip_mlp=512, clip_patch=0, out_dim=192),
+    # The CPU page recipe's (presets/pages_cpu.toml): the cpu size with DeepSeek-OCR's TWO stride-2 convs
+    # (net_2, net_3: 16x fewer tokens than SAM's patches), so a vision token covers 32 x 32 pixels and
+    # the named modes give DeepSeek-OCR's grids at a quarter of its side: Tiny 4x4 = 16, Small 5x5 = 25,
+    # Base 8x8 = 64, Large 10x10 = 100 vision tokens for a 256-px page of 10-12 px text. All three SAM
+    # blocks windowed: a global block over a page's 1024-1600 patches cost 2.7x the rest of the encoder
+    # (its relative-position bias makes every attention matrix explicit; dev/LOG.md "Page recipe"),
+    # and CLIP's global attention over the compressed grid already mixes the whole page.
+    "cpu_page": dict(image_size=256, patch_size=8, sam_width=128, sam_depth=3, sam_heads=4, sam_mlp=512,
+                     window_size=4, global_attn_indexes=(), neck_channels=64, conv_channels=(128, 128),
+                     clip_width=128, clip_depth=2, clip_heads=4, clip_mlp=512, clip_patch=0, out_dim=192),
 }
 
 

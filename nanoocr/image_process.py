@@ -197,17 +197,33 @@ def to_tensor(im):
     return x.div_(255.0).sub_(MEAN).div_(STD)
 
 
+def _fitted(size, width, height):
+    """The (w, h) an image of `size` takes inside width x height, its aspect ratio kept."""
+    w, h = size
+    scale = min(width / w, height / h)
+    # at least 1 pixel per side: a 20000 x 10 strip fitted into 1024 would otherwise round to 0 rows
+    return min(width, max(1, round(w * scale))), min(height, max(1, round(h * scale)))
+
+
 def pad_to(im, width, height):
     """Resize to fit inside width x height keeping the aspect ratio, centred on PAD_COLOR.
     Returns (image, fraction of the canvas covered by the image)."""
-    w, h = im.size
-    scale = min(width / w, height / h)
-    # at least 1 pixel per side: a 20000 x 10 strip fitted into 1024 would otherwise round to 0 rows
-    nw = min(width, max(1, round(w * scale)))
-    nh = min(height, max(1, round(h * scale)))
+    nw, nh = _fitted(im.size, width, height)
     canvas = Image.new("RGB", (width, height), PAD_COLOR)
     canvas.paste(im.resize((nw, nh), BICUBIC), ((width - nw) // 2, (height - nh) // 2))
     return canvas, nw * nh / (width * height)
+
+
+def view_geometry(processed):
+    """(sx, sy, ox, oy): where a pixel (x, y) of the image process_image was given lands in its
+    global view, (ox + sx * x, oy + sy * y) -- stretched (fixed sizes, tiny, small) or fitted and
+    centred on the padding (base, large, gundam's global view), as process_image and pad_to place it."""
+    w, h = processed["size"]
+    H, W = processed["global_view"].shape[-2:]
+    if processed["mode"] == "fixed" or MODES[processed["mode"]][1] == "resize":
+        return W / w, H / h, 0.0, 0.0
+    nw, nh = _fitted((w, h), W, H)
+    return nw / w, nh / h, float((W - nw) // 2), float((H - nh) // 2)
 
 
 def square_valid_ratio(w, h):

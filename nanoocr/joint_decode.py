@@ -53,6 +53,9 @@ def check_decoder(model, mode, decoder):
     if decoder != "gpt" and model.ctc_head is None:
         raise ValueError(f"--decoder={decoder} needs a CTC head, and this model has none (it was trained with "
                          f"ctc_weight=0): use --decoder=gpt")
+    if decoder != "gpt" and model.ctc_features == "cells":
+        raise ValueError(f"--decoder={decoder}: this model's CTC head is the page recipe's cell head (a training "
+                         f"signal, no reader of lines): use --decoder=gpt")
     if decoder != "gpt" and not isinstance(mode, tuple):
         raise ValueError(f"--decoder={decoder} reads one-line strips (a fixed HxW mode); mode {mode!r} reads "
                          f"whole images: use --decoder=gpt")

@@ -15,7 +15,7 @@ from dataclasses import asdict
 import torch
 import torch.nn as nn
 
-from nanoocr.ctc import CTCHead
+from nanoocr.ctc import CellCTCHead, CTCHead
 from nanoocr.deepencoder import DeepEncoder, DeepEncoderConfig
 from nanoocr.gpt import GPT, GPTConfig
 from nanoocr.muon import Muon
@@ -33,7 +33,8 @@ class VLM(nn.Module):
         self.image_token_id = image_token_id
         # Optional CTC head (nanoocr/ctc.py): one linear layer that reads characters left to right off
         # a strip's features. Trained by the CPU recipe's auxiliary loss; at reading time it scores the
-        # GPT's hypotheses (nanoocr/joint_decode.py). ctc = {"features": "tokens" | "neck", "decoder":
+        # GPT's hypotheses (nanoocr/joint_decode.py); on pages, a cell head teaches each token its cell's
+        # characters (training only). ctc = {"features": "tokens" | "neck" | "cells", "decoder":
         # "joint" | "gpt" | "ctc" (how read reads it by default; joint when absent)} or None.
         self.ctc_head, self.ctc_features, self.ctc_decoder = None, None, None
         if ctc:
@@ -45,11 +46,14 @@ class VLM(nn.Module):
         state dict (ctc_head.*), its config ("ctc") and every export. decoder: how `nanoocr read`
         reads the model by default (joint | gpt | ctc, nanoocr/joint_decode.py): which reads it best
         depends on how far the GPT has outgrown the head, so the trainer records the one chosen."""
-        assert features in ("tokens", "neck"), f"ctc features {features!r}: tokens | neck"
+        assert features in ("tokens", "neck", "cells"), f"ctc features {features!r}: tokens | neck | cells"
         assert decoder in ("joint", "gpt", "ctc"), f"ctc decoder {decoder!r}: joint | gpt | ctc"
+        assert features != "cells" or decoder == "gpt", "a cell head trains pages' tokens; it reads nothing: decoder gpt"
         self.ctc_decoder = decoder
         cfg = self.encoder.config
-        if features == "tokens":
+        if features == "cells":  # pages: each token spells the characters of its cell (ctc.CellCTCHead)
+            self.ctc_head = CellCTCHead(cfg.out_dim)
+        elif features == "tokens":
             self.ctc_head = CTCHead(cfg.out_dim, frames_per_column=2 ** cfg.num_convs)
         else:
             self.ctc_head = CTCHead(cfg.neck_channels)

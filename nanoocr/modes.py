@@ -77,9 +77,18 @@ def parse_mode(mode):
 
 
 def default_mode(meta):
-    """The mode the model was trained with (its user_config), else base."""
+    """The mode the model was trained with (its user_config; of a run trained in several, "base,tiny",
+    the first), else base."""
     mode = (meta.get("user_config") or {}).get("mode") or "base"
-    return parse_mode(mode)
+    return parse_mode(train_modes(mode)[0])
+
+
+def train_modes(mode):
+    """A training config's mode -> the list of modes it trains in: one ("base", "32x256", [32, 256])
+    or several, comma-separated ("base,large,small,tiny": one drawn per batch)."""
+    if isinstance(mode, (list, tuple)):
+        return [mode]
+    return [m.strip() for m in str(mode).split(",") if m.strip()]
 
 
 def check_mode(encoder_config, mode):

@@ -35,11 +35,12 @@ from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.strips import text_strips
 from nanoocr.typefaces import bold_sibling, choose_font, get_font
 
-KINDS = ("line", "line_page", "page", "receipt")
+KINDS = ("line", "line_page", "block", "page", "receipt")
 SPLITS = ("train", "val", "test")
-DEFAULT_SIZE = {"line": (32, 256), "line_page": (256, 256), "page": (1024, 1024), "receipt": (1024, 768)}
+DEFAULT_SIZE = {"line": (32, 256), "line_page": (256, 256), "block": (256, 256), "page": (1024, 1024),
+                "receipt": (1024, 768)}
 # Smallest (H, W) each kind lays out correctly (lines also need W >= H); below, text cannot fit.
-MIN_SIZE = {"line": (12, 12), "line_page": (32, 32), "page": (64, 64), "receipt": (128, 128)}
+MIN_SIZE = {"line": (12, 12), "line_page": (32, 32), "block": (64, 64), "page": (64, 64), "receipt": (128, 128)}
 
 # Each split's sample seeds live in their own 2^60-wide range: disjoint by construction.
 SPLIT_SEED_BASE = {"train": 0, "val": 1 << 60, "test": 2 << 60}
@@ -164,8 +165,9 @@ def layout_line_page(rng, split, W, H, opts):
                 fonts=[spec.name], min_px=font.size)
 
 
-def layout_page(rng, split, W, H, opts):
-    """Paragraphs filling the page top to bottom (then the next column), wrapped at spaces."""
+def layout_page(rng, split, W, H, opts, max_lines=0):
+    """Paragraphs filling the page top to bottom (then the next column), wrapped at spaces; with
+    max_lines, only that many lines of text (a block)."""
     spec = choose_font(rng, opts.get("fonts"))
     font = get_font(spec.name, _font_px(rng, opts, max(10, H / 64), max(12, H / 24)))
     mix = opts.get("text_mix") or T.PAGE_TEXT_MIX
@@ -255,6 +257,9 @@ def layout_page(rng, split, W, H, opts):
             emit(mx + col * (col_w + gutter) + indent, y, words[i:j], extra)
             y += line_h
             i, first = j, False
+            if max_lines and sum(1 for line in lines if line) >= max_lines:  # a block: stop after its lines
+                full = True
+                break
         if not full and not indent_style and lines:  # blank gap between paragraphs
             lines.append("")
             answer_len += 1
@@ -262,6 +267,22 @@ def layout_page(rng, split, W, H, opts):
     while lines and lines[-1] == "":
         lines.pop()
     return dict(runs=runs, rules=[], paper=None, answer="\n".join(lines), units=units, fonts=fonts, min_px=font.size)
+
+
+def layout_block(rng, split, W, H, opts):
+    """A block of 2-12 lines of a page's paragraphs (its font, wrapping, title) at a random height on
+    an otherwise empty page: how much text an image holds varies 6x, so one resolution mode reads
+    it at many compression ratios (the page recipe, presets/pages_cpu.toml)."""
+    n = rng.randint(2, 12)
+    layout = layout_page(rng, split, W, H, opts, max_lines=n)
+    runs = layout["runs"]
+    if runs:
+        font = runs[-1][3]
+        bottom = runs[-1][1] + _v_extent(font)[1]
+        margin = max(2, round(0.03 * H))
+        dy = rng.randint(0, max(0, H - margin - bottom))
+        layout["runs"] = [(x, y + dy, text, f, off) for x, y, text, f, off in runs]
+    return layout
 
 
 def layout_receipt(rng, split, W, H, opts):
@@ -354,7 +375,8 @@ def layout_receipt(rng, split, W, H, opts):
                 fonts=sorted({spec.name, bspec.name}), min_px=size)
 
 
-LAYOUTS = {"line": layout_line, "line_page": layout_line_page, "page": layout_page, "receipt": layout_receipt}
+LAYOUTS = {"line": layout_line, "line_page": layout_line_page, "block": layout_block, "page": layout_page,
+           "receipt": layout_receipt}
 
 
 # -----------------------------------------------------------------------------

@@ -27,12 +27,14 @@ from collections import deque
 import torch
 
 from nanoocr.common import print0
-from nanoocr.deepencoder import num_image_tokens
+from nanoocr.ctc import cell_texts
+from nanoocr.deepencoder import grid_size, num_image_tokens
 from nanoocr.image_process import (
     DEFAULT_MAX_PIXELS,
     ImageError,
     load_image,
     process_image,
+    view_geometry,
 )
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.tokenizer import IMAGE_MARKER, ocr_conversation
@@ -81,7 +83,9 @@ def sample_name(sample):
 
 
 def prepare_vision(sample, tokenizer, encoder_config, mode, max_pixels=DEFAULT_MAX_PIXELS):
-    """{image, prompt, answer} -> dict(ids, mask, image (processed), n_image_tokens, name)."""
+    """{image, prompt, answer} -> dict(ids, mask, image (processed), n_image_tokens, name, answer);
+    a sample with glyph boxes (the renderer's pages) also gets "cells": the characters under each
+    vision token of its global view (ctc.cell_texts, for the cell CTC loss)."""
     name = sample_name(sample)
     answer = sample.get("answer")
     if not isinstance(answer, str) or not answer.strip():
@@ -95,7 +99,12 @@ def prepare_vision(sample, tokenizer, encoder_config, mode, max_pixels=DEFAULT_M
     # holds any text that came before it, see tasks/common.py)
     user = sample.get("prompt_before", "") + IMAGE_MARKER + "\n" + (sample.get("prompt") or DEFAULT_PROMPT)
     ids, mask = tokenizer.render_conversation(ocr_conversation(user, answer), n_img)
-    return dict(ids=ids, mask=mask, image=processed, n_image_tokens=n_img, name=name, answer=answer)
+    out = dict(ids=ids, mask=mask, image=processed, n_image_tokens=n_img, name=name, answer=answer)
+    if sample.get("boxes") is not None:
+        gv = processed["global_view"]
+        out["cells"] = cell_texts(sample["boxes"], answer, grid_size(encoder_config, gv.shape[-2], gv.shape[-1]),
+                                  view_geometry(processed), encoder_config.stride)
+    return out
 
 
 def prepare_text(text, tokenizer):
@@ -104,13 +113,25 @@ def prepare_text(text, tokenizer):
     return dict(ids=ids, mask=[0] + [1] * (len(ids) - 1), image=None, n_image_tokens=0, name="<text>")
 
 
+def batch_mode(modes, seed, batch):
+    """The resolution mode of a rank's `batch`-th batch when a run trains in several (a list): drawn
+    by a hash of the batch number, so every row of a batch has one size (one encoder call), every
+    rank reads the same mode at a step, and resume draws the same again."""
+    if not isinstance(modes, list):
+        return modes
+    return modes[random.Random(f"mode:{seed}:{batch}").randrange(len(modes))]
+
+
 def _prepare_index(index, ctx):
     """Worker body: global index -> ("ok", example) or ("skip", reason)."""
     try:
         if is_text_index(ctx["seed"], index, ctx["text_ratio"]):
             return "ok", prepare_text(ctx["get_text"](index), ctx["tokenizer"])
         sample = ctx["get_sample"](index)
-        return "ok", prepare_vision(sample, ctx["tokenizer"], ctx["encoder_config"], ctx["mode"], ctx["max_pixels"])
+        # (a skipped sample shifts the later rows of its rank by one: such a batch mixes two sizes,
+        # which collate hands over as a list -- correct, just one encoder call per image)
+        mode = batch_mode(ctx["mode"], ctx["seed"], (index // ctx["world_size"]) // ctx["batch_size"])
+        return "ok", prepare_vision(sample, ctx["tokenizer"], ctx["encoder_config"], mode, ctx["max_pixels"])
     except (ImageError, SampleError) as e:
         return "skip", str(e)
 
@@ -158,6 +179,8 @@ def collate(examples, seq_len, pad_id):
                 n_answer_tokens=int((targets != -1).sum()),
                 is_text=[e["image"] is None for e in examples],
                 answers=[e["answer"] for e in examples if e["image"] is not None],  # in image order
+                cells=([e["cells"] for e in examples if e["image"] is not None]
+                       if all("cells" in e for e in examples if e["image"] is not None) else None),
                 names=[e["name"] for e in examples])
 
 
@@ -166,12 +189,14 @@ def vision_data_generator(get_sample, tokenizer, encoder_config, batch_size, seq
                           num_workers=0, prefetch=4, strict=False, max_pixels=DEFAULT_MAX_PIXELS,
                           state=None, log=print0):
     """Yields (batch, state). get_sample(index) -> {image, prompt, answer}; get_text(index) -> str.
+    mode: one resolution mode, or a list of them to draw one per batch (batch_mode).
     state = {"consumed": k} means this rank has read its first k indices; pass it back to resume.
     stats of skips / truncations live in state too (cumulative)."""
     assert text_ratio == 0 or get_text is not None, "text_ratio > 0 needs a get_text source"
     state = dict(state or {"consumed": 0, "skipped": 0, "truncated": 0})
     ctx = dict(get_sample=get_sample, get_text=get_text, tokenizer=tokenizer, encoder_config=encoder_config,
-               mode=mode, seed=seed, text_ratio=text_ratio, max_pixels=max_pixels)
+               mode=mode, seed=seed, text_ratio=text_ratio, max_pixels=max_pixels, world_size=world_size,
+               batch_size=batch_size)
     pad_id = tokenizer.bos_id
 
     def rank_index(k):

@@ -1,7 +1,7 @@
 """
 Write N synthetic samples to a folder as images + samples.jsonl, for inspection and for other tools.
 
-    python -m scripts.render_samples --n=64 --out=DIR [--kind=line|line_page|page|receipt|all]
+    python -m scripts.render_samples --n=64 --out=DIR [--kind=line|line_page|block|page|receipt|all]
         [--split=train|val|test] [--seed=0] [--start=0] [--height=H] [--width=W] [--degrade=none]
         [--grid=PATH.png]
 

@@ -55,7 +55,7 @@ from nanoocr.diagnostics import encoder_collapse, loss_and_gap
 from nanoocr.flops import batch_flops, dtype_label, format_flops, peak_flops
 from nanoocr.gpt import GPTConfig
 from nanoocr.model import build_vlm
-from nanoocr.modes import parse_mode
+from nanoocr.modes import parse_mode, train_modes
 from nanoocr.tokenizer import Tokenizer
 from nanoocr.typefaces import check_fonts, font_manifest
 from nanoocr.vision_dataloader import vision_data_generator
@@ -97,7 +97,8 @@ synth_cut_degrade = ""      # renderer: degradations of those cut lines ("" = sy
 easy_steps = 0              # curriculum: the first easy_steps steps render clean text in easy_fonts only
 easy_fonts = ""             # comma-separated fonts for the curriculum's easy phase ("" = all fonts, clean)
 val_data = ""               # "" = the renderer's val split (synth) or the training data itself
-mode = "32x256"             # resolution mode: tiny | small | base | large | gundam, or HxW (fixed strips)
+mode = "32x256"             # resolution mode: tiny | small | base | large | gundam, or HxW (fixed strips);
+                            # several, comma-separated ("base,large,small,tiny"), draw one per batch (the first is the reader's default)
 text_ratio = 0.0            # fraction of text-only rows (Stage 2 mixes 0.1)
 num_workers = 0             # data-preparation processes (0 = in the training process)
 # optimisation
@@ -120,8 +121,9 @@ step_size = 2000            # step: multiply by step_gamma every step_size steps
 step_gamma = 0.1
 encoder_freeze_steps = 0    # keep the encoder + projector lr at 0 for these first steps (CPU recipe) ...
 encoder_rewarmup = 100      # ... then re-warm it up over this many steps
-ctc_weight = 0.0            # auxiliary CTC loss (nanoocr/ctc.py; one-line strips only; 0 = off) ...
-ctc_features = "neck"       # ... read off the SAM neck map, or the projected "tokens" the GPT reads
+ctc_weight = 0.0            # auxiliary CTC loss (nanoocr/ctc.py; 0 = off) ...
+ctc_features = "neck"       # ... read off the SAM neck map or the projected "tokens" the GPT reads (one-line strips),
+                            # or "cells": each projected token spells its cell's characters (pages of the renderer)
 ctc_decoder = "joint"       # how `nanoocr read` reads a model with a CTC head by default: joint | gpt | ctc
                             # (nanoocr/joint_decode.py; choose on validation images, dev/tune_joint.py)
 freeze_sam = False          # freeze SAM + neck + convs (Stage 2)
@@ -250,7 +252,8 @@ def build_model():
 model, tokenizer, init_meta = build_model()
 if freeze_sam:  # Stage 2: SAM + neck + convs keep their Stage 1 features
     model.encoder.sam.requires_grad_(False)
-mode_value = parse_mode(mode)
+mode_values = [parse_mode(m) for m in train_modes(mode)]
+mode_value = mode_values[0]  # the mode of the greedy CER checks and the strip CTC's grid, and the reader's default
 
 # The CTC head (model.ctc_head, nanoocr/ctc.py) trains on ctc_weight > 0. It is part of the model: a
 # Stage 1 model brings its own head into Stage 2, and the head is saved and exported with the weights.
@@ -258,20 +261,24 @@ mode_value = parse_mode(mode)
 # model's own forward (and DDP's): no second encoder pass.
 ctc_seen = {}
 if ctc_weight > 0:
-    from nanoocr.ctc import ctc_loss_sum
-    assert isinstance(mode_value, tuple), f"ctc_weight needs fixed one-line strips (mode=HxW), not mode={mode!r}"
+    from nanoocr.ctc import cell_ctc_loss_sum, ctc_loss_sum
+    assert ctc_features == "cells" or (len(mode_values) == 1 and isinstance(mode_value, tuple)), \
+        f"ctc_weight with ctc_features={ctc_features} needs fixed one-line strips (one mode=HxW), not mode={mode!r}"
     if model.ctc_head is None:
-        model.add_ctc_head(ctc_features).to(device)
+        model.add_ctc_head(ctc_features, ctc_decoder).to(device)
     assert model.ctc_features == ctc_features, (f"the model's CTC head reads {model.ctc_features!r}, this run "
                                                 f"asks ctc_features={ctc_features!r}: pass --ctc_features={model.ctc_features}")
+    assert ctc_features != "cells" or ctc_decoder == "gpt", \
+        "ctc_features=cells trains a page model's tokens and reads nothing: pass --ctc_decoder=gpt (presets/pages_cpu.toml does)"
     if ctc_features == "neck":  # [B, neck, H/p, W/p]: one frame per neck column
         model.encoder.sam.register_forward_hook(lambda module, inputs, output: ctc_seen.__setitem__("neck", output[0]))
-    else:  # the projector's [B, qh*qw, D]: two frames per (twice as wide) column
+    else:  # the projector's [B, qh*qw, D]: two frames per (twice as wide) column, or one sequence per token
         model.encoder.projector.register_forward_hook(lambda module, inputs, output: ctc_seen.__setitem__("tokens", output))
 ctc_head = model.ctc_head if ctc_weight > 0 else None
 if model.ctc_head is not None:
     assert ctc_decoder in ("joint", "gpt", "ctc"), f"ctc_decoder={ctc_decoder!r}: joint | gpt | ctc"
-    model.ctc_decoder = ctc_decoder  # saved in the model's config (ctc.decoder), read by reader's default
+    # saved in the model's config (ctc.decoder), read by reader's default; a cell head reads nothing
+    model.ctc_decoder = ctc_decoder if model.ctc_features != "cells" else "gpt"
 if ctc_head is None and model.ctc_head is not None:  # a head this run does not train stays as it is
     model.ctc_head.requires_grad_(False)
 
@@ -330,9 +337,9 @@ train_source, val_source, text_source, val_records = training_sources(
     synth_text_mix=synth_text_mix, synth_fonts=synth_fonts, synth_degrade=synth_degrade,
     synth_max_words=synth_max_words, synth_cut_p=synth_cut_p, synth_cut_degrade=synth_cut_degrade,
     easy_fonts=easy_fonts, easy_samples=easy_steps * total_batch_size,
-    n_val_records=max(cer_samples, final_samples))
+    n_val_records=max(cer_samples, final_samples), boxes=ctc_weight > 0 and ctc_features == "cells")
 loader_kwargs = dict(tokenizer=tokenizer, encoder_config=model.encoder.config, batch_size=device_batch_size,
-                     seq_len=seq_len, mode=mode_value)
+                     seq_len=seq_len, mode=mode_values if len(mode_values) > 1 else mode_value)
 
 
 def train_loader(state=None):
@@ -482,7 +489,13 @@ while step < num_steps:
                                  images=b["images"].to(device) if torch.is_tensor(b["images"]) else b["images"],
                                  loss_reduction="sum")
                 loss = loss_sum * world_size / n_tokens  # DDP averages over ranks: x world_size = a global sum
-                if ctc_head is not None and b["images"] is not None:  # (a text-only micro-batch has no neck)
+                if ctc_head is not None and ctc_features == "cells" and b["images"] is not None:
+                    assert torch.is_tensor(b["images"]) and b["cells"] is not None, \
+                        "the cell CTC loss needs same-size renderer pages with glyph boxes in every batch"
+                    ctc_sum = cell_ctc_loss_sum(ctc_head, ctc_seen.pop("tokens"), b["cells"])
+                    loss = loss + ctc_weight * ctc_sum * world_size / total_batch_size
+                    step_ctc += float(ctc_sum.detach()) / total_batch_size
+                elif ctc_head is not None and b["images"] is not None:  # (a text-only micro-batch has no neck)
                     assert torch.is_tensor(b["images"]), "ctc_weight needs same-size strips in every batch"
                     ctc_sum = ctc_loss_sum(ctc_head, ctc_feature_map(), b["answers"])
                     loss = loss + ctc_weight * ctc_sum * world_size / total_batch_size

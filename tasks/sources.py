@@ -201,21 +201,26 @@ def open_samples(data, source="", image_dir="", split="val", limit=-1, user_conf
 # -----------------------------------------------------------------------------
 # The renderer as a source
 
-def _synth_sample(split, kinds, weights, seed, height, width, options, index):
-    from nanoocr.synth import render
+def _synth_sample(split, kinds, weights, seed, height, width, options, boxes, index):
+    from nanoocr.synth import render, render_annotated
     kind = random.Random(f"kind:{seed}:{split}:{index}").choices(kinds, weights)[0]
+    sample_id = f"synth-{split}-{kind}-{index}"
+    if boxes and kind != "line":  # (a line may be cut by the reader's cutter: render() only)
+        img, prompt, answer, info = render_annotated(seed, index, kind, split, height=height, width=width, **options)
+        return {"image": img, "prompt": prompt, "answer": answer, "id": sample_id, "boxes": info["boxes"]}
     img, prompt, answer = render(seed, index, kind, split, height=height, width=width, **options)
-    return {"image": img, "prompt": prompt, "answer": answer, "id": f"synth-{split}-{kind}-{index}"}
+    return {"image": img, "prompt": prompt, "answer": answer, "id": sample_id}
 
 
-def synth_source(split, kinds="line", seed=0, mode=None, **options):
+def synth_source(split, kinds="line", seed=0, mode=None, boxes=False, **options):
     """index -> a rendered sample. kinds: "line" or "line:3,page:1". With a fixed (H, W) mode the
-    renderer draws at exactly that size (no resampling); otherwise at each kind's default size."""
+    renderer draws at exactly that size (no resampling); otherwise at each kind's default size.
+    boxes: samples of the page kinds carry their glyph boxes ("boxes", for the cell CTC loss)."""
     pairs = [k.split(":") for k in kinds.split(",")]
     names = [p[0] for p in pairs]
     weights = [float(p[1]) if len(p) > 1 else 1.0 for p in pairs]
     height, width = mode if isinstance(mode, tuple) else (None, None)
-    return functools.partial(_synth_sample, split, names, weights, seed, height, width, options)
+    return functools.partial(_synth_sample, split, names, weights, seed, height, width, options, boxes)
 
 
 def _synth_text(split, seed, index):
@@ -251,14 +256,15 @@ def _dataset_records(name, loaded):
     return loaded[name]
 
 
-def build_source(data, split, seed=0, synth_kinds="line", mode=None, synth_options=None, loaded=None):
+def build_source(data, split, seed=0, synth_kinds="line", mode=None, synth_options=None, loaded=None, boxes=False):
     """A --data string -> index -> sample function for one split (datasets ignore the split).
-    loaded: {path: records} shared between calls, so each dataset is read once."""
+    loaded: {path: records} shared between calls, so each dataset is read once. boxes: the
+    renderer's page samples carry glyph boxes (synth_source)."""
     loaded = {} if loaded is None else loaded
     parts = []
     for name, arg, weight in parse_data(data):
         if name == "synth":
-            src = synth_source(split, arg or synth_kinds, seed, mode, **(synth_options or {}))
+            src = synth_source(split, arg or synth_kinds, seed, mode, boxes, **(synth_options or {}))
         elif name in BUILTIN:
             raise ValueError(f"--data: {name} is a test set for `nanoocr eval` / `sample`, not training data")
         else:
@@ -293,7 +299,7 @@ def synth_options(synth_text_mix=-1.0, synth_fonts="", synth_degrade="", synth_m
 
 def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, synth_text_mix=-1.0, synth_fonts="",
                      synth_degrade="", synth_max_words=0, synth_cut_p=0.0, synth_cut_degrade="", easy_fonts="",
-                     easy_samples=0, n_val_records=64):
+                     easy_samples=0, n_val_records=64, boxes=False):
     """(train source, val source, text source for mixing, a list of val samples with decoded images
     under "image_pil" for greedy-decoding checks). With easy_samples > 0 the first easy_samples
     training samples are rendered clean in easy_fonts only (a curriculum: reading starts sooner on
@@ -301,14 +307,14 @@ def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, s
     from nanoocr.image_process import load_image
     options = synth_options(synth_text_mix, synth_fonts, synth_degrade, synth_max_words, synth_cut_p, synth_cut_degrade)
     loaded = {}  # each dataset is read once, its records shared by every source below
-    train = build_source(data, "train", seed, synth_kinds, mode, options, loaded)
+    train = build_source(data, "train", seed, synth_kinds, mode, options, loaded, boxes)
     if easy_samples > 0:
         easy = build_source(data, "train", seed, synth_kinds, mode,
                             dict(options, degrade="none", **({"fonts": easy_fonts.split(",")} if easy_fonts else {})),
-                            loaded)
+                            loaded, boxes)
         train = curriculum_source(easy, train, easy_samples)
     val_spec = val_data or data
-    val = build_source(val_spec, "val", seed, synth_kinds, mode, options, loaded)
+    val = build_source(val_spec, "val", seed, synth_kinds, mode, options, loaded, boxes)
     if not uses_synth(val_spec):
         records = _dataset_records(parse_data(val_spec)[0][0], loaded)[:n_val_records]
         val_records = [dict(r, image_pil=load_image(r["image"], name=r["image"] if isinstance(r["image"], str) else r["id"]))

@@ -18,7 +18,7 @@ from nanoocr import synth as S
 from nanoocr import synth_text as T
 from nanoocr import typefaces as TF
 
-SMALL = {"line": (32, 256), "line_page": (256, 256), "page": (320, 320), "receipt": (512, 384)}
+SMALL = {"line": (32, 256), "line_page": (256, 256), "block": (256, 256), "page": (320, 320), "receipt": (512, 384)}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -285,9 +285,10 @@ def test_options_and_errors():
 
 def test_render_samples_script(tmp_path):
     from scripts import render_samples
-    render_samples.main(["--n=5", f"--out={tmp_path}", "--height=128", "--width=128", f"--grid={tmp_path / 'g.png'}"])
+    n = len(S.KINDS) + 1
+    render_samples.main([f"--n={n}", f"--out={tmp_path}", "--height=128", "--width=128", f"--grid={tmp_path / 'g.png'}"])
     rows = [json.loads(l) for l in open(tmp_path / "samples.jsonl", encoding="utf-8")]
-    assert len(rows) == 5 and [r["kind"] for r in rows[:4]] == list(S.KINDS)
+    assert len(rows) == n and [r["kind"] for r in rows[:-1]] == list(S.KINDS)
     for r in rows:
         assert {"id", "image", "prompt", "answer"} <= set(r) and r["prompt"] == "<image>\nFree OCR." and r["answer"]
         assert Image.open(tmp_path / r["image"]).size == (128, 128)
