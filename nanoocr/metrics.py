@@ -28,9 +28,10 @@ from rapidfuzz.distance import Levenshtein
 # Compression-ratio buckets (text tokens ÷ vision tokens). DeepSeek-OCR's Fox table groups pages by
 # ground-truth length (600-700, ..., 1200-1300 text tokens) at 64 and 100 vision tokens, i.e. ratios
 # from about 6× to 20×, and its headline is ~97% precision below 10× and ~60% at 20×. Our models and
-# tokenizer differ, so token ranges would not line up; buckets of the ratio itself, 5× wide, line up
-# with those headline numbers directly. (Ratios use our tokenizer's counts, not DeepSeek's.)
-COMPRESSION_EDGES = (0, 5, 10, 15, 20, math.inf)
+# tokenizer differ, so token ranges would not line up; buckets of the ratio itself do: DeepSeek-OCR's
+# (6-7, 7-8, 8-9, 9-10, 10-12, 12-13, 13-15, 15-20, >20) and, below them, one per unit, where a small
+# model reading short pages lands. (Ratios use our tokenizer's counts, not DeepSeek's.)
+COMPRESSION_EDGES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 20, math.inf)
 
 
 def _check(preds, refs):
@@ -148,6 +149,8 @@ def summarize(records):
         "fox_precision": sum(x[0] for x in prf) / n,
         "fox_recall": sum(x[1] for x in prf) / n,
         "fox_f1": sum(x[2] for x in prf) / n,
+        # a collapsed encoder writes one caption for every image: distinct outputs < n says so
+        "distinct_outputs": len(set(preds)),
     }
     if all("answer_tokens" in r and "vision_tokens" in r for r in records):
         out["mean_compression"] = sum(r["answer_tokens"] / r["vision_tokens"] for r in records) / n

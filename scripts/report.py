@@ -91,16 +91,20 @@ lines += ["## Results", "",
           "read as `nanoocr read` reads them (cut into lines and word groups).", "",
           "| eval | data | n | CER | WER | norm. edit dist. | exact | word F1 (Fox) |", "|---|---|---|---|---|---|---|---|"]
 examples = []
+compression = {}  # eval name -> its metrics, for evals read in several modes
 for name in filter(None, evals.split(",")):
     path = os.path.join(eval_dir, f"{name}.metrics.json")
     if not os.path.exists(path):
         lines.append(f"| {name} | — | — | (not run) | | | | |")
         continue
     full = json.load(open(path))
-    m = dict(full.get("model", {}), mode=full.get("mode"))  # vision_eval nests the model's metrics
-    lines.append(f"| {name} ({m.get('mode')}) | {full.get('data', '')} | {m.get('n')} | {m.get('cer', float('nan')):.4f} | {m.get('wer', float('nan')):.4f} | "
-                 f"{m.get('ned', float('nan')):.4f} | {m.get('exact_match', float('nan')):.3f} | {m.get('fox_f1', float('nan')):.3f} |")
-    preds = os.path.join(eval_dir, f"{name}.jsonl")
+    if "by_mode" in full:  # read in several modes (--mode=base,tiny): a row each, and the compression section
+        compression[name] = full
+    for mode_full in (full.get("by_mode") or {"": full}).values():
+        m = dict(mode_full.get("model", {}), mode=mode_full.get("mode"))  # vision_eval nests the model's metrics
+        lines.append(f"| {name} ({m.get('mode')}) | {full.get('data', '')} | {m.get('n')} | {m.get('cer', float('nan')):.4f} | {m.get('wer', float('nan')):.4f} | "
+                     f"{m.get('ned', float('nan')):.4f} | {m.get('exact_match', float('nan')):.3f} | {m.get('fox_f1', float('nan')):.3f} |")
+    preds = os.path.join(eval_dir, f"{name}.jsonl" if "by_mode" not in full else f"{name}.{full['modes'][0]}.jsonl")
     if os.path.exists(preds):
         recs = [json.loads(l) for l in open(preds)][:n_examples]
         examples.append((name, recs))
@@ -189,6 +193,48 @@ if scaling and stage1:
     fig.savefig(os.path.join(out_dir, "scaling.png"), dpi=110)
     plt.close(fig)
     lines += ["", "![scaling.png](scaling.png)", ""]
+# ---- optical compression: precision against answer tokens / vision tokens, per mode --------------------------
+# DeepSeek-OCR's published Fox points (its paper, Table 2: English Fox pages of 600-1300 text tokens read
+# with 64 and 100 vision tokens; (compression ratio, precision %)): theirs, drawn beside ours for scale.
+DEEPSEEK_FOX = {64: [(10.5, 96.5), (11.8, 93.8), (13.2, 83.8), (15.1, 85.9), (16.5, 79.3), (17.7, 76.4), (19.7, 59.1)],
+                100: [(6.7, 98.5), (7.5, 97.3), (8.5, 96.8), (9.7, 96.8), (10.6, 91.5), (11.3, 89.8), (12.6, 87.1)]}
+for name, full in compression.items():
+    lines += [f"## Optical compression: {name}", "",
+              f"{full.get('data', '')}, {full.get('n')} images read in each mode. Compression = answer tokens / "
+              "vision tokens (our 512-id tokenizer's counts); precision = Fox's word-set precision; CER over the "
+              "bucket's images.", "",
+              "| mode | compression | n | mean ratio | precision | CER |", "|---|---|---|---|---|---|"]
+    for mode_name, mode_full in full["by_mode"].items():
+        for b in mode_full.get("model", {}).get("compression_buckets", []):
+            lines.append(f"| {mode_name} | {b['bucket']} | {b['n']} | {b['mean_ratio']:.2f} | {b['precision']:.3f} | {b['cer']:.3f} |")
+    if full.get("proof"):
+        p = full["proof"]
+        lines += ["", f"Reading, not recalling ({p['n']} images, mode {full['modes'][0]}): {p['distinct_outputs']} distinct "
+                  f"outputs; image-ablation gap {p['ablation_gap']:.3f} nats/token; CER {p['cer_own_image']:.3f} from each "
+                  f"image's own pixels against {p['cer_other_image']:.3f} from the next image's ({p['worse_with_other_image']}/"
+                  f"{p['n']} read worse)."]
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for mode_name, mode_full in full["by_mode"].items():
+        pts = [(b["mean_ratio"], b["precision"]) for b in mode_full.get("model", {}).get("compression_buckets", []) if b["n"] >= 3]
+        if pts:
+            ax.plot([x for x, _ in pts], [y for _, y in pts], "-o", markersize=4, label=f"nanoocr {mode_name}")
+    for n_tok, marker in ((64, "s"), (100, "^")):
+        ax.plot([x for x, _ in DEEPSEEK_FOX[n_tok]], [y / 100 for _, y in DEEPSEEK_FOX[n_tok]], ":", marker=marker,
+                color="grey", markersize=4, label=f"DeepSeek-OCR, {n_tok} tokens (published, Fox)")
+    ax.axhline(0.5, color="black", linewidth=0.6, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio (answer tokens / vision tokens)")
+    ax.set_ylabel("precision (Fox word set)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"compression_{name}.png"), dpi=110)
+    plt.close(fig)
+    lines += ["", f"![compression_{name}.png](compression_{name}.png)", ""]
 # ---- diagnostics at the end of each stage ---------------------------------------------------------------
 lines += ["## Training diagnostics (last eval of each stage)", "",
           "| stage | steps | train loss (EMA) | val loss | ablation gap (nats) | val CER | cos SAM | cos proj |",

@@ -18,6 +18,7 @@ else data; "synth" means the renderer's val split). Images that cannot be read a
 and left out of the metrics (counted in "failed").
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import torch
 
 from nanoocr import modes, reader
 from nanoocr.common import get_base_dir
@@ -49,7 +52,7 @@ source = ""             # json | jsonl | folder | parquet | fox | omnidocbench (
 image_dir = ""          # fox / omnidocbench: where the images are ("" = the format's default)
 split = "val"           # renderer split for data=synth
 limit = -1              # evaluate at most this many samples of each --data item (-1: all; synth: 64)
-mode = ""               # resolution mode ("" = the mode the model was trained with)
+mode = ""               # resolution mode ("" = the mode the model was trained with); several, comma-separated, read every sample in each
 prompt = ""             # instruction after the image ("" = each sample's own prompt)
 max_tokens = -1         # most answer tokens per image (-1 = the model's training sequence length)
 batch_size = 8
@@ -65,6 +68,7 @@ md_dir = ""             # also write OmniDocBench-style <image stem>.md predicti
 tesseract = False       # also run Tesseract on the same images and print both side by side
 tesseract_lang = "eng"
 tesseract_psm = -1      # page segmentation mode (-1 = a sample's own "tess_psm", else 7 "single line" for fixed HxW modes, else 3 "auto")
+proof = False           # also the reading-not-recalling checks (first mode, first 64 samples): ablation gap, reading another sample's image
 device_type = ""        # cuda | mps | cpu ("" = autodetect)
 # -----------------------------------------------------------------------------
 
@@ -268,6 +272,51 @@ def decode_overrides():
     return out
 
 
+def proof_checks(read, net, tokenizer, samples, records, run_mode, device, n=64):
+    """Reading, not recalling, on the first n samples that were read: the image-ablation gap (answer
+    loss per token with each sample's own image against another's: diagnostics.loss_and_gap, a cyclic
+    shift) and every sample read again from the NEXT sample's image, scored against its own text: a
+    model that reads gets much worse, one that recalls a caption does not. read(samples) -> records."""
+    from nanoocr.diagnostics import loss_and_gap
+    from nanoocr.vision_dataloader import collate, prepare_vision
+    ok = [(s, r) for s, r in zip(samples, records) if "error" not in r][:n]
+    assert len(ok) >= 2, f"--proof needs at least 2 readable samples, got {len(ok)}"
+    seq_len = net.gpt.config.sequence_len
+    ex = [e for e in (prepare_vision(s, tokenizer, net.encoder.config, run_mode) for s, _ in ok)
+          if len(e["ids"]) <= seq_len + 1]  # (longer ones were cut when read; the loss needs them whole)
+    batches = []
+    for i in range(0, len(ex) - 1, 8):
+        b = collate(ex[i:i + 8], seq_len, tokenizer.bos_id)
+        for k in ("input_ids", "targets"):
+            b[k] = b[k].to(device)
+        b["images"] = b["images"].to(device) if torch.is_tensor(b["images"]) else b["images"]
+        batches.append(b)
+    with torch.no_grad():
+        loss, gap = loss_and_gap(net, batches, contextlib.nullcontext())
+    shifted = [dict(s, image=ok[(i + 1) % len(ok)][0]["image"]) for i, (s, _) in enumerate(ok)]
+    other = read(shifted)
+    own_cer = [cer([r["pred"]], [r["ref"]]) for _, r in ok]
+    other_cer = [cer([o["pred"]], [r["ref"]]) if "error" not in o else 1.0 for o, (_, r) in zip(other, ok)]
+    return {"n": len(ok), "loss_pages": len(ex), "answer_loss": loss, "ablation_gap": gap,
+            "cer_own_image": cer([r["pred"] for _, r in ok], [r["ref"] for _, r in ok]),
+            "cer_other_image": cer([o.get("pred", "") for o in other], [r["ref"] for _, r in ok]),
+            "worse_with_other_image": sum(b > a for a, b in zip(own_cer, other_cer)),
+            "distinct_outputs": len({r["pred"] for _, r in ok})}
+
+
+def format_compression(by_mode):
+    """The compression table of several modes: one block of buckets per mode."""
+    lines = [f"{'mode':<7}{'compression':<14}{'n':>5}{'ratio':>8}{'precision':>11}{'CER':>9}"]
+    for name, m in by_mode.items():
+        for b in (m.get("model") or {}).get("compression_buckets", []):
+            lines.append(f"{name:<7}{b['bucket']:<14}{b['n']:>5d}{b['mean_ratio']:>8.2f}{b['precision']:>11.4f}{b['cer']:>9.4f}")
+    return "\n".join(lines)
+
+
+def mode_name(run_mode):
+    return "x".join(map(str, run_mode)) if isinstance(run_mode, tuple) else run_mode
+
+
 def main():
     if tesseract and not tesseract_available():
         print("vision_eval: --tesseract=True but no `tesseract` on PATH "
@@ -275,50 +324,81 @@ def main():
         return 2
     try:
         model_dir, net, tokenizer, meta, dev = reader.open_model(model, device_type, None if step < 0 else step)
-        run_mode = modes.resolve_mode(net.encoder.config, meta, mode)
-    except reader.MODEL_ERRORS as e:  # no model, a broken one, or one that would run code: say which file
+        # --mode=base,tiny reads every sample in each mode in turn (the compression table's rows)
+        run_modes = [modes.resolve_mode(net.encoder.config, meta, m) for m in (modes.train_modes(mode) or [None])]
+    except (ValueError, *reader.MODEL_ERRORS) as e:  # no model, a broken one, one that would run code, a bad mode
         print(f"nanoocr eval: {e}", file=sys.stderr)
         return 2
     samples, desc = open_samples(data, source, image_dir, split, limit, meta.get("user_config"),
-                                 run_mode if isinstance(run_mode, tuple) else None)
+                                 run_modes[0] if isinstance(run_modes[0], tuple) else None)
     n_tokens = max_tokens if max_tokens > 0 else reader.default_max_tokens(net)
-    print(f"model {model_dir} (step {meta.get('step')}), mode {run_mode}, {len(samples)} samples from {desc}", flush=True)
+    print(f"model {model_dir} (step {meta.get('step')}), mode {', '.join(map(mode_name, run_modes))}, "
+          f"{len(samples)} samples from {desc}", flush=True)
 
     if decoder:
         try:
-            check_decoder(net, run_mode, decoder)
+            for run_mode in run_modes:
+                check_decoder(net, run_mode, decoder)
         except ValueError as e:
             print(f"vision_eval: {e}", file=sys.stderr)
             return 2
     out_path = out or default_out_path(model_dir, desc)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    psm = tesseract_psm if tesseract_psm >= 0 else (7 if isinstance(run_mode, tuple) else 3)
-    records = []
-    # each record is written (and flushed) as soon as it is complete, Tesseract's column included: a
-    # run that dies or is killed keeps every prediction made before
-    with open(out_path, "w", encoding="utf-8") as f:
-        for sample, r in zip(samples, iter_records(net, tokenizer, samples, run_mode, prompt, n_tokens, batch_size,
-                                                   no_repeat_ngram, no_repeat_window, reader.read_autocast_dtype(dev),
-                                                   reader.trained_max_words(meta), whole,
-                                                   decoder or None, **decode_overrides())):
-            if "error" in r:
-                print(f"unreadable: {r['image']}: {r['error']}", file=sys.stderr)
-            elif tesseract:
-                tesseract_record(r, sample, tesseract_lang, psm, sample_psm=tesseract_psm < 0)
-                if "tesseract_error" in r:
-                    print(f"tesseract failed on {r['image']}: {r['tesseract_error']}", file=sys.stderr)
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            f.flush()
-            records.append(r)
-    metrics = compute_metrics(records)
-    metrics.update(model_dir=model_dir, step=meta.get("step"), data=desc, mode=list(run_mode) if isinstance(run_mode, tuple) else run_mode,
-                   decoder=decoder or default_decoder(net, run_mode), **decode_overrides())
-    metrics_path = os.path.splitext(out_path)[0] + ".metrics.json"
+    stem = os.path.splitext(out_path)[0]
+
+    def read(items, run_mode):
+        return iter_records(net, tokenizer, items, run_mode, prompt, n_tokens, batch_size, no_repeat_ngram,
+                            no_repeat_window, reader.read_autocast_dtype(dev), reader.trained_max_words(meta), whole,
+                            decoder or None, **decode_overrides())
+
+    by_mode = {}
+    for run_mode in run_modes:
+        name = mode_name(run_mode)
+        path = out_path if len(run_modes) == 1 else f"{stem}.{name}.jsonl"
+        psm = tesseract_psm if tesseract_psm >= 0 else (7 if isinstance(run_mode, tuple) else 3)
+        records = []
+        # each record is written (and flushed) as soon as it is complete, Tesseract's column included: a
+        # run that dies or is killed keeps every prediction made before
+        with open(path, "w", encoding="utf-8") as f:
+            for sample, r in zip(samples, read(samples, run_mode)):
+                if "error" in r:
+                    print(f"unreadable: {r['image']}: {r['error']}", file=sys.stderr)
+                elif tesseract:
+                    tesseract_record(r, sample, tesseract_lang, psm, sample_psm=tesseract_psm < 0)
+                    if "tesseract_error" in r:
+                        print(f"tesseract failed on {r['image']}: {r['tesseract_error']}", file=sys.stderr)
+                r["mode"] = name
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                f.flush()
+                records.append(r)
+        metrics = compute_metrics(records)
+        metrics.update(model_dir=model_dir, step=meta.get("step"), data=desc,
+                       mode=list(run_mode) if isinstance(run_mode, tuple) else run_mode,
+                       decoder=decoder or default_decoder(net, run_mode), **decode_overrides())
+        if proof and run_mode == run_modes[0]:
+            metrics["proof"] = proof_checks(lambda items: list(read(items, run_mode)), net, tokenizer, samples,
+                                            records, run_mode, dev)
+        by_mode[name] = metrics
+        if len(run_modes) > 1:
+            with open(f"{stem}.{name}.metrics.json", "w") as f:
+                json.dump(metrics, f, indent=2)
+            print(f"--- mode {name}\n{format_report(metrics)}", flush=True)
+
+    if len(run_modes) == 1:
+        metrics = by_mode[mode_name(run_modes[0])]
+    else:  # one file for the report card: every mode's metrics, the proof beside the first's
+        metrics = {"model_dir": model_dir, "step": meta.get("step"), "data": desc, "modes": list(by_mode),
+                   "by_mode": by_mode, "n": len(samples)}
+        if proof:
+            metrics["proof"] = by_mode[mode_name(run_modes[0])]["proof"]
+    metrics_path = stem + ".metrics.json"
     with open(metrics_path, "w") as f:
         json.dump(metrics, f, indent=2)
 
-    # benchmark-format outputs, for the benchmarks' own evaluators
-    ok = [(s, r["pred"]) for s, r in zip(samples, records) if "error" not in r]
+    # benchmark-format outputs (of the first mode), for the benchmarks' own evaluators
+    first = [json.loads(line) for line in open(out_path if len(run_modes) == 1 else f"{stem}.{mode_name(run_modes[0])}.jsonl",
+                                                encoding="utf-8")]
+    ok = [(s, r["pred"]) for s, r in zip(samples, first) if "error" not in r]
     if fox_out and ok:
         fox.write_predictions(fox_out, [s for s, _ in ok], [p for _, p in ok])
         print(f"Fox predictions -> {fox_out}")
@@ -326,8 +406,17 @@ def main():
         omnidocbench.write_predictions(md_dir, [s for s, _ in ok], [p for _, p in ok])
         print(f"OmniDocBench markdown ({len(ok)} files) -> {md_dir}")
 
-    print(format_report(metrics))
-    print(f"predictions -> {out_path}\nmetrics -> {metrics_path}")
+    if len(run_modes) == 1:
+        print(format_report(metrics))
+    else:
+        print(format_compression(by_mode))
+    if "proof" in metrics:
+        p = metrics["proof"]
+        print(f"reading, not recalling ({p['n']} samples, mode {mode_name(run_modes[0])}): distinct outputs "
+              f"{p['distinct_outputs']}/{p['n']}, image-ablation gap {p['ablation_gap']:.3f} nats/token, CER "
+              f"{p['cer_own_image']:.4f} from its own image vs {p['cer_other_image']:.4f} from another's "
+              f"({p['worse_with_other_image']}/{p['n']} worse)")
+    print(f"predictions -> {out_path if len(run_modes) == 1 else stem + '.<mode>.jsonl'}\nmetrics -> {metrics_path}")
     return 0
 
 

@@ -85,24 +85,24 @@ def test_fox_word_prf():
 
 def test_compression_buckets_and_summarize():
     recs = [
-        # ratio 300/100 = 3 -> [0,5): exact
+        # ratio 300/100 = 3 -> [3,4): exact
         {"pred": "x y", "ref": "x y", "answer_tokens": 300, "vision_tokens": 100},
-        # ratio 700/100 = 7 -> [5,10): P = 1/2 ({a, z} ∩ {a, b} = {a}), 1 edit on 3 ref chars
+        # ratio 700/100 = 7 -> [7,8): P = 1/2 ({a, z} ∩ {a, b} = {a}), 1 edit on 3 ref chars
         {"pred": "a z", "ref": "a b", "answer_tokens": 700, "vision_tokens": 100},
-        # ratio 900/100 = 9 -> [5,10): P = 1, 0 edits on 5 ref chars
-        {"pred": "hello", "ref": "hello", "answer_tokens": 900, "vision_tokens": 100},
+        # ratio 750/100 = 7.5 -> [7,8): P = 1, 0 edits on 5 ref chars
+        {"pred": "hello", "ref": "hello", "answer_tokens": 750, "vision_tokens": 100},
         # ratio 1200/64 = 18.75 -> [15,20): P = 0, "q" vs "w": 1 edit on 1 char
         {"pred": "q", "ref": "w", "answer_tokens": 1200, "vision_tokens": 64},
         # ratio 1500/64 = 23.4 -> [20,inf): empty prediction, 4 edits on 4 chars
         {"pred": "", "ref": "long", "answer_tokens": 1500, "vision_tokens": 64},
     ]
     b = {x["bucket"]: x for x in metrics.compression_buckets(recs)}
-    assert list(b) == ["[0,5)", "[5,10)", "[15,20)", "[20,inf)"]  # [10,15) empty: left out
-    assert b["[0,5)"]["n"] == 1 and b["[0,5)"]["precision"] == 1.0 and b["[0,5)"]["cer"] == 0.0
-    assert b["[5,10)"]["n"] == 2 and b["[5,10)"]["mean_ratio"] == pytest.approx(8.0)   # (7 + 9) / 2
-    assert b["[5,10)"]["precision"] == pytest.approx(0.75)                             # (1/2 + 1) / 2
-    assert b["[5,10)"]["cer"] == pytest.approx(1 / 8)                                  # (1 + 0) / (3 + 5)
-    assert b["[5,10)"]["ned"] == pytest.approx((1 / 3 + 0) / 2)
+    assert list(b) == ["[3,4)", "[7,8)", "[15,20)", "[20,inf)"]  # empty buckets left out
+    assert b["[3,4)"]["n"] == 1 and b["[3,4)"]["precision"] == 1.0 and b["[3,4)"]["cer"] == 0.0
+    assert b["[7,8)"]["n"] == 2 and b["[7,8)"]["mean_ratio"] == pytest.approx(7.25)   # (7 + 7.5) / 2
+    assert b["[7,8)"]["precision"] == pytest.approx(0.75)                             # (1/2 + 1) / 2
+    assert b["[7,8)"]["cer"] == pytest.approx(1 / 8)                                  # (1 + 0) / (3 + 5)
+    assert b["[7,8)"]["ned"] == pytest.approx((1 / 3 + 0) / 2)
     assert b["[15,20)"]["precision"] == 0.0 and b["[15,20)"]["cer"] == 1.0
     assert b["[20,inf)"]["mean_ratio"] == pytest.approx(1500 / 64)
     s = metrics.summarize(recs)
@@ -114,9 +114,11 @@ def test_compression_buckets_and_summarize():
     # precision: (1 + 1/2 + 1 + 0 + 0) / 5 = 0.5; recall: same sets here, also 0.5
     assert s["fox_precision"] == pytest.approx(0.5) and s["fox_recall"] == pytest.approx(0.5)
     assert s["ned"] == pytest.approx((0 + 1 / 3 + 0 + 1 + 1) / 5)
-    assert s["mean_compression"] == pytest.approx((3 + 7 + 9 + 1200 / 64 + 1500 / 64) / 5)
+    assert s["mean_compression"] == pytest.approx((3 + 7 + 7.5 + 1200 / 64 + 1500 / 64) / 5)
+    assert s["distinct_outputs"] == 5 and metrics.summarize([dict(r, pred="same") for r in recs])["distinct_outputs"] == 1
     assert len(s["compression_buckets"]) == 4
     # without token counts there is no compression table
     plain = metrics.summarize([{"pred": "a", "ref": "a"}])
     assert "compression_buckets" not in plain and plain["cer"] == 0.0 and plain["fox_f1"] == 1.0
     assert metrics.COMPRESSION_EDGES[-1] == math.inf
+    assert {(6, 7), (9, 10), (10, 12), (12, 13), (13, 15), (15, 20)} <= set(zip(metrics.COMPRESSION_EDGES, metrics.COMPRESSION_EDGES[1:]))
