@@ -155,7 +155,7 @@ def test_compute_metrics_per_family_and_lengths():
 def test_tesseract_reads_clean_lines():
     """The sets are legible: an off-the-shelf reader gets clean line crops nearly right."""
     from nanoocr.metrics import cer
-    from scripts.vision_eval import run_tesseract
+    from nanoocr.tesseract import run_tesseract
     samples = R.realistic_samples("clean_lines", limit=16)
     preds = [run_tesseract(s["image"], psm=s["tess_psm"])[0] for s in samples]
     assert cer(preds, [s["answer"] for s in samples]) < 0.1
@@ -292,7 +292,7 @@ def test_tesseract_reads_scan_rows(rows):
     """The scan rows are legible: Tesseract reads a few samples of each (measured: lines ~0.003-0.006,
     pages 0.006-0.07, the specked fax pages worst)."""
     from nanoocr.metrics import cer
-    from scripts.vision_eval import run_tesseract
+    from nanoocr.tesseract import run_tesseract
     for row in ("bilevel_lines", "pencil_lines", "bilevel_pages", "tiff_pages", "fax_pages", "grey_scans", "colour_scans"):
         samples = rows[row][:6 if row in R.LINE_ROWS else 1]
         preds = [run_tesseract(load(s), psm=s["tess_psm"])[0] for s in samples]
