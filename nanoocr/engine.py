@@ -28,9 +28,7 @@ import contextlib
 import torch
 
 from nanoocr.image_process import process_image
-
-# parse_mode is re-exported: scripts/vis_tok_train.py imports it from here
-from nanoocr.modes import DEFAULT_PROMPT, parse_mode  # noqa: F401
+from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.tokenizer import ocr_conversation
 
 # -----------------------------------------------------------------------------

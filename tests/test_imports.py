@@ -1,6 +1,7 @@
 """
 The three floors (the README's Layout): scripts/ -> tasks/ -> nanoocr/, imports only downward, and
-a script imports no other script except its own parts (the bench's and the server's).
+a script imports no other script except its own parts (the bench's and the server's), and a name is
+imported from the module that defines it, never re-exported through another.
 """
 
 import ast
@@ -43,3 +44,41 @@ def test_floors_import_only_downward_and_no_script_imports_another():
     for name, path in modules("scripts").items():
         scripts = {m for p, m in imported(path) if p == "scripts"}
         assert scripts <= SCRIPT_PARTS.get(name, set()), f"scripts/{name}.py imports scripts {sorted(scripts)}"
+
+
+def _top_level(path):
+    """(names a module defines at its top level, names it only imports there)."""
+    defined, imports = set(), set()
+    for node in ast.parse(open(path, encoding="utf-8").read()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            imports |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return defined, imports - defined
+
+
+def test_no_module_re_exports_another_modules_names():
+    """`from nanoocr.X import name` takes name from the module that defines it, never from one that
+    imported it (a re-export keeps two addresses for one thing)."""
+    def source(module):
+        base = os.path.join(REPO, *module.split("."))
+        return next((p for p in (base + ".py", os.path.join(base, "__init__.py")) if os.path.exists(p)), None)
+    bad = []
+    for path in glob.glob(os.path.join(REPO, "*", "**", "*.py"), recursive=True):
+        rel = os.path.relpath(path, REPO)
+        if rel.split(os.sep)[0] not in ("nanoocr", "tasks", "scripts", "tests", "dev"):
+            continue
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    and node.module.split(".")[0] in ("nanoocr", "tasks", "scripts")):
+                continue
+            src = source(node.module)
+            if src is None or src.endswith("__init__.py"):
+                continue
+            _, only_imported = _top_level(src)
+            bad += [f"{rel}:{node.lineno}: {a.name} from {node.module}" for a in node.names
+                    if a.name in only_imported and source(f"{node.module}.{a.name}") is None]
+    assert not bad, "re-exported names; import them from where they are defined:\n" + "\n".join(bad)
