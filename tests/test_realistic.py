@@ -94,14 +94,14 @@ def test_unseen_fonts_only_held_out(rows):
 
 
 def test_every_glyph_is_in_its_font(rows):
-    from nanoocr.typefaces import font_index
+    from nanoocr.typefaces import font_covers, font_index
     idx = font_index()
     for row, samples in rows.items():
         for s in samples:
             assert idx[s["font"]].family == s["family"]
-            assert R.font_covers(s["font"], s["answer"]), (row, s["font"], s["answer"])
+            assert font_covers(s["font"], s["answer"]), (row, s["font"], s["answer"])
     # and the check itself can fail: no text font here has a CJK glyph
-    assert not R.font_covers(rows["clean_lines"][0]["font"], "漢")
+    assert not font_covers(rows["clean_lines"][0]["font"], "漢")
 
 
 def test_symbols_carry_symbols_and_accents(rows):
@@ -305,3 +305,13 @@ def test_train_families_are_the_cpu_recipes_fonts():
     fonts = read_preset("cpu")["synth_fonts"].split(",")
     assert tuple(fonts) == R.TRAIN_FAMILIES
     assert not set(R.HELD_OUT_FAMILIES) & set(fonts)
+
+
+def test_page_titles_have_a_bold_in_every_training_family():
+    """A page's title is set in typefaces.bold_sibling of its body font: every family the rows draw
+    ships an upright bold, so no title silently falls back to the body's weight."""
+    from nanoocr.typefaces import bold_sibling, upright_styles
+    for family in R.TRAIN_FAMILIES:
+        for spec in upright_styles(family):
+            bold = bold_sibling(spec)
+            assert bold.family == family and bold is not spec and "bold" in bold.style.lower(), (family, spec.name)
