@@ -27,10 +27,8 @@ import contextlib
 
 import torch
 
-from nanoocr.image_process import process_image
-
-# parse_mode is re-exported: scripts/vis_tok_train.py imports it from here
-from nanoocr.modes import DEFAULT_PROMPT, parse_mode  # noqa: F401
+from nanoocr.image_process import process_for_encoder
+from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.tokenizer import ocr_conversation
 
 # -----------------------------------------------------------------------------
@@ -341,6 +339,6 @@ def naive_generate(model, tokenizer, images, prompts=DEFAULT_PROMPT, max_tokens=
 # The model's view of an image (reader.py cuts and reads whole files with it)
 
 def preprocess(model, image, mode):
-    """A loaded PIL image -> process_image's dict for this model's encoder."""
-    cfg = model.encoder.config
-    return process_image(image, mode, image_size=cfg.image_size, multiple=cfg.stride)
+    """A loaded PIL image -> process_image's dict for this model's encoder (image_process.process_for_encoder,
+    as training prepares its images)."""
+    return process_for_encoder(image, mode, model.encoder.config)

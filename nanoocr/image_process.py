@@ -270,3 +270,10 @@ def process_image(img, mode, image_size=1024, multiple=16):
             tiles = mosaic.view(3, hc, t, wc, t).permute(1, 3, 0, 2, 4).reshape(hc * wc, 3, t, t)
     return dict(global_view=to_tensor(view), tiles=tiles, grid=grid, mode=mode,
                 valid_ratio=valid, size=(w, h))
+
+
+def process_for_encoder(img, mode, encoder_config):
+    """process_image at an encoder's geometry (its Base side image_size, its total stride): the one
+    way training (vision_dataloader.prepare_vision) and reading (engine.preprocess) turn an image
+    into the model's input, so a model reads images exactly as it was trained on them."""
+    return process_image(img, mode, image_size=encoder_config.image_size, multiple=encoder_config.stride)

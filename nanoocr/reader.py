@@ -1,6 +1,8 @@
 """
 Images in, texts out: the one path every reader of images takes (`nanoocr read`, `nanoocr eval`,
-`nanoocr sample` and the server), so they all read an image alike.
+`nanoocr sample` and the server), so they all read an image alike. Evaluation reads dataset samples
+through the same path (iter_records / run_model: one record per sample, its prediction beside its
+reference).
 
     for rec in read_images(model, tokenizer, ["a.png", "scans/b.jpg", "doc.pdf", pil_image], mode):
         rec = {"image", "page", "text", "lines", "num_tokens", "views", "finish_reason", "seconds", "vision_tokens"}
@@ -49,6 +51,7 @@ from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, load_image
 from nanoocr.joint_decode import check_decoder, default_decoder, read_strips
 from nanoocr.modes import DEFAULT_PROMPT
 from nanoocr.strips import join_lines, text_strips
+from nanoocr.vision_dataloader import sample_name
 
 # DeepSeek-OCR's guard against repetition loops: no 30-token n-gram twice within 90 tokens
 NO_REPEAT_NGRAM, NO_REPEAT_WINDOW = 30, 90
@@ -334,3 +337,42 @@ def read_images(model, tokenizer, images, mode, prompts=DEFAULT_PROMPT, names=No
             if keep_pictures:
                 records[slot]["picture"] = image
         yield from records
+
+
+# -----------------------------------------------------------------------------
+# Dataset samples in, evaluation records out (`nanoocr eval`, `nanoocr sample`)
+
+def iter_records(model, tokenizer, samples, mode, prompts, max_tokens=None, batch_size=8, no_repeat_ngram=0,
+                 no_repeat_window=0, autocast_dtype=None, max_words=0, whole=False, decoder=None, **decode_kwargs):
+    """Predict every sample {image, answer, id, (family)} with read_images (as `nanoocr read` reads
+    files), yielding one record per sample, in order, a batch at a time (eval writes each as it comes):
+    {id, image, prompt, pred, ref, tokens, answer_tokens, vision_tokens, seconds, finish_reason},
+    or {id, image, error} for an unreadable image. prompts: one per sample (tasks.sources.sample_prompt
+    gives a dataset sample's own). seconds = the image's loading time + its share of its batch's
+    generation time. A strip model reads images of another size cut into lines and word groups (at
+    most max_words words each), the texts joined back; vision_tokens then counts all strips.
+    whole=True stretches every image to the strip instead. max_tokens None: the model's training
+    sequence length."""
+    assert len(prompts) == len(samples), f"iter_records: {len(prompts)} prompts for {len(samples)} samples"
+    outs = read_images(model, tokenizer, [s["image"] for s in samples], mode, prompts,
+                       names=[sample_name(s) for s in samples], batch_size=batch_size, max_words=max_words,
+                       whole=whole, max_tokens=max_tokens, no_repeat_ngram=no_repeat_ngram,
+                       no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype, decoder=decoder,
+                       first_page=True, **decode_kwargs)  # one transcript per sample: a multi-frame file's first frame
+    for s, p, o in zip(samples, prompts, outs):
+        if "error" in o:
+            yield {"id": s.get("id"), "image": o["image"], "error": o["error"]}
+            continue
+        rec = {"id": s.get("id"), "image": o["image"], "prompt": p, "pred": o["text"], "ref": s["answer"],
+               "tokens": o["num_tokens"], "answer_tokens": len(tokenizer.encode(s["answer"])),
+               "vision_tokens": o["vision_tokens"], "seconds": o["seconds"], "finish_reason": o["finish_reason"]}
+        if o["views"] != 1:
+            rec["strips"] = o["views"]
+        if "family" in s:  # font family, for per-family CER (tasks/realistic.py, tasks/prose.py)
+            rec["family"] = s["family"]
+        yield rec
+
+
+def run_model(*args, **kwargs):
+    """iter_records' records as a list."""
+    return list(iter_records(*args, **kwargs))

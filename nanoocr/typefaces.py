@@ -2,7 +2,8 @@
 The fonts the renderer draws: the files shipped in nanoocr/fonts/ (never the machine's own), which
 of them draw Latin text (coverage and shape checks), their names and families, the choice of one
 per sample, and a manifest of file hashes so two machines' runs can be compared file for file.
-nanoocr/synth.py draws with them; tasks/realistic.py and tasks/prose.py pick held-out families here.
+nanoocr/synth.py draws with them; tasks/realistic.py and tasks/prose.py pick families' upright
+styles (upright_styles) and check a text's glyphs (font_covers) here.
 """
 
 import functools
@@ -157,3 +158,32 @@ def bold_sibling(spec):
         if "bold" in f.style.lower() and "italic" not in f.style.lower() and "oblique" not in f.style.lower():
             return f
     return spec
+
+
+@functools.lru_cache(maxsize=None)
+def _cmap(path):
+    """The code points a font file maps to a glyph. FontSpec.covers only answers for the renderer's
+    own character set; text beyond it (tasks/realistic.py's symbols row: « » „ and accents) needs
+    the cmap itself."""
+    with TTFont(path, lazy=True, fontNumber=0) as tt:
+        return frozenset(tt.getBestCmap())
+
+
+def font_covers(font_name, text):
+    """True when the shipped font `font_name` (a file name from list_fonts()) has a glyph for every
+    character of text (newlines aside)."""
+    cmap = _cmap(font_index()[font_name].path)
+    return all(ord(c) in cmap for c in text if c != "\n")
+
+
+@functools.lru_cache(maxsize=None)
+def upright_styles(family):
+    """The book-weight upright styles of a family (what body text is set in), sorted by file name.
+    Styles are judged by file name as well as the name table: Courier Prime's files all call
+    themselves 'Light'. check_fonts raises ValueError for a family not shipped."""
+    check_fonts([family])
+    bad = ("bold", "italic", "oblique", "demi", "condensed", "extralight")
+    styles = [f for f in list_fonts() if f.family == family
+              and not any(b in f.style.lower() or b in f.name.lower() for b in bad)]
+    assert styles, f"nanoocr/typefaces.py: family {family} ships no upright book style (nanoocr/fonts/)"
+    return tuple(sorted(styles, key=lambda f: f.name))

@@ -33,7 +33,7 @@ from nanoocr.image_process import (
     DEFAULT_MAX_PIXELS,
     ImageError,
     load_image,
-    process_image,
+    process_for_encoder,
     view_geometry,
 )
 from nanoocr.modes import DEFAULT_PROMPT
@@ -91,8 +91,7 @@ def prepare_vision(sample, tokenizer, encoder_config, mode, max_pixels=DEFAULT_M
     if not isinstance(answer, str) or not answer.strip():
         raise SampleError(f"{name}: empty answer")
     image = load_image(sample["image"], max_pixels=max_pixels, name=name)  # ImageError names the file
-    processed = process_image(image, mode, image_size=encoder_config.image_size,
-                              multiple=encoder_config.stride)
+    processed = process_for_encoder(image, mode, encoder_config)  # as engine.preprocess does for reading
     w, h = image.size
     n_img = num_image_tokens(encoder_config, mode, w, h)
     # the image goes where the dataset's <image> marker was: almost always first ("prompt_before"

@@ -21,25 +21,29 @@ STRIP = parse_mode(RECIPE["mode"])      # (32, 256): one text line per image
 BATCH = RECIPE["device_batch_size"]     # 16
 SEQ_LEN = 256  # room for the strip's tokens and every answer the bench draws (the recipe trains at 128)
 
-# "cpu2x": the recipe's model with every width and the depths doubled, which shows how MFU grows
-# with the matrices (a 2x wider Linear has 4x the work per memory-bound op around it).
-DOUBLED = dict(encoder=dict(sam_width=256, sam_depth=6, sam_heads=8, sam_mlp=1024, global_attn_indexes=(2, 5),
-                            neck_channels=128, conv_channels=(256,), clip_width=256, clip_depth=4, clip_heads=8,
-                            clip_mlp=1024, out_dim=384),
-               gpt=dict(n_layer=6, n_head=6))
 MODELS = ("cpu", "cpu2x")
+# "cpu2x": the recipe's model with every width and the depths doubled, which shows how MFU grows
+# with the matrices (a 2x wider Linear has 4x the work per memory-bound op around it). Derived from
+# the recipe, so the two never drift apart: each half of the doubled SAM ends in a global block as
+# the recipe's does, and the GPT's heads are 64 wide.
+DOUBLED_KEYS = ("sam_width", "sam_depth", "sam_heads", "sam_mlp", "neck_channels", "clip_width", "clip_depth",
+                "clip_heads", "clip_mlp", "out_dim")
+HEAD_DIM_2X = 64
 
 
 def model_sizes(name):
     """dict(encoder=DeepEncoderConfig kwargs, gpt=dict(n_layer, n_head)) of a bench model: "cpu" is
-    presets/cpu.toml's, "cpu2x" the same doubled (DOUBLED)."""
+    presets/cpu.toml's, "cpu2x" the same doubled."""
     if name not in MODELS:
         raise ValueError(f"bench model {name!r}: one of {', '.join(MODELS)}")
     encoder = dict(ENCODER_SIZES[RECIPE["encoder_size"]])
     gpt = dict(n_layer=RECIPE["gpt_depth"], n_head=RECIPE["gpt_n_head"])
     if name == "cpu2x":
-        encoder.update(DOUBLED["encoder"])
-        gpt.update(DOUBLED["gpt"])
+        one = dict(encoder)
+        encoder.update({k: 2 * one[k] for k in DOUBLED_KEYS}, conv_channels=tuple(2 * c for c in one["conv_channels"]),
+                       global_attn_indexes=tuple(i + half for half in (0, one["sam_depth"])
+                                                 for i in one["global_attn_indexes"]))
+        gpt = dict(n_layer=2 * gpt["n_layer"], n_head=encoder["out_dim"] // HEAD_DIM_2X)
     return dict(encoder=encoder, gpt=gpt)
 
 

@@ -102,7 +102,7 @@ def bench_latency(tok, n_images, model_dir="", batch=8):
     if shutil.which("tesseract") is None:
         out["tesseract_skipped"] = "tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)"
         return out
-    from scripts.vision_eval import run_tesseract
+    from nanoocr.tesseract import run_tesseract
     results = [run_tesseract(im, psm=7) for im, _, _ in lines]  # --psm 7: one text line
     out["tesseract"] = dict(ms_per_image=round(1000 * sum(s for _, s in results) / n_images, 1), psm=7,
                             cer=round(cer([t for t, _ in results], [a for _, _, a in lines]), 4))

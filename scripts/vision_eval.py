@@ -21,24 +21,19 @@ and left out of the metrics (counted in "failed").
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 
 import torch
 
 from nanoocr import modes, reader
 from nanoocr.common import get_base_dir
 from nanoocr.configurator import configure
-from nanoocr.image_process import load_image
 from nanoocr.joint_decode import check_decoder, default_decoder
 from nanoocr.metrics import cer, summarize
-from nanoocr.vision_dataloader import sample_name
+from nanoocr.tesseract import run_tesseract, tesseract_available
 from tasks import fox, omnidocbench
-from tasks.common import join_prompt
-from tasks.sources import open_samples
+from tasks.sources import load_pil, open_samples, sample_prompt
 
 # (config keys are this module's plain values: import modules and functions above, never constants,
 # or they become --keys)
@@ -73,73 +68,6 @@ device_type = ""        # cuda | mps | cpu ("" = autodetect)
 # -----------------------------------------------------------------------------
 
 
-def sample_prompt(sample, override=""):
-    """The user turn's text for a sample: the marker goes where the dataset put it (dev/design.md §3)."""
-    if override:
-        return override
-    return join_prompt(sample) if sample.get("prompt_before") else (sample.get("prompt") or modes.DEFAULT_PROMPT)
-
-
-def load_pil(sample):
-    return load_image(sample["image"], name=sample_name(sample))
-
-
-def iter_records(model, tokenizer, samples, mode, prompt="", max_tokens=None, batch_size=8, no_repeat_ngram=0,
-                 no_repeat_window=0, autocast_dtype=None, max_words=0, whole=False, decoder=None, **decode_kwargs):
-    """Predict every sample (reader.read_images, as `nanoocr read` reads files), yielding one record
-    per sample, in order, a batch at a time (eval writes each as it comes):
-    {id, image, prompt, pred, ref, tokens, answer_tokens, vision_tokens, seconds, finish_reason},
-    or {id, image, error} for an unreadable image. seconds = the image's loading time + its share of
-    its batch's generation time. A strip model reads images of another size cut into lines and word
-    groups (at most max_words words each), the texts joined back; vision_tokens then counts all
-    strips. whole=True stretches every image to the strip instead. max_tokens None: the model's
-    training sequence length."""
-    prompts = [sample_prompt(s, prompt) for s in samples]
-    outs = reader.read_images(model, tokenizer, [s["image"] for s in samples], mode, prompts,
-                              names=[sample_name(s) for s in samples], batch_size=batch_size, max_words=max_words,
-                              whole=whole, max_tokens=max_tokens, no_repeat_ngram=no_repeat_ngram,
-                              no_repeat_window=no_repeat_window, autocast_dtype=autocast_dtype, decoder=decoder,
-                              first_page=True, **decode_kwargs)  # one transcript per sample: a multi-frame file's first frame
-    for s, p, o in zip(samples, prompts, outs):
-        if "error" in o:
-            yield {"id": s.get("id"), "image": o["image"], "error": o["error"]}
-            continue
-        rec = {"id": s.get("id"), "image": o["image"], "prompt": p, "pred": o["text"], "ref": s["answer"],
-               "tokens": o["num_tokens"], "answer_tokens": len(tokenizer.encode(s["answer"])),
-               "vision_tokens": o["vision_tokens"], "seconds": o["seconds"], "finish_reason": o["finish_reason"]}
-        if o["views"] != 1:
-            rec["strips"] = o["views"]
-        if "family" in s:  # font family, for per-family CER (tasks/realistic.py, tasks/prose.py)
-            rec["family"] = s["family"]
-        yield rec
-
-
-def run_model(*args, **kwargs):
-    """iter_records' records as a list."""
-    return list(iter_records(*args, **kwargs))
-
-
-def tesseract_available():
-    return shutil.which("tesseract") is not None
-
-
-def run_tesseract(image, lang="eng", psm=3):
-    """Tesseract 5 on a PIL image -> (text, seconds). The same decoded RGB image the model sees
-    (EXIF-rotated, alpha flattened) is written as a lossless PNG; only the tesseract process is timed
-    (its start-up included: that is what reading one image with it costs)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "image.png")
-        image.save(path)
-        t0 = time.time()
-        proc = subprocess.run(["tesseract", path, "stdout", "-l", lang, "--psm", str(psm)],
-                              capture_output=True, text=True, timeout=300)
-        seconds = time.time() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"tesseract failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-    # tesseract ends a page with a newline and a form feed; neither is text
-    return proc.stdout.rstrip("\n\f \t"), seconds
-
-
 def tesseract_record(rec, sample, lang="eng", psm=3, sample_psm=False):
     """Adds tesseract_pred / tesseract_seconds to a successfully read record, or tesseract_error when
     Tesseract fails on this image (the model's prediction stays; the comparison leaves it out).
@@ -157,7 +85,7 @@ def tesseract_record(rec, sample, lang="eng", psm=3, sample_psm=False):
 
 
 def add_tesseract(records, samples, lang="eng", psm=3, sample_psm=False):
-    """tesseract_record for every record (records[i] is samples[i], as run_model returns them)."""
+    """tesseract_record for every record (records[i] is samples[i], as reader.run_model returns them)."""
     assert len(records) == len(samples), f"{len(records)} records for {len(samples)} samples"
     for rec, sample in zip(records, samples):
         tesseract_record(rec, sample, lang, psm, sample_psm)
@@ -347,9 +275,9 @@ def main():
     stem = os.path.splitext(out_path)[0]
 
     def read(items, run_mode):
-        return iter_records(net, tokenizer, items, run_mode, prompt, n_tokens, batch_size, no_repeat_ngram,
-                            no_repeat_window, reader.read_autocast_dtype(dev), reader.trained_max_words(meta), whole,
-                            decoder or None, **decode_overrides())
+        return reader.iter_records(net, tokenizer, items, run_mode, [sample_prompt(s, prompt) for s in items], n_tokens,
+                                   batch_size, no_repeat_ngram, no_repeat_window, reader.read_autocast_dtype(dev),
+                                   reader.trained_max_words(meta), whole, decoder or None, **decode_overrides())
 
     by_mode = {}
     for run_mode in run_modes:

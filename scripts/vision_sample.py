@@ -18,8 +18,7 @@ from nanoocr.configurator import configure
 from nanoocr.engine import encode, preprocess
 from nanoocr.metrics import cer, normalized_edit_distance
 from nanoocr.tokenizer import ocr_conversation
-from scripts.vision_eval import load_pil, run_model, sample_prompt
-from tasks.sources import open_samples
+from tasks.sources import load_pil, open_samples, sample_prompt
 
 # (config keys are this module's plain values: import modules and functions above, never constants)
 
@@ -65,7 +64,8 @@ def main():
     n_tokens = max_tokens if max_tokens > 0 else reader.default_max_tokens(net)
     print(f"model {model_dir} (step {meta.get('step')}), mode {run_mode}, {len(samples)} samples from {desc}")
     # the sanity check shows the model as trained: no repetition guard
-    records = run_model(net, tokenizer, samples, run_mode, prompt, n_tokens, batch_size)
+    records = reader.run_model(net, tokenizer, samples, run_mode, [sample_prompt(s, prompt) for s in samples],
+                               n_tokens, batch_size)
     exact, losses, overlaps, preds, refs = 0, [], [], [], []
     for k, (s, r) in enumerate(zip(samples, records)):
         print(f"--- [{k + 1}/{len(samples)}] {r.get('id') or r['image']}")

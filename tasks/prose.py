@@ -23,8 +23,8 @@ import textwrap
 from PIL import Image, ImageDraw
 
 from nanoocr.modes import DEFAULT_PROMPT
-from nanoocr.typefaces import get_font
-from tasks.realistic import HELD_OUT_FAMILIES, upright_styles
+from nanoocr.typefaces import get_font, upright_styles
+from tasks.realistic import HELD_OUT_FAMILIES
 
 PASSAGES = [
     # Dickens, A Tale of Two Cities (1859)

@@ -38,7 +38,6 @@ line of the answer, no surrounding spaces; a blank gap between paragraphs is not
 it is not an empty answer line either (a line reader has nothing to report there).
 """
 
-import functools
 import io
 import os
 import random
@@ -49,7 +48,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from nanoocr import synth_text as T
 from nanoocr.common import get_base_dir
 from nanoocr.modes import DEFAULT_PROMPT
-from nanoocr.typefaces import check_fonts, font_index, get_font, list_fonts
+from nanoocr.typefaces import bold_sibling, font_covers, get_font, upright_styles
 from tasks import scans
 
 # The CPU recipe trains on TRAIN_FAMILIES (presets/cpu.toml names exactly these); HELD_OUT_FAMILIES are
@@ -105,42 +104,6 @@ def _symbol_tokens(rng):
 
 # -----------------------------------------------------------------------------
 # Fonts
-
-@functools.lru_cache(maxsize=None)
-def _cmap(path):
-    """The code points a font file maps to a glyph. FontSpec.covers only answers for the renderer's
-    own character set; the symbols row needs « » „ and accents, so ask the cmap directly."""
-    from fontTools.ttLib import TTFont
-    with TTFont(path, lazy=True, fontNumber=0) as tt:
-        return frozenset(tt.getBestCmap())
-
-
-def font_covers(font_name, text):
-    """True when the shipped font `font_name` (a file name from list_fonts()) has a glyph for every
-    character of text (newlines aside)."""
-    cmap = _cmap(font_index()[font_name].path)
-    return all(ord(c) in cmap for c in text if c != "\n")
-
-
-@functools.lru_cache(maxsize=None)
-def upright_styles(family):
-    """The book-weight upright styles of a family (what body text is set in), sorted by file name.
-    Styles are judged by file name as well as the name table: Courier Prime's files all call
-    themselves 'Light'. check_fonts raises ValueError for a family not shipped."""
-    check_fonts([family])
-    bad = ("bold", "italic", "oblique", "demi", "condensed", "extralight")
-    styles = [f for f in list_fonts() if f.family == family
-              and not any(b in f.style.lower() or b in f.name.lower() for b in bad)]
-    assert styles, f"tasks/realistic.py: family {family} ships no upright book style (nanoocr/fonts/)"
-    return tuple(sorted(styles, key=lambda f: f.name))
-
-
-def _bold(family):
-    """The family's upright bold, for page titles (the regular style if there is none)."""
-    bold = sorted((f for f in list_fonts() if f.family == family and "bold" in f.name.lower()
-                   and not any(b in f.name.lower() for b in ("italic", "oblique", "condensed"))), key=lambda f: f.name)
-    return bold[0] if bold else upright_styles(family)[0]
-
 
 def _pick_font(rng, families):
     family = rng.choice(families)
@@ -374,7 +337,7 @@ def _page(rng, n_lines=None, px=(16, 24), width=(560, 900), margin=(30, 70)):
     lines, gaps = _page_lines(rng, font, W - 2 * margin, n_lines or rng.randint(10, 20))
     title = tfont = None
     if rng.random() < 0.5:
-        title, tfont = _title(rng), get_font(_bold(family).name, round(font.size * rng.uniform(1.3, 1.8)))
+        title, tfont = _title(rng), get_font(bold_sibling(spec).name, round(font.size * rng.uniform(1.3, 1.8)))
     img, paper = draw_block(lines, font, rng, margin, round(font.size * rng.uniform(1.25, 1.6)), title, tfont, gaps,
                             width=W, min_height=round(W * 1.3))
     return img, ([title] if title else []) + lines, family, spec.name, tfont

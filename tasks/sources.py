@@ -28,8 +28,11 @@ import json
 import os
 import random
 
-from nanoocr.vision_dataloader import records_source
+from nanoocr.image_process import load_image
+from nanoocr.modes import DEFAULT_PROMPT
+from nanoocr.vision_dataloader import records_source, sample_name
 from tasks import fox, image_folder, ocr_json, omnidocbench, parquet
+from tasks.common import join_prompt
 
 SOURCE_KINDS = ("json", "jsonl", "folder", "parquet", "fox", "omnidocbench")
 
@@ -146,6 +149,20 @@ def uses_synth(data):
 
 # -----------------------------------------------------------------------------
 # Evaluation samples: eval and sample read every item in turn
+
+def sample_prompt(sample, override=""):
+    """The user turn's text for a sample (override, when given, for every sample): the <image>
+    marker goes where the dataset put it (dev/design.md §3)."""
+    if override:
+        return override
+    return join_prompt(sample) if sample.get("prompt_before") else (sample.get("prompt") or DEFAULT_PROMPT)
+
+
+def load_pil(sample):
+    """A sample's image decoded as the model reads it (image_process.load_image); an ImageError names
+    the sample's file, else its id."""
+    return load_image(sample["image"], name=sample_name(sample))
+
 
 def _dataset_samples(path, kind, image_dir, limit):
     path = resolve(path)  # a bundled set's name ("tier1") -> its file
@@ -304,7 +321,6 @@ def training_sources(data, val_data="", synth_kinds="line", mode=None, seed=0, s
     under "image_pil" for greedy-decoding checks). With easy_samples > 0 the first easy_samples
     training samples are rendered clean in easy_fonts only (a curriculum: reading starts sooner on
     a few clean fonts, then widens to every font and degradation)."""
-    from nanoocr.image_process import load_image
     options = synth_options(synth_text_mix, synth_fonts, synth_degrade, synth_max_words, synth_cut_p, synth_cut_degrade)
     loaded = {}  # each dataset is read once, its records shared by every source below
     train = build_source(data, "train", seed, synth_kinds, mode, options, loaded, boxes)

@@ -195,8 +195,14 @@ def test_bench_model_is_the_cpu_recipe_and_its_modules_form_no_import_circle():
     sizes = bench_common.model_sizes("cpu")
     assert sizes == dict(encoder=ENCODER_SIZES[p["encoder_size"]], gpt=dict(n_layer=p["gpt_depth"], n_head=p["gpt_n_head"]))
     assert bench_common.STRIP == (32, 256) and bench_common.BATCH == p["device_batch_size"]
-    wide = bench_common.model_sizes("cpu2x")
-    assert wide["encoder"]["sam_width"] == 2 * sizes["encoder"]["sam_width"] and wide["gpt"]["n_layer"] == 2 * p["gpt_depth"]
+    wide = bench_common.model_sizes("cpu2x")  # derived from the same preset: every width and depth doubled
+    for k in bench_common.DOUBLED_KEYS + ("conv_channels",):
+        one, two = sizes["encoder"][k], wide["encoder"][k]
+        assert two == (2 * one if isinstance(one, int) else tuple(2 * c for c in one)), k
+    assert wide["encoder"]["global_attn_indexes"] == (2, 5) and wide["gpt"]["n_layer"] == 2 * p["gpt_depth"]
+    assert wide["encoder"]["out_dim"] == 64 * wide["gpt"]["n_head"]
+    same = [k for k in sizes["encoder"] if k not in bench_common.DOUBLED_KEYS + ("conv_channels", "global_attn_indexes")]
+    assert len(same) == 4 and all(wide["encoder"][k] == sizes["encoder"][k] for k in same), same  # sizes, patch, window
     with pytest.raises(ValueError, match="cpu2x"):
         bench_common.model_sizes("big")
 
@@ -209,6 +215,5 @@ def test_bench_model_is_the_cpu_recipe_and_its_modules_form_no_import_circle():
         return found
     assert script_imports("bench_common") == set()
     assert script_imports("bench_encoder") == {"bench_common"}
-    assert script_imports("bench_generate") == {"bench_common", "vision_eval"}  # run_tesseract, lazily
-    assert "bench" not in script_imports("vision_eval")
+    assert script_imports("bench_generate") == {"bench_common"}
     assert script_imports("bench") == {"bench_common", "bench_encoder", "bench_generate"}

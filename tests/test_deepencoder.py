@@ -28,7 +28,7 @@ from nanoocr.deepencoder import (
     num_image_tokens,
 )
 from nanoocr.encoder_weights import load_encoder_weights
-from nanoocr.image_process import process_image
+from nanoocr.image_process import process_for_encoder
 
 TOL = 1e-4
 
@@ -176,7 +176,7 @@ def test_counts_equal_returned_embeddings():
     cases += [((32, 256), 300, 40, None), ((48, 320), 500, 60, None)]  # fixed-size strips
     for mode, w, h, grid in cases:
         img = Image.new("RGB", (w, h), (200, 30, 90))
-        out = process_image(img, mode, image_size=cfg.image_size, multiple=cfg.stride)
+        out = process_for_encoder(img, mode, cfg)
         assert out["grid"] == grid, (mode, w, h, out["grid"])
         with torch.no_grad():
             emb = enc.embed_image(out["global_view"], out["tiles"], out["grid"])
@@ -237,7 +237,7 @@ def test_count_vision_tokens():
     # vision tokens as DeepSeek-OCR counts them: grid only, valid part of a padded view
     cfg = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
     im = Image.new("RGB", (512, 256), "white")
-    base = process_image(im, "base", image_size=cfg.image_size, multiple=cfg.stride)
+    base = process_for_encoder(im, "base", cfg)
     assert count_vision_tokens(cfg, base) == int(16 * 16 * 0.5)
-    strip = process_image(im, (32, 256), image_size=cfg.image_size, multiple=cfg.stride)
+    strip = process_for_encoder(im, (32, 256), cfg)
     assert count_vision_tokens(cfg, strip) == 2 * 16

@@ -13,7 +13,7 @@ from nanoocr import engine
 from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig
 from nanoocr.engine import banned_ngram_tokens, generate, naive_generate
 from nanoocr.gpt import GPTConfig
-from nanoocr.image_process import process_image
+from nanoocr.image_process import process_for_encoder
 from nanoocr.model import build_vlm
 from nanoocr.tokenizer import Tokenizer
 
@@ -45,7 +45,7 @@ def make_images(vlm, sizes, mode=(32, 64), seed=0):
     rng = np.random.default_rng(seed)
     cfg = vlm.encoder.config
     pils = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
-    return [process_image(im, m, image_size=cfg.image_size, multiple=cfg.stride)
+    return [process_for_encoder(im, m, cfg)
             for im, m in zip(pils, mode if isinstance(mode, list) else [mode] * len(pils))]
 
 

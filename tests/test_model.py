@@ -6,7 +6,7 @@ from PIL import Image
 
 from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig, num_image_tokens
 from nanoocr.gpt import GPTConfig
-from nanoocr.image_process import process_image
+from nanoocr.image_process import process_for_encoder
 from nanoocr.model import build_vlm
 
 ENC = DeepEncoderConfig(**ENCODER_SIZES["cpu"])
@@ -32,7 +32,7 @@ def page(w, h):
                                        ("gundam", (330, 330)), ("gundam", (330, 500)), ("gundam", (500, 500)),
                                        ((32, 256), (700, 40))])
 def test_embeddings_equal_count_function(model, mode, size):
-    proc = process_image(page(*size), mode, image_size=ENC.image_size, multiple=ENC.stride)
+    proc = process_for_encoder(page(*size), mode, ENC)
     n = num_image_tokens(ENC, mode, *size)
     with torch.no_grad():
         emb = model.encode_images([proc])[0]
@@ -43,8 +43,7 @@ def test_embeddings_equal_count_function(model, mode, size):
 
 
 def test_batched_views_equal_one_by_one(model):
-    procs = [process_image(page(300 + 40 * i, 200), "base", image_size=ENC.image_size, multiple=ENC.stride)
-             for i in range(3)]
+    procs = [process_for_encoder(page(300 + 40 * i, 200), "base", ENC) for i in range(3)]
     with torch.no_grad():
         batched = model.encode_images(torch.stack([p["global_view"] for p in procs]))
         single = model.encode_images(procs)

@@ -24,7 +24,7 @@ from nanoocr.checkpoint_manager import (
 from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig
 from nanoocr.engine import generate
 from nanoocr.gpt import GPTConfig
-from nanoocr.image_process import process_image
+from nanoocr.image_process import process_for_encoder
 from nanoocr.model import build_vlm
 from nanoocr.reader import strip_views, trained_max_words
 from nanoocr.strips import join_lines
@@ -84,8 +84,7 @@ def expected_text(ckpt, path, max_tokens, whole=False):
     model, tok, meta = load_model(ckpt)
     image = Image.open(path).convert("RGB")
     if whole:
-        views = [(0, process_image(image, tuple(MODE), image_size=model.encoder.config.image_size,
-                                   multiple=model.encoder.config.stride))]
+        views = [(0, process_for_encoder(image, tuple(MODE), model.encoder.config))]
     else:
         views = strip_views(model, image, tuple(MODE), trained_max_words(meta))
     outs = generate(model, tok, [p for _, p in views], "Free OCR.", max_tokens=max_tokens, no_repeat_ngram_size=30,

@@ -94,14 +94,14 @@ def test_unseen_fonts_only_held_out(rows):
 
 
 def test_every_glyph_is_in_its_font(rows):
-    from nanoocr.typefaces import font_index
+    from nanoocr.typefaces import font_covers, font_index
     idx = font_index()
     for row, samples in rows.items():
         for s in samples:
             assert idx[s["font"]].family == s["family"]
-            assert R.font_covers(s["font"], s["answer"]), (row, s["font"], s["answer"])
+            assert font_covers(s["font"], s["answer"]), (row, s["font"], s["answer"])
     # and the check itself can fail: no text font here has a CJK glyph
-    assert not R.font_covers(rows["clean_lines"][0]["font"], "漢")
+    assert not font_covers(rows["clean_lines"][0]["font"], "漢")
 
 
 def test_symbols_carry_symbols_and_accents(rows):
@@ -155,7 +155,7 @@ def test_compute_metrics_per_family_and_lengths():
 def test_tesseract_reads_clean_lines():
     """The sets are legible: an off-the-shelf reader gets clean line crops nearly right."""
     from nanoocr.metrics import cer
-    from scripts.vision_eval import run_tesseract
+    from nanoocr.tesseract import run_tesseract
     samples = R.realistic_samples("clean_lines", limit=16)
     preds = [run_tesseract(s["image"], psm=s["tess_psm"])[0] for s in samples]
     assert cer(preds, [s["answer"] for s in samples]) < 0.1
@@ -292,7 +292,7 @@ def test_tesseract_reads_scan_rows(rows):
     """The scan rows are legible: Tesseract reads a few samples of each (measured: lines ~0.003-0.006,
     pages 0.006-0.07, the specked fax pages worst)."""
     from nanoocr.metrics import cer
-    from scripts.vision_eval import run_tesseract
+    from nanoocr.tesseract import run_tesseract
     for row in ("bilevel_lines", "pencil_lines", "bilevel_pages", "tiff_pages", "fax_pages", "grey_scans", "colour_scans"):
         samples = rows[row][:6 if row in R.LINE_ROWS else 1]
         preds = [run_tesseract(load(s), psm=s["tess_psm"])[0] for s in samples]
@@ -305,3 +305,13 @@ def test_train_families_are_the_cpu_recipes_fonts():
     fonts = read_preset("cpu")["synth_fonts"].split(",")
     assert tuple(fonts) == R.TRAIN_FAMILIES
     assert not set(R.HELD_OUT_FAMILIES) & set(fonts)
+
+
+def test_page_titles_have_a_bold_in_every_training_family():
+    """A page's title is set in typefaces.bold_sibling of its body font: every family the rows draw
+    ships an upright bold, so no title silently falls back to the body's weight."""
+    from nanoocr.typefaces import bold_sibling, upright_styles
+    for family in R.TRAIN_FAMILIES:
+        for spec in upright_styles(family):
+            bold = bold_sibling(spec)
+            assert bold.family == family and bold is not spec and "bold" in bold.style.lower(), (family, spec.name)

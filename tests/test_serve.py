@@ -41,6 +41,7 @@ from serve_fixtures import (
 
 from nanoocr import reader
 from nanoocr.checkpoint_manager import load_model
+from nanoocr.image_process import sniff_image_type
 from scripts import cli, serve, serve_queue
 
 CAP = 24  # the server's --max_tokens_cap, also its default max_tokens (the model's sequence_len is 96)
@@ -111,9 +112,9 @@ def test_every_accepted_format_is_sniffed_and_decoded():
     for fmt in formats:
         buf = io.BytesIO()
         im.save(buf, format=fmt)
-        assert serve_queue.sniff_image_type(buf.getvalue()) is not None, fmt
+        assert sniff_image_type(buf.getvalue()) is not None, fmt
     for impostor in (PDF, b"<svg xmlns='http://www.w3.org/2000/svg'/>", b"", b"GIF8", b"\x00" * 64):
-        assert serve_queue.sniff_image_type(impostor) is None
+        assert sniff_image_type(impostor) is None
 
 
 # -----------------------------------------------------------------------------

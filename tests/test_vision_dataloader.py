@@ -6,6 +6,8 @@ import torch
 from PIL import Image
 
 from nanoocr.deepencoder import ENCODER_SIZES, DeepEncoderConfig, num_image_tokens
+from nanoocr.engine import preprocess
+from nanoocr.image_process import load_image
 from nanoocr.tokenizer import Tokenizer
 from nanoocr.vision_dataloader import (
     SampleError,
@@ -50,6 +52,23 @@ def test_targets_cover_exactly_answer_and_end(tok):
         assert ids[first].item() == tok.encode_special("<|assistant_start|>")
     assert batch["n_answer_tokens"] == int((batch["targets"] != -1).sum())
     assert batch["images"].shape == (4, 3, 32, 256)
+
+
+def test_training_and_reading_prepare_an_image_alike(tok):
+    """prepare_vision (training) and engine.preprocess (read, eval, serve) give the model the same
+    tensors for the same image, at a strip size, a square mode and Gundam's tiles."""
+    class Model:  # preprocess only reads the encoder's config
+        class encoder:
+            config = ENC
+    page = Image.new("RGB", (700, 300), (250, 248, 240))
+    page.paste((20, 20, 20), (40, 40, 600, 60))
+    for image, mode in ((_sample(3)["image"], MODE), (page, "base"), (page, "gundam")):
+        trained = prepare_vision({"image": image, "answer": "x"}, tok, ENC, mode)["image"]
+        read = preprocess(Model, load_image(image), mode)
+        assert trained.keys() == read.keys(), mode
+        for k, v in trained.items():
+            assert torch.equal(v, read[k]) if isinstance(v, torch.Tensor) else v == read[k], (mode, k)
+        assert (mode != "gundam") or trained["tiles"] is not None  # the tiles were compared too
 
 
 def test_mixing_ratio(tok):
