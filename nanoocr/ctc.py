@@ -130,8 +130,10 @@ def cell_texts(boxes, answer, grid, geometry, stride):
 
 
 def cell_ctc_loss_sum(head, tokens, texts):
-    """Sum over images of the mean over its cells of each cell's CTC loss per character (an empty
-    cell's loss is the log-probability of all blanks). tokens [B, N, D]; texts: B lists of N strings."""
+    """Sum over images of its cells' CTC losses divided by its character count: per character, as a
+    strip's loss is. (A mean over cells instead lets the many empty cells -- whose loss is the
+    log-probability of all blanks -- drown the few with text: the encoder then collapsed, writing
+    blanks everywhere; dev/LOG.md "Page recipe".) tokens [B, N, D]; texts: B lists of N strings."""
     B, N, _ = tokens.shape
     assert len(texts) == B and all(len(t) == N for t in texts), (
         f"cell targets for {[len(t) for t in texts]} cells, tokens are {B} x {N}")
@@ -141,7 +143,7 @@ def cell_ctc_loss_sum(head, tokens, texts):
     flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
     frames = torch.full((B * N,), log_probs.size(0), dtype=torch.long)
     per_cell = F.ctc_loss(log_probs, flat, frames, lengths, blank=0, reduction="none", zero_infinity=True)
-    return (per_cell / lengths.clamp_min(1)).view(B, N).mean(1).sum()
+    return (per_cell.view(B, N).sum(1) / lengths.view(B, N).sum(1).clamp_min(1)).sum()
 
 
 def greedy_decode(log_probs):

@@ -222,7 +222,7 @@ def _synth_sample(split, kinds, weights, seed, height, width, options, boxes, in
     from nanoocr.synth import render, render_annotated
     kind = random.Random(f"kind:{seed}:{split}:{index}").choices(kinds, weights)[0]
     sample_id = f"synth-{split}-{kind}-{index}"
-    if boxes and kind != "line":  # (a line may be cut by the reader's cutter: render() only)
+    if boxes and not (kind == "line" and options.get("cut_p")):  # (a line the cutter cuts has no boxes: render() only)
         img, prompt, answer, info = render_annotated(seed, index, kind, split, height=height, width=width, **options)
         return {"image": img, "prompt": prompt, "answer": answer, "id": sample_id, "boxes": info["boxes"]}
     img, prompt, answer = render(seed, index, kind, split, height=height, width=width, **options)
