@@ -351,12 +351,14 @@ def orientation(ink):
     clockwise); sure False when the page has lines, so which way they run is known, but the
     up / down test gave no clear answer: then degrees is the upright guess of the two (0 or 90)
     and `degrees + 180` is as likely, and a reader with a model settles it by reading a few
-    lines both ways (reader.settle_turn). 0 unless the evidence is clear: at least
+    lines both ways (reader.settle_turn): the letters were measured (MIN_LETTERS ...) but their
+    evidence is within MIN_ASYM of 0 or the lines disagree. 0 unless the evidence is clear: at least
     MIN_ORIENT_LINES lines, one profile PEAK_RATIO times more peaked than the other, and for a
     half turn baseline_evidence below -MIN_ASYM from MIN_LETTERS letters or more, most lines
     agreeing (a blank image, a one-line crop, a page of capitals or digits, or of a script without
     ascenders and descenders, stays as it is). sure is True where there is nothing to settle: no
-    lines (a blank image, a one-line crop), or a clear up / down answer. ~0.3 s for a 1024x1024
+    lines (a blank image, a one-line crop), a clear up / down answer, or too few letters to
+    measure. ~0.3 s for a 1024x1024
     page on one core. The closing for the second try is vertical in the upright page: (3, 1) in the
     mask when upright or upside down, (1, 3) when turned a quarter."""
     ys, xs = np.nonzero(ink)
@@ -391,6 +393,7 @@ def orientation(ink):
     # them into pieces: again with vertical breaks of a pixel closed (a 3x1 closing, which joins a
     # letter's pieces but not neighbouring letters, which sit side by side)
     mask = ink.astype(np.uint8)
+    measured = False
     for closing in (None, (3, 1)) if turned == 0 else (None, (1, 3)):
         m = mask if closing is None else cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones(closing, np.uint8))
         labels = cv2.connectedComponents(m, connectivity=8)[1]
@@ -400,4 +403,9 @@ def orientation(ink):
             return (turned + 180) % 360, True
         if letters >= min_letters and evidence >= MIN_ASYM:
             return turned, True
-    return turned, False
+        measured |= letters >= min_letters
+    # enough letters measured, but their tops and bottoms agree about as well (small print): not
+    # sure. Too few letters to measure (a heavy face, a page of symbols or capitals) is no case
+    # for the model either: on the speedrun model a page of symbols read with more confidence
+    # upside down (their shapes turn into each other: [ ], { }, < >, « », 6 9), so it stays as it is
+    return turned, not measured
