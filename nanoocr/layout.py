@@ -13,7 +13,9 @@ merged side by side. This module runs first, on the cleaned ink mask (bool [h, w
       the best of a few small tilts). Upright vs upside down (baseline_evidence): in Latin print
       nearly every letter stands on the baseline, while letters' tops split between the x-height
       and the ascender / capital line, so within a line bottoms agree far more than tops; turned
-      by 180 degrees, tops agree more.
+      by 180 degrees, tops agree more. orientation(ink) also says whether that up / down answer is
+      sure: on pages of small or light print the evidence can be too weak either way, and a
+      reader with a model settles it by reading a few lines both ways (reader.settle_turn).
   find_columns(ink) -> [(x0, y0, x1, y1)] column regions in reading order: a recursive XY-cut.
       A region splits at a gutter (a blank vertical band wider than word gaps, with a column of
       text on each side: several lines, left-aligned, filling its width, of several words; left
@@ -340,27 +342,39 @@ def baseline_evidence(labels, ys, xs, rv, ru, unit):
 
 def detect_orientation(ink):
     """Bool ink mask -> 0, 90, 180 or 270: the degrees the page is turned clockwise, so that
-    np.rot90(ink, k // 90) (counter-clockwise) sets it upright. 0 unless the evidence is clear:
-    at least MIN_ORIENT_LINES lines, one profile PEAK_RATIO times more peaked than the other, and
-    for a half turn baseline_evidence below -MIN_ASYM from MIN_LETTERS letters or more, most lines
+    np.rot90(ink, k // 90) (counter-clockwise) sets it upright (orientation's first value)."""
+    return orientation(ink)[0]
+
+
+def orientation(ink):
+    """Bool ink mask -> (degrees, sure): degrees as detect_orientation (0, 90, 180 or 270, turned
+    clockwise); sure False when the page has lines, so which way they run is known, but the
+    up / down test gave no clear answer: then degrees is the upright guess of the two (0 or 90)
+    and `degrees + 180` is as likely, and a reader with a model settles it by reading a few
+    lines both ways (reader.settle_turn): the letters were measured (MIN_LETTERS ...) but their
+    evidence is within MIN_ASYM of 0 or the lines disagree. 0 unless the evidence is clear: at least
+    MIN_ORIENT_LINES lines, one profile PEAK_RATIO times more peaked than the other, and for a
+    half turn baseline_evidence below -MIN_ASYM from MIN_LETTERS letters or more, most lines
     agreeing (a blank image, a one-line crop, a page of capitals or digits, or of a script without
-    ascenders and descenders, stays as it is). ~0.3 s for a 1024x1024 page on one core. The
-    closing for the second try is vertical in the upright page: (3, 1) in the mask when upright
-    or upside down, (1, 3) when turned a quarter."""
+    ascenders and descenders, stays as it is). sure is True where there is nothing to settle: no
+    lines (a blank image, a one-line crop), a clear up / down answer, or too few letters to
+    measure. ~0.3 s for a 1024x1024
+    page on one core. The closing for the second try is vertical in the upright page: (3, 1) in the
+    mask when upright or upside down, (1, 3) when turned a quarter."""
     ys, xs = np.nonzero(ink)
     if len(xs) < 200:
-        return 0
+        return 0, True
     step = max(1, len(xs) // 20000)  # the tilt search on a subsample; the best tilt then on every pixel
     y, x = ys[::step], xs[::step]
     row_unit = glyph_unit(ink)
     # three lines stacked need about three letter heights across them, whichever way they run: a
     # one-line crop (the reader's most common input, and the CPU recipe's training lines) stops here
     if row_unit is None or min(ys.max() - ys.min(), xs.max() - xs.min()) + 1 < 3 * row_unit:
-        return 0
+        return 0, True
     quarter = np.rot90(ink, 1)
     col_unit = glyph_unit(quarter)
     if col_unit is None:
-        return 0
+        return 0, True
     row_score, row_a = _peaked(x, y, _region_of(ink, y, x, row_unit))
     # turned a quarter: in np.rot90(ink, 1) pixel (y, x) lands on row w - 1 - x, column y, so the
     # upright rows are -x and the columns y
@@ -370,22 +384,28 @@ def detect_orientation(ink):
     elif col_score >= PEAK_RATIO * row_score:
         turned, unit, (rv, ru) = 90, col_unit, _level(ys, -xs, col_a)
     else:
-        return 0
+        return 0, True
     n_lines = _n_lines(rv, ru)
     if n_lines < MIN_ORIENT_LINES:
-        return 0
+        return 0, True
     min_letters = max(MIN_LETTERS, MIN_LETTERS_PER_LINE * n_lines)
     # letters as connected components; where that is inconclusive, thin strokes may have broken
     # them into pieces: again with vertical breaks of a pixel closed (a 3x1 closing, which joins a
     # letter's pieces but not neighbouring letters, which sit side by side)
     mask = ink.astype(np.uint8)
+    measured = False
     for closing in (None, (3, 1)) if turned == 0 else (None, (1, 3)):
         m = mask if closing is None else cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones(closing, np.uint8))
         labels = cv2.connectedComponents(m, connectivity=8)[1]
         evidence, agree, letters = baseline_evidence(labels, ys, xs, rv, ru, unit)
         # upside down only on clear evidence: enough letters, on balance and line by line
         if letters >= min_letters and evidence <= -MIN_ASYM and agree <= 1 - MIN_AGREE:
-            return (turned + 180) % 360
+            return (turned + 180) % 360, True
         if letters >= min_letters and evidence >= MIN_ASYM:
-            break
-    return turned
+            return turned, True
+        measured |= letters >= min_letters
+    # enough letters measured, but their tops and bottoms agree about as well (small print): not
+    # sure. Too few letters to measure (a heavy face, a page of symbols or capitals) is no case
+    # for the model either: on the speedrun model a page of symbols read with more confidence
+    # upside down (their shapes turn into each other: [ ], { }, < >, « », 6 9), so it stays as it is
+    return turned, not measured

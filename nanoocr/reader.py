@@ -18,7 +18,8 @@ One input goes:
    reads an image of another size cut into lines and word groups of that size (strips.text_strips;
    each piece carries the most characters its ink can hold, and engine ends the piece there);
 3. engine.generate (or joint_decode's readers: --decoder), all the views of a batch of images together,
-   batch_size at a time;
+   batch_size at a time; a page the layout could not tell upright from upside down is first settled
+   by reading its longest lines both ways (settle_turn);
 4. the pieces' texts joined back by line (strips.join_lines), and per line its box in the page's
    pixels (the strips' boxes, strips.text_strips) and a confidence (line_confidence).
 The server runs 1-2 (load_views) on its decoding threads and 3-4 (generate_views) on its generation
@@ -50,11 +51,15 @@ from nanoocr.engine import preprocess
 from nanoocr.image_process import DEFAULT_MAX_PIXELS, ImageError, load_image
 from nanoocr.joint_decode import check_decoder, default_decoder, read_strips
 from nanoocr.modes import DEFAULT_PROMPT
-from nanoocr.strips import join_lines, text_strips
+from nanoocr.strips import join_lines, text_strips_turns
 from nanoocr.vision_dataloader import sample_name
 
 # DeepSeek-OCR's guard against repetition loops: no 30-token n-gram twice within 90 tokens
 NO_REPEAT_NGRAM, NO_REPEAT_WINDOW = 30, 90
+# A page whose up / down the layout cannot tell (layout.orientation: sure False) is settled by reading
+# its SETTLE_LINES longest lines both ways: the way the model reads with the higher mean confidence wins
+# (a line read upside down is gibberish to it). Only such pages pay, a few strips each way.
+SETTLE_LINES = 3
 
 
 # what open_model raises with a message meant for the user (programs print it and exit 2)
@@ -97,12 +102,62 @@ def strip_views(model, image, mode, max_words=0, whole=False):
     image already at a fixed mode's exact size (a strip as the renderer draws them) are one input;
     any other image read at a fixed (H, W) strip size is cut into lines and word groups first
     (strips.text_strips; generate_views joins the texts back), unless whole=True (stretched into
-    one strip). A blank image gives []."""
+    one strip). A blank image gives []. A page the layout could not tell upright from upside down
+    (strips.text_strips_turns) carries the other way up in its first view's "other_way_up":
+    {"n": its views as cut, "views": the page turned by 180 degrees}, for settle_turn to choose
+    between with the model (generate_views does)."""
     if whole or not isinstance(mode, tuple) or image.size == (mode[1], mode[0]):
         return [(0, preprocess(model, image, mode))]
-    return [(li, dict(preprocess(model, strip, mode), max_chars=strip.info["max_chars"], box=strip.info["box"],
-                      line_box=strip.info["line_box"]))
-            for li, strip in text_strips(image, *mode, max_words=max_words)]
+    strips, other = text_strips_turns(image, *mode, max_words=max_words)
+    def views(strips):
+        return [(li, dict(preprocess(model, strip, mode), max_chars=strip.info["max_chars"], box=strip.info["box"],
+                          line_box=strip.info["line_box"])) for li, strip in strips]
+    out = views(strips)
+    if other:
+        out[0][1]["other_way_up"] = dict(n=len(out), views=views(other))
+    return out
+
+
+def _longest_lines(views, k):
+    """The views of a page's k longest lines (by the characters their strips can hold: their ink's
+    width), in reading order."""
+    size = {}
+    for li, p in views:
+        size[li] = size.get(li, 0) + p["max_chars"]
+    keep = set(sorted(size, key=lambda li: -size[li])[:k])
+    return [(li, p) for li, p in views if li in keep]
+
+
+def settle_turn(model, tokenizer, views, prompt, decoder="gpt", **kwargs):
+    """strip_views() lists (one image's, or several pages' one after another, as the server joins a
+    PDF's) -> the same with every page that carries "other_way_up" settled: its SETTLE_LINES
+    longest lines read both ways (one batch; kwargs go to read_strips), and the way whose lines the
+    model reads with the higher mean confidence (strips_confidence; a line it writes nothing for
+    counts 0) kept, the other dropped. Upright wins a tie: the layout's guess stays unless the model
+    disagrees."""
+    out, j = [], 0
+    while j < len(views):
+        p = views[j][1]
+        if "other_way_up" not in p:
+            out.append(views[j])
+            j += 1
+            continue
+        alt = p["other_way_up"]
+        cur = [(views[j][0], {k: v for k, v in p.items() if k != "other_way_up"})] + list(views[j + 1:j + alt["n"]])
+        j += alt["n"]
+        ways = [cur, alt["views"]]
+        tried = [_longest_lines(w, SETTLE_LINES) for w in ways]
+        flat = [p for t in tried for _, p in t]
+        got = read_strips(model, tokenizer, flat, [prompt] * len(flat), decoder=decoder, **kwargs)
+        means, k = [], 0
+        for t in tried:
+            by_line = {}
+            for li, _ in t:
+                by_line.setdefault(li, []).append(got[k])
+                k += 1
+            means.append(sum(strips_confidence(o) or 0.0 for o in by_line.values()) / max(1, len(by_line)))
+        out += ways[1] if means[1] > means[0] else cur
+    return out
 
 
 def line_confidence(logprobs):
@@ -163,10 +218,13 @@ def generate_views(model, tokenizer, views_per_image, prompts, batch_size=8, cal
     callback(image index, token_id, text so far): the image's text so far is its pieces up to the
     one being written, joined by line; it only grows when the pieces are read one after another
     (batch_size=1, as the server reads). kwargs go to generate()."""
+    t0 = time.time()
+    views_per_image = [settle_turn(model, tokenizer, views, prompt, decoder=decoder, **kwargs)
+                       for views, prompt in zip(views_per_image, prompts)]
     flat = [(i, j, p, prompt) for i, (views, prompt) in enumerate(zip(views_per_image, prompts))
             for j, (_, p) in enumerate(views)]
     texts = [[""] * len(views) for views in views_per_image]  # every piece's text so far, for streaming
-    outs, t0 = [], time.time()
+    outs = []
     for k in range(0, len(flat), batch_size):  # a paragraph can be dozens of strips
         chunk = flat[k:k + batch_size]
         on_token = None

@@ -9,7 +9,9 @@ of another size is cleaned and cut the way the model saw text in training:
   0. clean it (clean_image): a photographed page flattened and sharpened (nanoocr/page.py), light
      text on dark paper inverted, uneven light divided out, specks dropped, the ink found by a
      bounded Otsu threshold, a page turned by 90 / 180 / 270 degrees turned back
-     (layout.detect_orientation), the page rotated level (deskew);
+     (layout.orientation; where it cannot tell upright from upside down, text_strips_turns cuts
+     both and the reader keeps the way its model reads with more confidence), the page rotated
+     level (deskew);
   1. find the columns (layout.find_columns), then the text lines of each column in reading order:
      rows with ink, separated by blank rows (a projection profile);
   2. scale each line so its ink is as tall as a training line's (font ~0.6 H);
@@ -30,7 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from nanoocr.layout import detect_orientation, find_columns
+from nanoocr.layout import find_columns, orientation
 from nanoocr.layout import runs as _runs
 from nanoocr.page import unwarp_page_mapped
 
@@ -175,7 +177,7 @@ def clean_image_mapped(img):
         if lo > 10:
             norm = np.clip((norm.astype(np.float32) - lo) * (255 / max(1.0, 255 - lo)), 0, 255).astype(np.uint8)
     # a page turned by 90, 180 or 270 degrees is turned back first: deskew only levels a few degrees
-    turned = detect_orientation(ink)
+    turned, sure = orientation(ink)
     if turned:
         H = _rot90_matrix(turned // 90, norm.shape[1], norm.shape[0]) @ H
         norm = np.ascontiguousarray(np.rot90(norm, turned // 90))
@@ -193,7 +195,8 @@ def clean_image_mapped(img):
         shift = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1]], np.float64)
         H = np.vstack([M, [0, 0, 1]]) @ shift @ H
     out = Image.fromarray(norm)
-    out.info["orientation"] = turned  # degrees the input was turned clockwise (layout.detect_orientation)
+    out.info["orientation"] = turned  # degrees the input was turned clockwise (layout.orientation)
+    out.info["orientation_sure"] = sure  # False: upside down (turned + 180) is as likely (text_strips_turns)
     return out, ink, H
 
 
@@ -352,7 +355,29 @@ def text_strips(img, height, width, max_words=0):
     Each strip's info["box"] is its piece's ink box and info["line_box"] its whole line's, both
     [left, top, right, bottom] in the pixels of `img` as given (mapped back through the flattening
     and the deskew by box_back; a tilted line's box is the upright box around it)."""
+    return text_strips_turns(img, height, width, max_words)[0]
+
+
+def text_strips_turns(img, height, width, max_words=0):
+    """(text_strips(img, ...), the other way up): where layout.orientation found the page's lines
+    but could not tell upright from upside down (clean_image's info["orientation_sure"] False), the
+    second value is the strips of the same cleaned page turned by a further 180 degrees (boxes
+    still in the pixels of `img`), for a reader with a model to choose between
+    (reader.settle_turn); None where the orientation is sure. Cleaning runs once either way."""
     grey, ink, H = clean_image_mapped(img)
+    strips = _cut(grey, ink, H, img.size, height, width, max_words)
+    if grey.info["orientation_sure"] or not strips:
+        return strips, None
+    h, w = ink.shape
+    flipped = Image.fromarray(np.ascontiguousarray(np.asarray(grey)[::-1, ::-1]))
+    flipped.info.update(grey.info, orientation=(grey.info["orientation"] + 180) % 360)
+    H2 = _rot90_matrix(2, w, h) @ H
+    return strips, _cut(flipped, np.ascontiguousarray(ink[::-1, ::-1]), H2, img.size, height, width, max_words)
+
+
+def _cut(grey, ink, H, size, height, width, max_words):
+    """text_strips on a cleaned page: grey (PIL L), its ink mask, H (input pixels -> these), size
+    (w, h) of the input the boxes map back to."""
     lines = column_lines(ink)
     if not lines:
         return []
@@ -364,7 +389,7 @@ def text_strips(img, height, width, max_words=0):
     strips = []
     for li, (x0, t, x1, b) in enumerate(lines):
         words = [(l + x0, r + x0) for l, r in find_words(ink[t:b, x0:x1])]
-        line_box = box_back(H, (words[0][0], t, words[-1][1], b), img.size) if words else None
+        line_box = box_back(H, (words[0][0], t, words[-1][1], b), size) if words else None
         for l, r in _pieces(words, scale, room, max_words):
             nw = max(1, round((r - l) * scale))
             nh = max(1, round((b - t) * scale))
@@ -379,7 +404,7 @@ def text_strips(img, height, width, max_words=0):
             canvas = canvas.convert("RGB")
             canvas.info["max_chars"] = cap
             rows = np.flatnonzero(ink[t:b, l:r].any(1))  # the piece's own ink rows: a word group's box is tight
-            canvas.info["box"] = box_back(H, (l, t + rows[0], r, t + rows[-1] + 1), img.size)
+            canvas.info["box"] = box_back(H, (l, t + rows[0], r, t + rows[-1] + 1), size)
             canvas.info["line_box"] = line_box
             strips.append((li, canvas))
     return strips

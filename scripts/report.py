@@ -120,7 +120,8 @@ if real:
     lines += ["## Realistic images", "",
               "tasks/realistic.py: clean and degraded line crops, unseen font families, paragraphs, pages, phone "
               "photos and symbol-heavy scans; then what scanners produce: 1-bit lines and pages, 1-bit TIFF and "
-              "fax G4 TIFF files, greyscale scans, colour scans on tinted paper, pencil-grey lines; test-split "
+              "fax G4 TIFF files, greyscale scans, colour scans on tinted paper, pencil-grey lines; then layouts: "
+              "pages in 2 and 3 columns, pages turned by 90/180/270 degrees; test-split "
               "text. `ratio` = nanoocr CER / Tesseract CER (below 1: "
               "nanoocr reads better); `max len ratio` = the longest prediction over its answer, `#>1.5x` = images "
               "whose prediction is over 1.5x the answer (loops, hallucination).", "",

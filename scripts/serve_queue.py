@@ -153,7 +153,7 @@ class Job:
         self.cancelled = threading.Event()
         self.n_tokens = 0  # answer tokens so far (written by the worker thread only)
         self.prompt_tokens = 0
-        self.pages = None  # a PDF: [{"page", "size", "n_lines"} or {"page", "error"}] (split_pages)
+        self.pages = None  # a PDF: [{"page", "size", "line_ids" / "n_lines"} or {"page", "error"}] (split_pages)
 
     def emit(self, *event):
         try:
@@ -343,17 +343,25 @@ class OcrServer:
     def decode_pdf(self, data, name, mode):
         """A PDF -> (every page's views in one list, pages). Each page's line indices are moved past
         the previous page's, so the pages' lines stay apart when the texts are joined by line; pages
-        records how many lines each page holds (split_pages cuts the result back) or why it failed."""
+        records which line ids each page holds (settle_pages counts them for split_pages, which cuts
+        the result back) or why it failed."""
         views, pages, offset = [], [], 0
         for k, image in open_pages(data, name, self.dpi, self.max_pixels, self.max_pages):
             if isinstance(image, ImageError):
                 pages.append({"page": k, "error": str(image)})
                 continue
             page_views = reader.strip_views(self.model, image, mode, self.max_words)
-            line_ids = sorted({li for li, _ in page_views})
+            # a page the layout could not tell upright from upside down carries the other way up
+            # (reader.settle_turn), whose lines may number differently: its ids are moved too, and
+            # the page's line count is known once the generation thread has settled it
+            alt = page_views[0][1].get("other_way_up") if page_views else None
+            ids = {li for li, _ in page_views} | ({li for li, _ in alt["views"]} if alt else set())
+            span = max(ids) + 1 if ids else 0
             views += [(offset + li, p) for li, p in page_views]
-            offset += line_ids[-1] + 1 if line_ids else 0
-            pages.append({"page": k, "size": list(image.size), "n_lines": len(line_ids)})
+            if alt:
+                alt["views"] = [(offset + li, p) for li, p in alt["views"]]
+            pages.append({"page": k, "size": list(image.size), "line_ids": (offset, offset + span)})
+            offset += span
         if all("error" in p for p in pages):
             raise ApiError(400, "no page of the PDF could be read: " + "; ".join(p["error"] for p in pages[:3]))
         return views, pages
@@ -424,13 +432,16 @@ class OcrServer:
             job.emit("token", text, job.n_tokens)
 
         t0 = time.monotonic()
+        kw = dict(max_tokens=job.max_tokens, no_repeat_ngram_size=reader.NO_REPEAT_NGRAM,
+                  no_repeat_window=reader.NO_REPEAT_WINDOW, autocast_dtype=self.autocast_dtype, decoder=job.decoder,
+                  **job.sampling)
         try:
+            if job.pages is not None:  # a PDF: its pages' turns settled first, so each page's line count is known
+                job.views = reader.settle_turn(self.model, self.tokenizer, job.views, job.prompt, **kw)
+                settle_pages(job.pages, job.views)
             # one piece at a time (batch_size 1), so the streamed text only ever grows
             out = reader.generate_views(self.model, self.tokenizer, [job.views], [job.prompt], batch_size=1,
-                                        callback=on_token, max_tokens=job.max_tokens,
-                                        no_repeat_ngram_size=reader.NO_REPEAT_NGRAM,
-                                        no_repeat_window=reader.NO_REPEAT_WINDOW,
-                                        autocast_dtype=self.autocast_dtype, decoder=job.decoder, **job.sampling)[0]
+                                        callback=on_token, **kw)[0]
         except Cancelled:
             job.emit("error", self.timed_out())
             return
@@ -488,6 +499,15 @@ class OcrServer:
             job.cancelled.set()
         self.generators.shutdown(wait=False, cancel_futures=True)
         self.decoders.shutdown(wait=False, cancel_futures=True)
+
+
+def settle_pages(pages, views):
+    """A PDF job's pages (decode_pdf: each page's range of line ids) and its settled views
+    (reader.settle_turn) -> each page's "n_lines": how many of those ids its views hold."""
+    for p in pages:
+        if "line_ids" in p:
+            a, b = p.pop("line_ids")
+            p["n_lines"] = len({li for li, _ in views if a <= li < b})
 
 
 def split_pages(lines, pages):

@@ -10,6 +10,9 @@ moves one step further from that, so a table of rows says where reading breaks d
     pages           a clean one-column page scan of 10-20 lines, sometimes with a title
     photos          a phone photo of a printed page: uneven light, perspective, blur, JPEG, colour cast
     symbols         a clean 12-line scan full of $ % @ { } [ ] < > « » „ ” “ and accented letters
+    columns         the renderer's Fox-style page (synth "page", 1024x1024, test degradations) set in 2 or 3
+                    columns (alternately), maybe a title above them: read in reading order, column by column
+    turned          a "pages" page turned by 90, 180 or 270 degrees clockwise (the row's seed picks each)
 
 and what scanners and fax machines produce (the degradations are in tasks/scans.py), text
 printed at 9-12 pt and scanned at 150-300 dpi:
@@ -45,6 +48,7 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from nanoocr import synth
 from nanoocr import synth_text as T
 from nanoocr.common import get_base_dir
 from nanoocr.modes import DEFAULT_PROMPT
@@ -59,13 +63,17 @@ TRAIN_FAMILIES = ("DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono", "Liberation
 HELD_OUT_FAMILIES = ("Carlito", "P052", "URW Bookman", "URW Gothic", "Courier Prime")
 
 ROWS = ("clean_lines", "degraded_lines", "unseen_fonts", "paragraphs", "pages", "photos", "symbols",
-        "bilevel_lines", "bilevel_pages", "tiff_pages", "fax_pages", "grey_scans", "colour_scans", "pencil_lines")
+        "bilevel_lines", "bilevel_pages", "tiff_pages", "fax_pages", "grey_scans", "colour_scans", "pencil_lines",
+        "columns", "turned")
 SIZES = {"clean_lines": 48, "degraded_lines": 48, "unseen_fonts": 48, "paragraphs": 24, "pages": 8, "photos": 8,
          "symbols": 8, "bilevel_lines": 48, "bilevel_pages": 8, "tiff_pages": 8, "fax_pages": 8, "grey_scans": 8,
-         "colour_scans": 8, "pencil_lines": 48}  # small, so a CPU eval of every row takes minutes, not hours
+         "colour_scans": 8, "pencil_lines": 48, "columns": 8, "turned": 12}  # small, so a CPU eval of every
+# row takes minutes, not hours
 # Tesseract's page segmentation: 7 = "treat the image as a single text line", 6 = "a single uniform
-# block of text" (its auto mode 3 sometimes drops a one-line crop as noise)
+# block of text" (its auto mode 3 sometimes drops a one-line crop as noise); TESS_PSM: rows that need
+# more, 3 = automatic page segmentation (finds columns), 1 = the same with orientation detection (OSD)
 LINE_ROWS = ("clean_lines", "degraded_lines", "unseen_fonts", "bilevel_lines", "pencil_lines")
+TESS_PSM = {"columns": 3, "turned": 1}
 # The PIL mode of a row's images (RGB unless named here): a scanner's bilevel or greyscale output is
 # handed over as it is, and image_process.load_image converts it, as it does a user's file.
 ROW_MODE = {"bilevel_lines": "1", "bilevel_pages": "1", "grey_scans": "L"}
@@ -460,7 +468,29 @@ def _pencil_line(rng):
     return scans.scanned(img, rng, paper, max_tilt=1.0, jpeg_p=0.3), [text], family, spec.name
 
 
-def _make(row, rng, path=None):
+def _columns(rng, i):
+    """The renderer's page kind (synth.layout_page, test split and test degradations, 1024x1024) in
+    2 columns for even i and 3 for odd, one book-weight upright font of TRAIN_FAMILIES; its blank
+    lines between paragraphs are left out of the answer (no line of text there)."""
+    family, spec = _pick_font(rng, TRAIN_FAMILIES)
+    img, _, answer = synth.render(rng.randrange(1 << 24), rng.randrange(1 << 36), "page", "test",
+                                  columns=2 + i % 2, fonts=[spec.name])
+    return img, [line for line in answer.split("\n") if line.strip()], family, spec.name
+
+
+# a page turned k degrees clockwise (PIL's ROTATE_n turns counter-clockwise)
+TURNS = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}
+
+
+def _turned(rng):
+    """A "pages" page, then turned by 90, 180 or 270 degrees clockwise (rng's choice) ->
+    (image, lines, family, font name, degrees, the page upright)."""
+    page, lines, family, font = _page(rng)[:4]
+    k = rng.choice(sorted(TURNS))
+    return page.transpose(TURNS[k]), lines, family, font, k, page
+
+
+def _make(row, rng, path=None, i=0):
     if row == "clean_lines":
         return _line_sample(rng, TRAIN_FAMILIES)
     if row == "degraded_lines":
@@ -489,6 +519,10 @@ def _make(row, rng, path=None):
         return _colour_scan(rng)
     if row == "pencil_lines":
         return _pencil_line(rng)
+    if row == "columns":
+        return _columns(rng, i)
+    if row == "turned":
+        return _turned(rng)[:4]
     raise ValueError(f"realistic: unknown row {row!r}; rows: {', '.join(ROWS)}")
 
 
@@ -513,6 +547,12 @@ def photo_corners(i, seed=0):
     return _photo(_rng(seed, "photos", i))[4]
 
 
+def turned_page(i, seed=0):
+    """(degrees, the page upright) for realistic_samples("turned", seed=seed)[i]: how far its image is
+    turned clockwise and the page it was turned from (what a reader that turns it back must see)."""
+    return _turned(_rng(seed, "turned", i))[4:]
+
+
 def realistic_samples(row, limit=-1, seed=0):
     """[{id, image, prompt, answer, family, font, tess_psm}] for one row of ROWS: SIZES[row] images
     (at most limit), each a pure function of (seed, row, index). image: a PIL image in ROW_MODE's
@@ -523,12 +563,12 @@ def realistic_samples(row, limit=-1, seed=0):
     n = SIZES[row] if limit <= 0 else min(limit, SIZES[row])
     out = []
     for i in range(n):
-        img, lines, family, font_name = _make(row, _rng(seed, row, i), row_file(row, i, seed) if row in FILE_ROWS else None)
+        img, lines, family, font_name = _make(row, _rng(seed, row, i), row_file(row, i, seed) if row in FILE_ROWS else None, i)
         lines = [line.strip() for line in lines]
         assert all(lines), f"realistic {row} #{i}: an empty line"
         assert isinstance(img, str) if row in FILE_ROWS else img.mode == ROW_MODE.get(row, "RGB"), \
             f"tasks/realistic.py: row {row} #{i} made a {getattr(img, 'mode', type(img).__name__)} image; ROW_MODE / FILE_ROWS say otherwise"
         out.append({"id": f"realistic-{row}-{i}", "image": img, "prompt": DEFAULT_PROMPT,
                     "answer": "\n".join(lines), "family": family, "font": font_name,
-                    "tess_psm": 7 if row in LINE_ROWS else 6})
+                    "tess_psm": TESS_PSM.get(row, 7 if row in LINE_ROWS else 6)})
     return out
