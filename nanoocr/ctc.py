@@ -130,10 +130,12 @@ def cell_texts(boxes, answer, grid, geometry, stride):
 
 
 def cell_ctc_loss_sum(head, tokens, texts):
-    """Sum over images of its cells' CTC losses divided by its character count: per character, as a
-    strip's loss is. (A mean over cells instead lets the many empty cells -- whose loss is the
-    log-probability of all blanks -- drown the few with text: the encoder then collapsed, writing
-    blanks everywhere; dev/LOG.md "Page recipe".) tokens [B, N, D]; texts: B lists of N strings."""
+    """Sum over images of its cells' CTC losses divided by its character count plus its number of
+    empty cells: per character, as a strip's loss is, with an empty cell (whose loss is the
+    log-probability of all blanks) weighing as one character. (A mean over cells let the many empty
+    cells drown the few with text, and the encoder collapsed into blanks everywhere; dividing by the
+    characters alone let the empty cells' early losses, ~110 nats each, swamp the rest: dev/LOG.md
+    "Page recipe".) tokens [B, N, D]; texts: B lists of N strings."""
     B, N, _ = tokens.shape
     assert len(texts) == B and all(len(t) == N for t in texts), (
         f"cell targets for {[len(t) for t in texts]} cells, tokens are {B} x {N}")
@@ -143,7 +145,8 @@ def cell_ctc_loss_sum(head, tokens, texts):
     flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
     frames = torch.full((B * N,), log_probs.size(0), dtype=torch.long)
     per_cell = F.ctc_loss(log_probs, flat, frames, lengths, blank=0, reduction="none", zero_infinity=True)
-    return (per_cell.view(B, N).sum(1) / lengths.view(B, N).sum(1).clamp_min(1)).sum()
+    weight = lengths.view(B, N).clamp_min(1).sum(1)  # characters + empty cells, per image
+    return (per_cell.view(B, N).sum(1) / weight).sum()
 
 
 def greedy_decode(log_probs):

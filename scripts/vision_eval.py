@@ -210,10 +210,13 @@ def proof_checks(read, net, tokenizer, samples, records, run_mode, device, n=64)
     ok = [(s, r) for s, r in zip(samples, records) if "error" not in r][:n]
     assert len(ok) >= 2, f"--proof needs at least 2 readable samples, got {len(ok)}"
     seq_len = net.gpt.config.sequence_len
-    ex = [e for e in (prepare_vision(s, tokenizer, net.encoder.config, run_mode) for s, _ in ok)
-          if len(e["ids"]) <= seq_len + 1]  # (longer ones were cut when read; the loss needs them whole)
+    ex = [prepare_vision(s, tokenizer, net.encoder.config, run_mode) for s, _ in ok]
+    for e in ex:  # an answer longer than the model's sequence: the loss over the part it could write
+        e["ids"], e["mask"] = e["ids"][:seq_len + 1], e["mask"][:seq_len + 1]
     batches = []
-    for i in range(0, len(ex) - 1, 8):
+    for i in range(0, len(ex), 8):
+        if len(ex) - i < 2:  # (the gap rolls images within a batch: a batch of one has no other image)
+            break
         b = collate(ex[i:i + 8], seq_len, tokenizer.bos_id)
         for k in ("input_ids", "targets"):
             b[k] = b[k].to(device)
@@ -225,7 +228,7 @@ def proof_checks(read, net, tokenizer, samples, records, run_mode, device, n=64)
     other = read(shifted)
     own_cer = [cer([r["pred"]], [r["ref"]]) for _, r in ok]
     other_cer = [cer([o["pred"]], [r["ref"]]) if "error" not in o else 1.0 for o, (_, r) in zip(other, ok)]
-    return {"n": len(ok), "loss_pages": len(ex), "answer_loss": loss, "ablation_gap": gap,
+    return {"n": len(ok), "loss_pages": sum(b["input_ids"].size(0) for b in batches), "answer_loss": loss, "ablation_gap": gap,
             "cer_own_image": cer([r["pred"] for _, r in ok], [r["ref"] for _, r in ok]),
             "cer_other_image": cer([o.get("pred", "") for o in other], [r["ref"] for _, r in ok]),
             "worse_with_other_image": sum(b > a for a, b in zip(own_cer, other_cer)),
