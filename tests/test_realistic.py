@@ -234,7 +234,7 @@ def test_tesseract_reads_columns_and_turned_rows(rows):
     """The baseline is a real one: Tesseract with automatic page segmentation reads the columns in
     order, and with orientation detection reads the turned pages (measured: columns 0.044, turned 0.012)."""
     from nanoocr.metrics import cer
-    from scripts.vision_eval import run_tesseract
+    from nanoocr.tesseract import run_tesseract
     for row in ("columns", "turned"):
         samples = rows[row][2:5]
         preds = [run_tesseract(s["image"], psm=s["tess_psm"])[0] for s in samples]
