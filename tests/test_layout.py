@@ -93,6 +93,7 @@ def test_receipts_stay_row_by_row():
         assert len(find_columns(ink)) == 1, f"receipt {i} was cut into columns"
 
 
+@pytest.mark.slow  # kept out of the quick loop (CONTRIBUTING.md): the full suite runs it
 def test_turned_pages_are_detected():
     # pages of 1, 2 and 3 columns turned k degrees clockwise; the misses are pages in a thin
     # monospaced oblique font, whose letters break into fragments: no evidence, so not turned

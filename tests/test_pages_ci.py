@@ -17,6 +17,7 @@ from conftest import REPO
 N_STEPS = 40
 
 
+@pytest.mark.slow  # kept out of the quick loop (CONTRIBUTING.md): the full suite runs it
 def test_page_recipe_path_trains_evaluates_and_reports(tmp_path):
     from nanoocr.synth_text import corpus_iter
     from nanoocr.tokenizer import Tokenizer

@@ -230,6 +230,7 @@ def test_columns_and_turned_rows(rows):
 
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="apt-get install tesseract-ocr")
+@pytest.mark.slow  # kept out of the quick loop (CONTRIBUTING.md): the full suite runs it
 def test_tesseract_reads_columns_and_turned_rows(rows):
     """The baseline is a real one: Tesseract with automatic page segmentation reads the columns in
     order, and with orientation detection reads the turned pages (measured: columns 0.044, turned 0.012)."""
@@ -329,6 +330,7 @@ def test_bilevel_line_has_ink():
 
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="apt-get install tesseract-ocr")
+@pytest.mark.slow  # kept out of the quick loop (CONTRIBUTING.md): the full suite runs it
 def test_tesseract_reads_scan_rows(rows):
     """The scan rows are legible: Tesseract reads a few samples of each (measured: lines ~0.003-0.006,
     pages 0.006-0.07, the specked fax pages worst)."""

@@ -31,6 +31,7 @@ def test_full_recipe_dry_run(tmp_path):
     assert meta1["model_config"]["gpt"]["n_layer"] == 1
 
 
+@pytest.mark.slow  # kept out of the quick loop (CONTRIBUTING.md): the full suite runs it
 def test_long_cpu_recipe_dry_run(tmp_path):
     """runs/cpu_long.sh at a tiny size: both stages, the finished model on a realistic row, the scaling
     evals of its Stage 1 checkpoints and the report card's CER-against-minutes section and plot."""
