@@ -7,7 +7,8 @@
 # Steps, each bounded: (1) the CUDA-only tests, if the suite has any (pytest -m cuda); (2) ~200 steps
 # of the GPU speedrun preset (presets/gpu.toml: pages in Base mode) with one eval at the end; (3) ~20
 # steps of the full-size preset (presets/full.toml) in bf16 from random init (--from_scratch=True);
-# (4) generation at batch 1 and 16 from the step-(2) model.
+# (4) generation at batch 1 and 16 from the step-(2) model; (5) its compression table and reading checks
+# on test pages in three modes (nanoocr eval --mode=base,small,tiny --proof=True).
 # Then a summary: samples/s, tokens/s, MFU against the GPU's bf16 peak (the progress lines say which
 # peak), peak memory, the first val CER. Logs and checkpoints go under $NANOOCR_BASE_DIR (default: a
 # fresh temp dir, so no other run's tokenizer or checkpoint is picked up).
@@ -32,6 +33,7 @@ if [ "${GPU_CHECK_CPU:-0}" = 1 ]; then
              --seq_len=96 --num_steps=2 --device_batch_size=2 --total_batch_size=2 --tokenizer_vocab=300
              --num_workers=0 --log_every=1)
   GEN_TOKENS=4
+  EVAL_ARGS=(--limit=2 --max_tokens=4 --mode=base,tiny --device_type=cpu)
   RUN_TESTS=0
 else
   python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: torch sees no CUDA GPU (a CPU build of torch? set GPU_CHECK_CPU=1 for the CPU dry run)')"
@@ -46,6 +48,7 @@ else
   # limit stops it (and saves) if the GPU is much slower than that
   FULL_ARGS=(--num_steps=20 --log_every=5 --time_limit_min=2.5 --tokenizer_vocab=65536)
   GEN_TOKENS=256
+  EVAL_ARGS=(--limit=48 --max_tokens=512 --mode=base,small,tiny --device_type=cuda)
   RUN_TESTS=1
 fi
 
@@ -96,6 +99,11 @@ if device == "cuda":
     print(f"generate peak memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB allocated")
 PY
 
+# (5) the compression table and the reading-not-recalling checks of the step-(2) model on test pages,
+# in three modes (what runs/pages_cpu.sh measures on the CPU; after 200 steps expect no reading yet)
+timeout 150 python -m scripts.vision_eval --model="$BASE/vis_tok_checkpoints/gpu_check" --data=synth:page --split=test \
+  --proof=True --out="$LOGS/pages.jsonl" "${EVAL_ARGS[@]}" 2>&1 | tee "$LOGS/pages_eval.log"
+
 # summary: the last progress line of each run, its eval line, its peak memory
 echo
 echo "=== gpu_check summary ($(( $(date +%s) - T0 ))s) ==="
@@ -107,3 +115,4 @@ done
 FIRST_CER=$(grep -m1 -o 'val_cer [0-9.]*' "$LOGS/gpu.log" || echo "val_cer missing")
 echo "[gpu] first $FIRST_CER"
 grep '^generate' "$LOGS/generate.log" | sed 's/^/[generate] /'
+grep '^reading, not recalling' "$LOGS/pages_eval.log" | sed 's/^/[pages] /' || echo "[pages] no proof line"

@@ -246,5 +246,9 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert re.search(r"\[gpu\] first val_cer [0-9.]+", summary), summary
     assert re.search(r"\[generate\] generate batch 1: [0-9.,]+ tokens/s \(4 tokens", summary), summary
     assert re.search(r"\[generate\] generate batch 16: [0-9.,]+ tokens/s \(64 tokens", summary), summary
+    # (5) the page eval in two modes with the reading checks, as runs/pages_cpu.sh runs it
+    assert re.search(r"\[pages\] reading, not recalling \(2 samples, mode base\): distinct outputs [12]/2", summary), summary
+    pages = json.loads((tmp_path / "gpu_check" / "pages.metrics.json").read_text())
+    assert pages["modes"] == ["base", "tiny"] and all(pages["by_mode"][m]["model"]["n"] == 2 for m in pages["modes"])
     assert committed_steps(str(tmp_path / "vis_tok_checkpoints" / "gpu_check")) == [2]
     assert committed_steps(str(tmp_path / "vis_tok_checkpoints" / "full_check")) == [2]
