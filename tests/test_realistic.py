@@ -77,6 +77,7 @@ def test_rows_sizes_and_fields(rows):
             assert 20 <= min(n_lines), n_lines  # a page filled in 2-3 columns
 
 
+@pytest.mark.slow  # kept out of the quick loop (CONTRIBUTING.md): the full suite runs it
 def test_rows_are_deterministic(rows):
     for row in R.ROWS:
         again = R.realistic_samples(row, limit=3)  # a TIFF row's files: under this test's own base dir

@@ -51,6 +51,7 @@ DISPATCH = """([kind, b64, name]) => {
 }"""
 
 
+@pytest.mark.slow  # kept out of the quick loop (CONTRIBUTING.md): the full suite runs it
 def test_page_streams_the_same_text_as_nanoocr_read(tmp_path):
     ckpt = make_checkpoint(tmp_path)
     images = []
