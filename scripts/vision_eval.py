@@ -310,6 +310,8 @@ def main():
             metrics["proof"] = proof_checks(lambda items: list(read(items, run_mode)), net, tokenizer, samples,
                                             records, run_mode, dev)
         by_mode[name] = metrics
+        if run_mode == run_modes[0]:
+            first_records = records
         if len(run_modes) > 1:
             with open(f"{stem}.{name}.metrics.json", "w") as f:
                 json.dump(metrics, f, indent=2)
@@ -327,9 +329,7 @@ def main():
         json.dump(metrics, f, indent=2)
 
     # benchmark-format outputs (of the first mode), for the benchmarks' own evaluators
-    first = [json.loads(line) for line in open(out_path if len(run_modes) == 1 else f"{stem}.{mode_name(run_modes[0])}.jsonl",
-                                                encoding="utf-8")]
-    ok = [(s, r["pred"]) for s, r in zip(samples, first) if "error" not in r]
+    ok = [(s, r["pred"]) for s, r in zip(samples, first_records) if "error" not in r]
     if fox_out and ok:
         fox.write_predictions(fox_out, [s for s, _ in ok], [p for _, p in ok])
         print(f"Fox predictions -> {fox_out}")
